@@ -1,0 +1,77 @@
+"""What runs where: devices, library versions and an environment report for notebook 00."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import platform
+import shutil
+
+import torch
+
+#: Packages whose versions the environment report lists (import name, display name).
+REPORTED_PACKAGES = (
+    ("torch", "torch"),
+    ("transformers", "transformers"),
+    ("bitsandbytes", "bitsandbytes"),
+    ("numpy", "numpy"),
+    ("matplotlib", "matplotlib"),
+    ("ipywidgets", "ipywidgets"),
+    ("nbgrader", "nbgrader"),
+    ("sklearn", "scikit-learn"),
+)
+
+
+def available_devices() -> list[str]:
+    """Devices the course runs on here: always ``"cpu"``, plus ``"cuda"`` when a GPU is usable."""
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def default_device() -> torch.device:
+    """The device notebooks compute on: CUDA when present, else CPU (``COURSE_DEVICE`` overrides)."""
+    forced = os.environ.get("COURSE_DEVICE")
+    if forced:
+        return torch.device(forced)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def package_version(import_name: str) -> str | None:
+    """Version string of an importable package, or None when it is not installed or fails to import."""
+    try:
+        module = importlib.import_module(import_name)
+    except Exception:  # an import can fail with anything (missing CUDA libraries, ...)
+        return None
+    return getattr(module, "__version__", "unknown")
+
+
+def environment_report() -> dict:
+    """Everything a learner (or a helper on the forum) needs to know about this machine.
+
+    Returns:
+        dict with python, platform, cpu_count, packages ({name: version or None}),
+        cuda (bool), gpu (name or None), torch_cuda (CUDA version torch was built with or None),
+        compiler (path of a C++ compiler or None), on_colab (bool).
+    """
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "packages": {display: package_version(mod) for mod, display in REPORTED_PACKAGES},
+        "cuda": torch.cuda.is_available(),
+        "gpu": gpu,
+        "torch_cuda": torch.version.cuda,
+        "compiler": shutil.which("c++") or shutil.which("g++") or shutil.which("clang++"),
+        "on_colab": on_colab(),
+    }
+
+
+def on_colab() -> bool:
+    """True inside a Google Colab runtime."""
+    if "COLAB_RELEASE_TAG" in os.environ:
+        return True
+    try:
+        return importlib.util.find_spec("google.colab") is not None
+    except ModuleNotFoundError:  # no "google" package at all
+        return False

@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""Regenerate the student notebooks (notebooks/) from the solutions (solutions/) with nbgrader.
+
+    python scripts/generate_notebooks.py            # rewrite notebooks/ in place
+    python scripts/generate_notebooks.py --out DIR  # write the release into DIR instead (for the drift test)
+
+nbgrader's generate_assignment strips solutions and hidden tests, clears outputs and records
+checksums of the locked cells. It runs in a scratch copy of the course with a throw-away
+gradebook, so the repository's own gradebook (if an instructor has one) is never touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# nbgrader runs the `alembic` command of its own environment: make sure that environment's
+# bin/ is on PATH even when this script is started as .venv/bin/python without activation.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+
+
+def assignments(solutions: Path = ROOT / "solutions") -> list[str]:
+    """Assignment ids, in course order: the folders of solutions/ that hold a notebook."""
+    return sorted(p.name for p in solutions.iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
+
+
+def generate(out: Path, root: Path = ROOT) -> list[Path]:
+    """Generate every assignment's release into ``out`` (replacing what is there); returns the notebooks."""
+    from nbgrader.apps import NbGraderAPI
+    from traitlets.config import Config
+
+    with tempfile.TemporaryDirectory(prefix="course-generate-") as scratch:
+        scratch = Path(scratch)
+        shutil.copytree(root / "solutions", scratch / "solutions",
+                        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+        config = Config()
+        config.CourseDirectory.root = str(scratch)
+        config.CourseDirectory.source_directory = "solutions"
+        config.CourseDirectory.release_directory = "release"
+        config.CourseDirectory.db_url = f"sqlite:///{scratch / 'gradebook.db'}"
+        config.Exchange.root = str(scratch / "exchange")
+        api = NbGraderAPI(config=config)
+        for assignment in assignments(scratch / "solutions"):
+            result = api.generate_assignment(assignment, force=True, create=True)
+            if not result["success"]:
+                raise RuntimeError(f"nbgrader could not generate {assignment}:\n{result['log']}\n{result.get('error', '')}")
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(scratch / "release", out)
+    return sorted(out.rglob("*.ipynb"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "notebooks", help="release directory to write")
+    args = parser.parse_args(argv)
+    for nb in generate(args.out):
+        print(nb.relative_to(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
