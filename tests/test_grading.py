@@ -1,0 +1,146 @@
+"""The grading helpers must pass correct work, fail wrong work with a useful message, and stay quiet."""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+
+import pytest
+import torch
+
+from course_lib import grading
+
+
+def test_check_function_passes_identical_functions(device):
+    grading.check_function(lambda x: x * 2, lambda x: x * 2, cases=[grading.randn(3, 4)], on_devices=[device])
+
+
+def test_check_function_reports_first_wrong_element():
+    with pytest.raises(AssertionError) as info:
+        grading.check_function(lambda x: x + (x > 1).float(), lambda x: x.clone(),
+                               cases=[torch.tensor([0.5, 1.5, 0.0])], on_devices=["cpu"])
+    msg = str(info.value)
+    assert "1 of 3 elements" in msg and "[1]" in msg and "got 2.5" in msg and "expected 1.5" in msg
+
+
+@pytest.mark.parametrize(
+    "learner, fragment",
+    [
+        (lambda x: x.double(), "dtype float64, expected float32"),
+        (lambda x: x.reshape(-1), "shape (6,), expected (2, 3)"),
+        (lambda x: x.tolist(), "should be a torch.Tensor, got list"),
+        (lambda x: x * float("nan"), "NaN"),
+    ],
+)
+def test_check_function_names_what_differs(learner, fragment):
+    with pytest.raises(AssertionError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        grading.check_function(learner, lambda x: x.clone(), cases=[grading.randn(2, 3)], on_devices=["cpu"])
+
+
+def test_not_implemented_gets_a_clear_message():
+    def stub(x):
+        raise NotImplementedError()
+
+    with pytest.raises(AssertionError, match="not implemented yet"):
+        grading.check_function(stub, lambda x: x, cases=[torch.ones(2)])
+
+
+def test_learner_crash_reports_the_call():
+    with pytest.raises(AssertionError, match=r"boom\(.*raised ZeroDivisionError"):
+        def boom(x):
+            return 1 / 0
+        grading.check_function(boom, lambda x: x, cases=[torch.ones(2)])
+
+
+def test_inputs_are_copied_so_in_place_edits_do_not_leak():
+    def learner(x):
+        x.mul_(3)  # mutates its input
+        return x
+
+    grading.check_function(learner, lambda x: x * 3, cases=[torch.ones(4)])
+
+
+def test_tolerances_and_numbers():
+    grading.assert_close(1.0 + 1e-9, 1.0, atol=1e-8, rtol=0)
+    with pytest.raises(AssertionError, match="expected 1.0"):
+        grading.assert_close(1.1, 1.0, atol=1e-3, rtol=0)
+    with pytest.raises(AssertionError, match="should be a number"):
+        grading.assert_close("1.0", 1.0)
+    grading.assert_close(math.inf, math.inf)
+    with pytest.raises(AssertionError):
+        grading.assert_close(math.inf, -math.inf)
+
+
+def test_structures_are_compared_recursively():
+    expected = {"scale": torch.tensor(0.5), "codes": (torch.tensor([1, 2]), 3)}
+    grading.assert_equal({"scale": torch.tensor(0.5), "codes": (torch.tensor([1, 2]), 3)}, expected)
+    with pytest.raises(AssertionError, match=r"result\['codes'\]\[0\]"):
+        grading.assert_equal({"scale": torch.tensor(0.5), "codes": (torch.tensor([1, 5]), 3)}, expected)
+    with pytest.raises(AssertionError, match="missing"):
+        grading.assert_equal({"scale": torch.tensor(0.5)}, expected)
+
+
+def test_integers_compare_exactly_beyond_float_precision():
+    big = torch.tensor([2**53 + 1], dtype=torch.int64)
+    with pytest.raises(AssertionError):
+        grading.assert_equal(big, torch.tensor([2**53], dtype=torch.int64))
+
+
+def test_nan_positions_must_match_and_equal_nans_pass():
+    grading.assert_equal(torch.tensor([1.0, float("nan")]), torch.tensor([1.0, float("nan")]))
+    with pytest.raises(AssertionError, match="NaN"):
+        grading.assert_equal(torch.tensor([float("nan"), 1.0]), torch.tensor([1.0, 1.0]))
+
+
+def test_infinities_must_match():
+    with pytest.raises(AssertionError, match="infinite"):
+        grading.assert_equal(torch.tensor([float("inf")]), torch.tensor([float("-inf")]))
+
+
+def test_check_raises():
+    def strict(bits):
+        if bits > 8:
+            raise ValueError(f"bits must be <= 8, got {bits}")
+        return bits
+
+    grading.check_raises(strict, (9,), mentions="bits")
+    with pytest.raises(AssertionError, match="returned normally"):
+        grading.check_raises(strict, (4,))
+    with pytest.raises(AssertionError, match="should mention 'scale'"):
+        grading.check_raises(strict, (9,), mentions="scale")
+    with pytest.raises(AssertionError, match="expected ValueError or TypeError"):
+        grading.check_raises(lambda: [][1])
+
+
+def test_passing_checks_write_nothing_to_stderr(capfd):
+    def noisy(x):
+        warnings.warn("deprecated thing")
+        print("debug", file=sys.stderr)
+        return x + 1
+
+    grading.check_function(noisy, lambda x: x + 1, cases=[torch.zeros(3)])
+    captured = capfd.readouterr()
+    assert captured.err == ""
+
+
+def test_helpers_return_none_so_a_cell_cannot_end_on_a_score():
+    assert grading.check_function(lambda x: x, lambda x: x, cases=[torch.ones(1)]) is None
+    assert grading.assert_close(1.0, 1.0) is None
+
+
+def test_empty_cases_are_rejected():
+    with pytest.raises(ValueError, match="cases"):
+        grading.check_function(lambda x: x, lambda x: x, cases=[])
+
+
+def test_results_must_stay_on_the_input_device():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA to move a result off the input's device")
+    with pytest.raises(AssertionError, match="keep results on the input's device"):
+        grading.check_function(lambda x: x.cpu(), lambda x: x.clone(), cases=[torch.ones(2)], on_devices=["cuda"])
+
+
+def test_devices_lists_cpu_first():
+    assert grading.devices()[0] == "cpu"
+    assert ("cuda" in grading.devices()) == torch.cuda.is_available()
