@@ -34,7 +34,6 @@ import argparse
 import hashlib
 import json
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -254,7 +253,14 @@ def main(argv: list[str] | None = None) -> None:
             cleaned = clean_rst(p.read_text(encoding="utf-8"))
             if len(cleaned.strip()) >= 200:
                 docs[rel] = cleaned
-        shutil.copyfile(src / "license.rst.txt", assets / "LICENSE-PSF.txt")
+        licence = (
+            "eval.txt and calib.txt in this folder are derived from the Python 3.11 documentation\n"
+            f"(Debian package {PACKAGE} {version}; see MANIFEST.txt). Below, verbatim from the same package:\n"
+            "its copyright.rst.txt and license.rst.txt (the PSF License Agreement covers the documentation).\n\n"
+            + "=" * 78 + "\n" + (src / "copyright.rst.txt").read_text(encoding="utf-8")
+            + "\n" + "=" * 78 + "\n" + (src / "license.rst.txt").read_text(encoding="utf-8")
+        )
+        (assets / "LICENSE-PSF.txt").write_text(licence, encoding="utf-8")
 
     splits = split_documents(docs, args.split_bytes, args.max_heldout_file_bytes)
     for name in ("eval", "calib"):

@@ -37,8 +37,8 @@ def test_sqnr_of_uniform_rounding_is_six_db_per_bit(bits):
     from course_lib.widgets.welcome import round_to_bits
 
     x = torch.rand(100_000, generator=torch.Generator().manual_seed(bits), dtype=torch.float64) * 2 - 1
-    # SQNR = 20 log10(2^b - 1) for a full-scale uniform signal on 2^b levels (step 2/(2^b - 1)).
-    assert basics.sqnr_db(x, round_to_bits(x, bits)) == pytest.approx(20 * math.log10(2**bits - 1), abs=0.1)
+    # Noise power step^2/12, signal power (2^b step)^2/12: SQNR = 20 log10(2^b) = 6.02 b dB.
+    assert basics.sqnr_db(x, round_to_bits(x, bits)) == pytest.approx(20 * math.log10(2**bits), abs=0.1)
 
 
 @pytest.mark.parametrize("bad, message", [((torch.zeros(3), torch.ones(3)), "x must not be all zero"),

@@ -11,9 +11,12 @@ from ..basics import sqnr_db
 
 
 def round_to_bits(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Round ``x`` (values in [-1, 1]) to a uniform grid of 2**bits levels spanning [-1, 1]."""
-    levels = 2**bits - 1
-    return torch.round((x.clamp(-1, 1) + 1) / 2 * levels) / levels * 2 - 1
+    """Quantize ``x`` (values in [-1, 1]) with 2**bits equal cells over [-1, 1] (step 2 / 2**bits),
+    each value replaced by its cell's centre (a "mid-rise" quantizer: 2**bits levels, none at 0)."""
+    cells = 2**bits
+    step = 2.0 / cells
+    index = torch.floor((x.clamp(-1, 1) + 1) / step).clamp(max=cells - 1)
+    return (index + 0.5) * step - 1
 
 
 def draw_rounding(bits: int, ax_signal=None, ax_error=None, n: int = 400):
@@ -31,7 +34,7 @@ def draw_rounding(bits: int, ax_signal=None, ax_error=None, n: int = 400):
     ax_signal.set_title(f"{bits} bits: {2**bits} levels, SQNR {snr:.1f} dB")
     ax_signal.legend(loc="lower left")
     ax_error.plot(t, x - q, color="tab:red")
-    step = 2 / (2**bits - 1)
+    step = 2 / 2**bits
     ax_error.axhline(step / 2, ls="--", color="gray")
     ax_error.axhline(-step / 2, ls="--", color="gray")
     ax_error.set_title("error (dashed: +-step/2)")
