@@ -30,22 +30,28 @@ def assignments(solutions: Path = ROOT / "solutions") -> list[str]:
     return sorted(p.name for p in solutions.iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
 
 
+def scratch_config(root: Path, source_directory: str, release_directory: str = "release"):
+    """nbgrader configuration of a scratch course in ``root`` with its own gradebook and exchange."""
+    from traitlets.config import Config
+
+    config = Config()
+    config.CourseDirectory.root = str(root)
+    config.CourseDirectory.source_directory = source_directory
+    config.CourseDirectory.release_directory = release_directory
+    config.CourseDirectory.db_url = f"sqlite:///{root / 'gradebook.db'}"
+    config.Exchange.root = str(root / "exchange")
+    return config
+
+
 def generate(out: Path, root: Path = ROOT) -> list[Path]:
     """Generate every assignment's release into ``out`` (replacing what is there); returns the notebooks."""
     from nbgrader.apps import NbGraderAPI
-    from traitlets.config import Config
 
     with tempfile.TemporaryDirectory(prefix="course-generate-") as scratch:
         scratch = Path(scratch)
         shutil.copytree(root / "solutions", scratch / "solutions",
                         ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
-        config = Config()
-        config.CourseDirectory.root = str(scratch)
-        config.CourseDirectory.source_directory = "solutions"
-        config.CourseDirectory.release_directory = "release"
-        config.CourseDirectory.db_url = f"sqlite:///{scratch / 'gradebook.db'}"
-        config.Exchange.root = str(scratch / "exchange")
-        api = NbGraderAPI(config=config)
+        api = NbGraderAPI(config=scratch_config(scratch, source_directory="solutions"))
         for assignment in assignments(scratch / "solutions"):
             result = api.generate_assignment(assignment, force=True, create=True)
             if not result["success"]:

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from generate_notebooks import scratch_config  # noqa: E402
 SOLUTION_MARKERS = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$")
 
 
@@ -60,17 +64,11 @@ class Course:
 
     def __init__(self, root: Path, assignment: str, timeout: int = 300):
         from nbgrader.apps import NbGraderAPI
-        from traitlets.config import Config
 
         self.root, self.assignment = root, assignment
         self.notebook = notebook_name(assignment)
         shutil.copytree(ROOT / "solutions" / assignment, root / "source" / assignment)
-        config = Config()
-        config.CourseDirectory.root = str(root)
-        config.CourseDirectory.source_directory = "source"
-        config.CourseDirectory.release_directory = "release"
-        config.CourseDirectory.db_url = f"sqlite:///{root / 'gradebook.db'}"
-        config.Exchange.root = str(root / "exchange")
+        config = scratch_config(root, source_directory="source")
         config.Execute.timeout = timeout
         config.Execute.interrupt_on_timeout = True
         config.OverwriteCells.add_missing_cells = True  # as in the course's nbgrader_config.py
