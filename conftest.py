@@ -1,7 +1,8 @@
 """Repository-wide pytest set-up: offline and headless, for the tests and the notebooks (nbval) alike.
 
-The README's command runs pytest-xdist with --dist loadfile: each notebook's cells share one kernel,
-so they must stay on one worker, in order."""
+The README's command runs pytest-xdist with --dist loadscope: each notebook's cells (scope: the
+notebook file) share one kernel, so they stay on one worker, in order; each round-trip test class
+(one per notebook) also stays on one worker and shares its scratch course."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ case "${1:-}" in
         export HF_HUB_OFFLINE=1 MPLBACKEND=Agg
         # Library tests, the nbgrader round trip on every notebook, and every solution notebook
         # executed headless (nbval), spread over all cores.
-        exec python -m pytest -n auto --dist loadfile --nbval-lax tests solutions "$@"
+        exec python -m pytest -n auto --dist loadscope --nbval-lax tests solutions "$@"
         ;;
     *)
         echo "usage: ./course.sh lab [jupyterlab args] | ./course.sh test [pytest args]" >&2

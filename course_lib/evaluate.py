@@ -10,7 +10,9 @@ Every notebook measures quality and cost with these functions, so that a table i
 - :func:`embedding_cosine` and :func:`spearman`: quality of sentence embeddings (MiniLM);
 - :func:`model_size_bytes`: bytes of a model's weights as stored, or as they would be stored
   in another dtype or in a packed k-bit format with per-group scales;
-- :func:`measure_latency`: wall-clock timing with warm-up and CUDA synchronization.
+- :func:`measure_latency`: wall-clock timing with warm-up and CUDA synchronization;
+- :func:`quantization_table` and :func:`format_table`: the method x bits x group table of
+  notebooks 07-09 and the capstone (perplexity, size, quantization time), one call.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ __all__ = [
     "spearman",
     "model_size_bytes",
     "measure_latency",
+    "quantization_table",
+    "format_table",
 ]
 
 
@@ -535,3 +539,85 @@ def measure_latency(fn: Callable, *args, warmup: int = 3, repeats: int = 20, **k
         "repeats": repeats,
         "times": times,
     }
+
+
+# --------------------------------------------------------------------------------------
+# the comparison table of weight-quantization methods
+# --------------------------------------------------------------------------------------
+#: (bits, group_size) settings of the course's tables: per output channel and group 128, at 4 and 3 bits.
+TABLE_SETTINGS = ((4, None), (4, 128), (3, None), (3, 128))
+
+
+def quantization_table(
+    methods: dict,
+    settings: Sequence[tuple[int, int | None]] = TABLE_SETTINGS,
+    *,
+    model_name=None,
+    max_tokens: int | None = None,
+    include_fp: bool = True,
+    scale_bits: int = 32,
+    progress: bool = True,
+) -> list[dict]:
+    """Quantize a fresh copy of a causal LM with each method at each setting and measure it.
+
+    Args:
+        methods: ``{name: fn}`` where ``fn(model, tokenizer, bits, group_size)`` quantizes the
+            model's weights in place (e.g. ``lambda m, t, b, g: quantize_model_rtn(m, b, g)``).
+        settings: ``(bits, group_size)`` pairs; ``group_size=None`` is one scale per output channel.
+        model_name: passed to ``course_lib.models.load_causal_lm`` (None: the course LM).
+        max_tokens: evaluate on the first ``max_tokens`` tokens of the eval split (None: all of it).
+        include_fp: add the unquantized model's row first.
+        scale_bits: bits stored per group for the size column (fp16 scale + fp16 zero point = 32).
+        progress: show a progress bar over the rows.
+
+    Returns:
+        One dict per row: ``method``, ``bits`` (None for fp), ``group_size``, ``perplexity``,
+        ``size_mb`` (weights as they would be stored packed, ``model_size_bytes`` / 1e6) and
+        ``seconds`` (wall time of the quantization call).
+    """
+    from tqdm.auto import tqdm
+
+    from .data import corpus_text
+    from .models import load_causal_lm
+
+    if not isinstance(methods, dict) or not methods or not all(callable(f) for f in methods.values()):
+        raise TypeError("methods must be a non-empty dict {name: fn(model, tokenizer, bits, group_size)}")
+    settings = [tuple(s) for s in settings]
+    for bits, group in settings:
+        _check_positive_int(bits, "bits")
+        _check_positive_int(group, "group_size", allow_none=True)
+    text = corpus_text("eval")
+    jobs = ([("fp32", None, None)] if include_fp else []) + [
+        (name, bits, group) for name in methods for bits, group in settings]
+    rows = []
+    for name, bits, group in tqdm(jobs, desc="methods", disable=not progress):
+        model, tokenizer = load_causal_lm(model_name)
+        seconds = 0.0
+        if bits is not None:
+            start = time.perf_counter()
+            methods[name](model, tokenizer, bits, group)
+            seconds = time.perf_counter() - start
+        size = (model_size_bytes(model) if bits is None
+                else model_size_bytes(model, bits_per_param=bits, group_size=group, scale_bits=scale_bits))
+        rows.append({"method": name, "bits": bits, "group_size": group,
+                     "perplexity": perplexity(model, tokenizer, text, max_tokens=max_tokens),
+                     "size_mb": size / 1e6, "seconds": seconds})
+    return rows
+
+
+def format_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
+    """A Markdown table of ``rows`` (dicts with the same keys); floats with 2-4 significant decimals."""
+    if not rows:
+        raise ValueError("rows must not be empty")
+    columns = list(columns or rows[0].keys())
+
+    def cell(v):
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.4g}" if abs(v) < 1000 else f"{v:.1f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)

@@ -3,6 +3,7 @@
 
     python scripts/generate_notebooks.py            # rewrite notebooks/ in place
     python scripts/generate_notebooks.py --out DIR  # write the release into DIR instead (for the drift test)
+    python scripts/generate_notebooks.py --only 05_nf4  # regenerate one assignment, leave the others alone
 
 nbgrader's generate_assignment strips solutions and hidden tests, clears outputs and records
 checksums of the locked cells. It runs in a scratch copy of the course with a throw-away
@@ -43,8 +44,12 @@ def scratch_config(root: Path, source_directory: str, release_directory: str = "
     return config
 
 
-def generate(out: Path, root: Path = ROOT) -> list[Path]:
-    """Generate every assignment's release into ``out`` (replacing what is there); returns the notebooks."""
+def generate(out: Path, root: Path = ROOT, only: list[str] | None = None) -> list[Path]:
+    """Generate the assignments' release into ``out``; returns the notebooks.
+
+    ``only=None`` regenerates every assignment and replaces ``out``; otherwise only the named
+    assignments' folders of ``out`` are replaced.
+    """
     from nbgrader.apps import NbGraderAPI
 
     with tempfile.TemporaryDirectory(prefix="course-generate-") as scratch:
@@ -52,10 +57,19 @@ def generate(out: Path, root: Path = ROOT) -> list[Path]:
         shutil.copytree(root / "solutions", scratch / "solutions",
                         ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
         api = NbGraderAPI(config=scratch_config(scratch, source_directory="solutions"))
-        for assignment in assignments(scratch / "solutions"):
+        names = assignments(scratch / "solutions")
+        unknown = sorted(set(only or ()) - set(names))
+        if unknown:
+            raise ValueError(f"only: no such assignment(s) {unknown}; choose from {names}")
+        for assignment in (only or names):
             result = api.generate_assignment(assignment, force=True, create=True)
             if not result["success"]:
                 raise RuntimeError(f"nbgrader could not generate {assignment}:\n{result['log']}\n{result.get('error', '')}")
+        if only:
+            for assignment in only:
+                shutil.rmtree(out / assignment, ignore_errors=True)
+                shutil.copytree(scratch / "release" / assignment, out / assignment)
+            return sorted(nb for a in only for nb in (out / a).rglob("*.ipynb"))
         if out.exists():
             shutil.rmtree(out)
         shutil.copytree(scratch / "release", out)
@@ -65,8 +79,9 @@ def generate(out: Path, root: Path = ROOT) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "notebooks", help="release directory to write")
+    parser.add_argument("--only", nargs="+", metavar="ASSIGNMENT", help="regenerate only these assignments")
     args = parser.parse_args(argv)
-    for nb in generate(args.out):
+    for nb in generate(args.out, only=args.only):
         print(nb.relative_to(args.out))
     return 0
 
