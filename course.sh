@@ -51,6 +51,9 @@ case "${1:-}" in
         shift
         install "[test]"
         export HF_HUB_OFFLINE=1 MPLBACKEND=Agg
+        # pytest-xdist already keeps every core busy with one worker each: one thread per worker (and per
+        # notebook kernel it starts) avoids oversubscription, which slows small torch ops down tenfold.
+        export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
         # Library tests, the nbgrader round trip on every notebook, and every solution notebook
         # executed headless (nbval), spread over all cores.
         exec python -m pytest -n auto --dist loadscope --nbval-lax tests solutions "$@"
