@@ -1,0 +1,511 @@
+"""Notebook 06: LLM.int8(): vector-wise int8 matmul with a floating-point path for outlier columns.
+
+LLM.int8() (Dettmers et al. 2022, arXiv 2208.07339) multiplies activations ``X`` (tokens x features)
+by a weight ``W`` (out_features x in_features, the ``nn.Linear`` layout) in two parts:
+
+- **vector-wise int8** for most of the features: every row of ``X`` (a token) gets its own scale
+  ``absmax(row) / 127`` and every row of ``W`` (an output channel) its own ``absmax / 127``; the codes
+  are multiplied in int8 with an int32 accumulator and the int32 result ``C[i, j]`` is dequantized with
+  ``row_stat[i] * col_stat[j] / 127**2``;
+- **floating point** for the few **outlier columns** of ``X``: every feature (column) in which some
+  value has ``|x| >= threshold`` (6.0 in the paper and in transformers' ``BitsAndBytesConfig``) is taken
+  out of the int8 product and multiplied with the matching weight columns in floating point.
+
+The output is the sum of the two. This module follows bitsandbytes 0.50.2 where it defines the
+numbers (checked in tests/test_llm_int8.py):
+
+- ``int8_vectorwise_quant(x, threshold)`` returns the same codes, row statistics and outlier columns
+  as ``bitsandbytes.functional.int8_vectorwise_quant``: values with ``|x| >= threshold`` are left out of
+  their row's absmax, and the codes of outlier columns are 0; ``threshold=0`` means no outliers.
+- Codes are ``round(x * (127 / row_absmax))`` in float32, round half to even, in ``[-127, 127]``.
+
+Where this module deliberately differs from bitsandbytes' ``Linear8bitLt`` on CPU (measured in the notebook):
+the outlier columns are multiplied with the **original** weights (the paper's rule; bitsandbytes keeps only
+int8 weights and uses their dequantized values), activations are quantized in their own dtype (bitsandbytes
+casts them to float16 first), and the dequantization constant is exactly ``1 / 127**2`` (bitsandbytes'
+PyTorch fallback multiplies by ``6.200124e-05``, 1.8e-5 relatively larger than ``1/127**2 = 6.2000124e-05``).
+
+Every function is device-agnostic (CPU and CUDA) and never divides by zero: an all-zero row gets the
+statistic 0 and codes 0.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .affine import int32_matmul, int32_max_inner_dim
+from .validation import FLOAT_DTYPES, check_same_device, check_tensor
+
+__all__ = [
+    "INT8_MAX",
+    "DEFAULT_THRESHOLD",
+    "MAX_INNER_DIM",
+    "vectorwise_quant",
+    "vectorwise_dequant",
+    "int8_matmul_dequant",
+    "outlier_columns",
+    "int8_vectorwise_quant",
+    "llm_int8_matmul",
+    "absmax_int8_matmul",
+    "Int8Linear",
+    "quantize_model_int8",
+    "int8_layers",
+    "inject_outlier_features",
+    "linear_inputs",
+]
+
+#: Codes are in [-127, 127] (a restricted int8 grid, scale = absmax / 127).
+INT8_MAX = 127
+#: The outlier threshold of the paper and of transformers' BitsAndBytesConfig(llm_int8_threshold=6.0).
+DEFAULT_THRESHOLD = 6.0
+#: The longest inner dimension K whose int8 x int8 products (|code| <= 127) cannot overflow int32.
+MAX_INNER_DIM = int32_max_inner_dim(INT8_MAX, INT8_MAX)
+
+MODES = ("llm.int8", "vectorwise", "tensor")
+OUTLIER_WEIGHTS = ("fp", "int8")
+
+
+# ----------------------------------------------------------------------------------------------
+# argument checks
+
+
+def _check_matrix(x, name: str) -> None:
+    check_tensor(x, name, dtypes=FLOAT_DTYPES, ndim=2)
+
+
+def _check_threshold(threshold) -> float:
+    if isinstance(threshold, torch.Tensor) and threshold.numel() == 1 and threshold.is_floating_point():
+        threshold = float(threshold)
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(f"threshold must be a real number >= 0, got {type(threshold).__name__}")
+    threshold = float(threshold)
+    if math.isnan(threshold) or threshold < 0:
+        raise ValueError(f"threshold must be >= 0 (0 disables the outlier path), got {threshold}")
+    return threshold
+
+
+def _check_inner_dim(k: int, name: str) -> None:
+    if k > MAX_INNER_DIM:
+        raise ValueError(f"{name} has inner dimension K={k}: int8 x int8 products summed over more than "
+                         f"{MAX_INNER_DIM} terms can overflow the int32 accumulator")
+
+
+# ----------------------------------------------------------------------------------------------
+# vector-wise quantization
+
+
+def _row_codes(x32: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
+    """round(x * (127 / stat)) per row in float32 (round half to even), safe for zero and subnormal statistics.
+
+    ``|x| <= stat`` in every row, so the scaled values stay within [-127, 127] up to float rounding.
+    """
+    inv = torch.where(stats > 0, INT8_MAX / stats, torch.zeros_like(stats))
+    codes = torch.round(x32 * inv[:, None]).to(torch.int8)
+    bad = ~torch.isfinite(inv)
+    if bool(bad.any()):
+        # 127 / stat overflows to inf when stat < 127 / float32 max (~3.7e-37): divide first in those rows.
+        rows = x32[bad] / stats[bad][:, None]
+        codes[bad] = torch.round(rows * INT8_MAX).clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)
+    return codes
+
+
+def vectorwise_quant(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 quantization with one absmax scale per row.
+
+    Args:
+        x: (M, K) float tensor (any float dtype), finite.
+
+    Returns:
+        (codes, row_stats): ``codes`` (M, K) int8 in [-127, 127], ``codes = round(x * (127 / row_stats))``
+        computed in float32 (round half to even); ``row_stats`` (M,) float32, ``max |x|`` of each row.
+        An all-zero row has statistic 0 and codes 0. Dequantize with ``codes * row_stats / 127``.
+    """
+    _check_matrix(x, "x")
+    x32 = x.float()
+    stats = x32.abs().amax(dim=1)
+    return _row_codes(x32, stats), stats
+
+
+def vectorwise_dequant(codes: torch.Tensor, row_stats: torch.Tensor) -> torch.Tensor:
+    """float32 (M, K) values ``codes * row_stats / 127`` of ``vectorwise_quant``'s output."""
+    check_tensor(codes, "codes", dtypes=(torch.int8,), ndim=2, allow_empty=True)
+    check_tensor(row_stats, "row_stats", dtypes=(torch.float32,), ndim=1, allow_empty=True)
+    if row_stats.shape[0] != codes.shape[0]:
+        raise ValueError(f"row_stats must have {codes.shape[0]} entries (codes' rows), got {row_stats.shape[0]}")
+    return codes.float() * (row_stats[:, None] / INT8_MAX)
+
+
+def int8_matmul_dequant(codes_x: torch.Tensor, row_stats: torch.Tensor, codes_w: torch.Tensor,
+                        col_stats: torch.Tensor) -> torch.Tensor:
+    """``X @ W.T`` from vector-wise int8 codes: int32 accumulation, then one float dequantization.
+
+    ``out[i, j] = (sum_k codes_x[i, k] * codes_w[j, k]) * row_stats[i] * col_stats[j] / 127**2``,
+    the sum computed in int32 (``course_lib.affine.int32_matmul``).
+
+    Args:
+        codes_x: (M, K) int8 codes of the activations (one scale per row).
+        row_stats: (M,) float32 absmax of each activation row.
+        codes_w: (N, K) int8 codes of the weight in ``nn.Linear`` layout (one scale per output channel).
+        col_stats: (N,) float32 absmax of each weight row (= each output column).
+
+    Returns:
+        (M, N) float32 tensor ``acc.float() * (row_stats[:, None] * col_stats[None, :] / 127**2)``.
+    """
+    check_tensor(codes_x, "codes_x", dtypes=(torch.int8,), ndim=2)
+    check_tensor(codes_w, "codes_w", dtypes=(torch.int8,), ndim=2)
+    check_tensor(row_stats, "row_stats", dtypes=(torch.float32,), ndim=1)
+    check_tensor(col_stats, "col_stats", dtypes=(torch.float32,), ndim=1)
+    if codes_w.shape[1] != codes_x.shape[1]:
+        raise ValueError(f"codes_w must have K={codes_x.shape[1]} columns (codes_x's columns), "
+                         f"got shape {tuple(codes_w.shape)}")
+    if row_stats.shape[0] != codes_x.shape[0]:
+        raise ValueError(f"row_stats must have {codes_x.shape[0]} entries (codes_x's rows), got {row_stats.shape[0]}")
+    if col_stats.shape[0] != codes_w.shape[0]:
+        raise ValueError(f"col_stats must have {codes_w.shape[0]} entries (codes_w's rows), got {col_stats.shape[0]}")
+    check_same_device(("codes_x", codes_x), ("row_stats", row_stats), ("codes_w", codes_w), ("col_stats", col_stats))
+    _check_inner_dim(codes_x.shape[1], "codes_x")
+    return _matmul_dequant(codes_x, row_stats, codes_w, col_stats)
+
+
+def _matmul_dequant(codes_x, row_stats, codes_w, col_stats) -> torch.Tensor:
+    acc = int32_matmul(codes_x, codes_w.T)
+    return acc.float() * (row_stats[:, None] * col_stats[None, :] / INT8_MAX**2)
+
+
+# ----------------------------------------------------------------------------------------------
+# outliers
+
+
+def outlier_columns(x: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:
+    """The columns (features) of ``x`` that hold at least one value with ``|x| >= threshold``.
+
+    Args:
+        x: (M, K) float tensor, finite.
+        threshold: >= 0. ``0`` disables the outlier path (no columns, bitsandbytes' convention);
+            ``float("inf")`` also finds none.
+
+    Returns:
+        1-D int64 tensor of column indices in increasing order (possibly empty), on x's device.
+    """
+    _check_matrix(x, "x")
+    threshold = _check_threshold(threshold)
+    return _outlier_columns(x, threshold)
+
+
+def _outlier_columns(x: torch.Tensor, threshold: float) -> torch.Tensor:
+    if threshold == 0:
+        return torch.empty(0, dtype=torch.int64, device=x.device)
+    return torch.nonzero((x.abs() >= threshold).any(dim=0)).flatten()
+
+
+def int8_vectorwise_quant(x: torch.Tensor, threshold: float = 0.0
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """bitsandbytes' ``int8_vectorwise_quant``: vector-wise codes with outlier columns held back.
+
+    With ``threshold > 0`` the values with ``|x| >= threshold`` are left out of their row's absmax
+    (only those values, not their whole column, exactly as bitsandbytes does), and every code in an
+    outlier column is set to 0 (those columns go through the floating-point path instead).
+
+    Args:
+        x: (M, K) float tensor, finite.
+        threshold: >= 0; 0 (the default, as in bitsandbytes) means no outlier columns.
+
+    Returns:
+        (codes, row_stats, outlier_cols): (M, K) int8, (M,) float32, 1-D int64 (possibly empty;
+        bitsandbytes returns None instead of an empty tensor when ``threshold == 0``).
+    """
+    _check_matrix(x, "x")
+    threshold = _check_threshold(threshold)
+    return _int8_vectorwise_quant(x, threshold)
+
+
+def _int8_vectorwise_quant(x: torch.Tensor, threshold: float):
+    x32 = x.float()
+    a = x32.abs()
+    if threshold > 0:
+        big = a >= threshold
+        cols = torch.nonzero(big.any(dim=0)).flatten()
+        if cols.numel():
+            a = a.masked_fill(big, 0.0)  # outliers do not count in their row's absmax
+    else:
+        cols = torch.empty(0, dtype=torch.int64, device=x.device)
+    stats = a.amax(dim=1)
+    # Outlier values are not masked in x32: every one lies in an outlier column, whose codes become 0.
+    codes = _row_codes(x32, stats)
+    if cols.numel():
+        codes[:, cols] = 0
+    return codes, stats, cols
+
+
+# ----------------------------------------------------------------------------------------------
+# the mixed-precision matmul
+
+
+def _check_x_w(x, w) -> None:
+    _check_matrix(x, "x")
+    _check_matrix(w, "w")
+    if w.shape[1] != x.shape[1]:
+        raise ValueError(f"w must have {x.shape[1]} columns (in_features = x's columns, nn.Linear layout "
+                         f"(out_features, in_features)), got w of shape {tuple(w.shape)} for x of shape {tuple(x.shape)}")
+    check_same_device(("x", x), ("w", w))
+    _check_inner_dim(x.shape[1], "x")
+
+
+def _mixed(x, w, codes_w, col_stats, threshold: float, outlier_weights: str = "fp"):
+    """(float32 (M, N) output, outlier columns): vector-wise int8 product of the regular columns plus the
+    float product of the outlier columns."""
+    codes_x, row_stats, cols = _int8_vectorwise_quant(x, threshold)
+    out = _matmul_dequant(codes_x, row_stats, codes_w, col_stats)
+    if cols.numel():
+        if outlier_weights == "fp":
+            w_out = w[:, cols].float()
+        else:  # bitsandbytes: only int8 weights are kept; use their dequantized values
+            w_out = codes_w[:, cols].float() * (col_stats[:, None] / INT8_MAX)
+        out = out + x[:, cols].float() @ w_out.T
+    return out, cols
+
+
+def llm_int8_matmul(x: torch.Tensor, w: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:
+    """LLM.int8(): ``x @ w.T`` with vector-wise int8 for regular columns and floating point for outlier columns.
+
+    1. ``codes_x, row_stats, cols = int8_vectorwise_quant(x, threshold)`` (outlier columns' codes are 0);
+    2. ``codes_w, col_stats = vectorwise_quant(w)`` (one scale per output channel);
+    3. ``out = int8_matmul_dequant(codes_x, row_stats, codes_w, col_stats)``;
+    4. ``out += x[:, cols] @ w[:, cols].T`` in float32 (the original weights, as in the paper).
+
+    Args:
+        x: (M, K) float activations, finite.
+        w: (N, K) float weight (``nn.Linear.weight`` layout), finite, on x's device.
+        threshold: >= 0; columns of x with any ``|x| >= threshold`` use floating point.
+            ``0`` gives plain vector-wise int8 (no outlier path).
+
+    Returns:
+        (M, N) tensor of x's dtype (computed in float32).
+    """
+    _check_x_w(x, w)
+    threshold = _check_threshold(threshold)
+    codes_w, col_stats = vectorwise_quant(w)
+    return _mixed(x, w, codes_w, col_stats, threshold)[0].to(x.dtype)
+
+
+def _per_tensor(x32: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One absmax scale for the whole tensor: (codes int8, absmax as a (1,) float32 tensor)."""
+    stat = x32.abs().amax().reshape(1)
+    codes = _row_codes(x32.reshape(1, -1), stat).reshape(x32.shape)
+    return codes, stat
+
+
+def absmax_int8_matmul(x: torch.Tensor, w: torch.Tensor, granularity: str = "tensor") -> torch.Tensor:
+    """The naive baselines of the paper's Table 1: absmax int8 without an outlier path.
+
+    Args:
+        x: (M, K) float activations. w: (N, K) float weight (nn.Linear layout).
+        granularity: ``"tensor"``: one absmax scale for all of x and one for all of w;
+            ``"vector"``: one per row of x and one per output channel of w (= ``llm_int8_matmul`` with
+            threshold 0).
+
+    Returns:
+        (M, N) tensor of x's dtype.
+    """
+    _check_x_w(x, w)
+    if granularity == "vector":
+        return llm_int8_matmul(x, w, threshold=0.0)
+    if granularity != "tensor":
+        raise ValueError(f"granularity must be 'tensor' or 'vector', got {granularity!r}")
+    codes_x, sx = _per_tensor(x.float())
+    codes_w, sw = _per_tensor(w.float())
+    acc = int32_matmul(codes_x, codes_w.T)
+    return (acc.float() * (sx * sw / INT8_MAX**2)).to(x.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# a drop-in module
+
+
+class Int8Linear(nn.Module):
+    """A drop-in replacement for ``nn.Linear`` that computes with int8 (LLM.int8() or a naive baseline).
+
+    The weight's int8 codes and per-output-channel statistics are computed once; activations are
+    quantized on every call. Build it with :meth:`from_linear`.
+
+    Attributes:
+        mode: ``"llm.int8"`` (vector-wise int8 + float outlier columns), ``"vectorwise"`` (threshold 0)
+            or ``"tensor"`` (per-tensor absmax for activations and weight).
+        threshold: the outlier threshold of ``"llm.int8"``.
+        outlier_weights: ``"fp"`` (outlier columns use the original weight, the paper) or ``"int8"``
+            (they use the dequantized int8 weight, as bitsandbytes' Linear8bitLt does).
+        outlier_cols_seen / cols_seen: running totals over calls of outlier columns and of all
+            columns, for the share of features that went through floating point.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, *, mode: str = "llm.int8",
+                 threshold: float = DEFAULT_THRESHOLD, outlier_weights: str = "fp"):
+        super().__init__()
+        _check_matrix(weight, "weight")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if outlier_weights not in OUTLIER_WEIGHTS:
+            raise ValueError(f"outlier_weights must be one of {OUTLIER_WEIGHTS}, got {outlier_weights!r}")
+        if bias is not None:
+            check_tensor(bias, "bias", dtypes=FLOAT_DTYPES, ndim=1)
+            if bias.shape[0] != weight.shape[0]:
+                raise ValueError(f"bias must have {weight.shape[0]} entries (out_features), got {bias.shape[0]}")
+        _check_inner_dim(weight.shape[1], "weight")
+        self.mode = mode
+        self.threshold = _check_threshold(threshold) if mode == "llm.int8" else 0.0
+        self.outlier_weights = outlier_weights
+        self.out_features, self.in_features = weight.shape
+        w = weight.detach()
+        if mode == "tensor":
+            codes, stats = _per_tensor(w.float())
+        else:
+            codes, stats = vectorwise_quant(w)
+        self.register_buffer("weight_codes", codes)
+        self.register_buffer("weight_stats", stats)
+        keep_fp = mode == "llm.int8" and outlier_weights == "fp"
+        self.register_buffer("weight_fp", w.clone() if keep_fp else None)
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self.outlier_cols_seen = 0
+        self.cols_seen = 0
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, *, mode: str = "llm.int8", threshold: float = DEFAULT_THRESHOLD,
+                    outlier_weights: str = "fp") -> Int8Linear:
+        """An ``Int8Linear`` computing what ``linear`` computes, in int8."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
+        return cls(linear.weight, linear.bias, mode=mode, threshold=threshold, outlier_weights=outlier_weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor(x, "x", dtypes=FLOAT_DTYPES, allow_empty=True)
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x must have in_features={self.in_features} as its last dimension, got shape {tuple(x.shape)}")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        if x2.shape[0] == 0:
+            out = x2.new_zeros((0, self.out_features))
+        elif self.mode == "tensor":
+            codes_x, sx = _per_tensor(x2.float())
+            acc = int32_matmul(codes_x, self.weight_codes.T)
+            out = acc.float() * (sx * self.weight_stats / INT8_MAX**2)
+        else:
+            w = self.weight_fp
+            out, cols = _mixed(x2, w, self.weight_codes, self.weight_stats, self.threshold, self.outlier_weights)
+            self.outlier_cols_seen += int(cols.numel())
+            self.cols_seen += self.in_features
+        if self.bias is not None:
+            out = out + self.bias.float()
+        return out.to(x.dtype).reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        extra = f", threshold={self.threshold}, outlier_weights={self.outlier_weights!r}" if self.mode == "llm.int8" else ""
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"mode={self.mode!r}{extra}")
+
+
+def quantize_model_int8(model: nn.Module, mode: str = "llm.int8", threshold: float = DEFAULT_THRESHOLD,
+                        skip: Sequence[str] = ("lm_head",), outlier_weights: str = "fp") -> nn.Module:
+    """Replace every ``nn.Linear`` of ``model`` (except names in ``skip``) by an :class:`Int8Linear`, in place.
+
+    Args:
+        model: any module (a transformers model, a block, ...).
+        mode, threshold, outlier_weights: passed to :meth:`Int8Linear.from_linear`.
+        skip: module names (or name suffixes) to keep in floating point; default the LM head.
+
+    Returns:
+        The same model object, with its Linear layers replaced.
+    """
+    from .lm_quant import linear_layers
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    threshold = _check_threshold(threshold)
+    for name, linear in linear_layers(model, skip).items():
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, Int8Linear.from_linear(linear, mode=mode, threshold=threshold,
+                                                     outlier_weights=outlier_weights))
+    return model
+
+
+def int8_layers(model: nn.Module) -> dict[str, Int8Linear]:
+    """The :class:`Int8Linear` submodules of ``model`` by name."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, Int8Linear)}
+
+
+# ----------------------------------------------------------------------------------------------
+# growing outlier features in a Llama-style model, without changing its function
+
+
+@torch.no_grad()
+def inject_outlier_features(model: nn.Module, dims: Sequence[int], scale: float) -> nn.Module:
+    """Give a Llama-style model large activation columns, keeping its floating-point function, in place.
+
+    In every decoder block, the RMSNorm weights ``input_layernorm`` and ``post_attention_layernorm``
+    are multiplied by ``scale`` in the hidden dimensions ``dims``, and the input columns ``dims`` of the
+    Linear layers they feed (``q_proj``, ``k_proj``, ``v_proj``; ``gate_proj``, ``up_proj``) are divided by
+    ``scale``. ``W (g * x) = (W / s) (s * g * x)`` column by column, so the model computes the same function
+    (up to float rounding) while the inputs of those five Linear layers get a few columns ``scale`` times
+    larger than the rest: the systematic outlier features that the LLM.int8() paper finds in large models.
+
+    Args:
+        model: a transformers Llama/Mistral/Qwen-style causal LM (blocks at ``model.layers``).
+        dims: distinct hidden dimensions, each in ``[0, hidden_size)``.
+        scale: a finite float > 0.
+
+    Returns:
+        The same model object.
+    """
+    from .lm_quant import decoder_blocks
+
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+    blocks = decoder_blocks(model)
+    hidden = blocks[0].input_layernorm.weight.shape[0]
+    dims = list(dims)
+    if not dims or len(set(dims)) != len(dims) or any(isinstance(d, bool) or not isinstance(d, int) or not 0 <= d < hidden
+                                                      for d in dims):
+        raise ValueError(f"dims must be distinct ints in [0, {hidden}), got {dims}")
+    idx = torch.tensor(dims)
+    for block in blocks:
+        for norm, linears in ((block.input_layernorm, (block.self_attn.q_proj, block.self_attn.k_proj, block.self_attn.v_proj)),
+                              (block.post_attention_layernorm, (block.mlp.gate_proj, block.mlp.up_proj))):
+            norm.weight[idx.to(norm.weight.device)] *= scale
+            for linear in linears:
+                linear.weight[:, idx.to(linear.weight.device)] /= scale
+    return model
+
+
+@torch.no_grad()
+def linear_inputs(model: nn.Module, inputs: dict | torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The inputs that the named Linear layers (or ``Int8Linear``) see in one forward pass.
+
+    Args:
+        model: a model whose ``model(**inputs)`` (or ``model(inputs)`` for a tensor of token ids) runs a forward pass.
+        inputs: token ids ``[batch, seq]`` or a dict of model inputs (e.g. a tokenizer's output).
+        names: qualified module names, e.g. ``"model.layers.1.self_attn.q_proj"``.
+
+    Returns:
+        ``{name: (tokens, in_features) float tensor}`` on the model's device (batch and sequence flattened;
+        with a padded batch the padding positions are included).
+    """
+    captured: dict[str, torch.Tensor] = {}
+    handles = []
+    try:
+        for name in names:
+            module = model.get_submodule(name)
+            handles.append(module.register_forward_pre_hook(
+                lambda _m, args, _name=name: captured.__setitem__(_name, args[0].detach().reshape(-1, args[0].shape[-1]))))
+        if isinstance(inputs, dict):
+            model(**inputs)
+        else:
+            model(inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return captured
