@@ -1,5 +1,19 @@
 """Notebook 03: granularity: one scale per tensor, per channel, per group or per token.
 
+Notebook 03's references (PyTorch's rounding rule: multiply by the float32 reciprocal of the scale,
+so that ``quantize_dequantize`` equals ``torch.fake_quantize_per_channel_affine`` bit for bit):
+
+- ``scale_zero_point(x, bits, dim, symmetric)``: one scale and zero point per slice of ``x``,
+  reduced over ``dim`` with ``keepdim`` shapes (``dim=None`` per tensor, ``dim=1`` per output
+  channel of a weight ``[out, in]``, ``dim=0`` per input channel, ``dim=-1`` per token);
+- ``quantize_dequantize(x, scale, zero, bits)``: the fake quantizer with broadcasting scales;
+- ``fake_quantize_per_group``: groups of consecutive values along the last axis;
+- ``quantized_linear``: per-token activations x per-output-channel weights, int32 accumulation;
+- ``fake_quantize(x, bits, granularity, group_size)`` and ``effective_bits``: every granularity
+  of ``GRANULARITIES``, and its storage cost in bits per parameter;
+- ``quantized_linears`` / ``granularity_sweep``: fake-quantize every ``nn.Linear`` of a model in
+  place (restored afterwards) and measure the weight error and the sentence-embedding cosine.
+
 The weight quantizer of the later notebooks (GPTQ, AWQ, HQQ, the capstone) lives here too:
 round-to-nearest (RTN) of a 2-D weight ``[out_features, in_features]`` with one scale and zero
 point per output channel (``group_size=None``) or per group of ``group_size`` consecutive
@@ -9,16 +23,29 @@ of every group contains 0 (so 0 is exact), following ``course_lib.affine``'s rul
 
 from __future__ import annotations
 
+import contextlib
+import math
+
 import torch
 
-from .affine import SCALE_EPS
-from .validation import FLOAT_DTYPES, check_bits, check_divides, check_tensor
+from .affine import SCALE_EPS, int32_matmul, int32_max_inner_dim
+from .validation import FLOAT_DTYPES, check_bits, check_divides, check_int, check_tensor
 
 __all__ = [
     "weight_scale_zero_point",
     "quantize_weight",
     "dequantize_weight",
     "fake_quantize_weight",
+    "GRANULARITIES",
+    "scale_zero_point",
+    "quantize_dequantize",
+    "fake_quantize_per_group",
+    "quantized_linear",
+    "fake_quantize",
+    "effective_bits",
+    "linear_weights",
+    "quantized_linears",
+    "granularity_sweep",
 ]
 
 
@@ -134,3 +161,369 @@ def fake_quantize_weight(w: torch.Tensor, bits: int, group_size: int | None = No
     scale, zero = weight_scale_zero_point(w, bits, group_size, symmetric)
     q = quantize_weight(w, scale, zero, bits, group_size)
     return dequantize_weight(q, scale, zero, group_size).to(w.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Notebook 03: any granularity, with PyTorch's rounding rule
+
+#: The granularities ``fake_quantize`` and ``effective_bits`` know. For a weight ``[out, in]``:
+#: ``"tensor"``: one scale; ``"channel"``: one per output channel (row); ``"input_channel"``: one per
+#: input channel (column); ``"group"``: one per ``group_size`` consecutive values of a row. For
+#: activations ``[tokens, features]``, ``"token"`` is one scale per row: the same reduction as ``"channel"``.
+GRANULARITIES = ("tensor", "channel", "input_channel", "group", "token")
+
+
+def _check_dim(dim, ndim: int) -> tuple[int, ...] | None:
+    """``dim`` as a sorted tuple of non-negative axes (None stays None, meaning every axis)."""
+    if dim is None:
+        return None
+    dims = (dim,) if isinstance(dim, int) and not isinstance(dim, bool) else dim
+    if not isinstance(dims, (tuple, list)) or len(dims) == 0:
+        raise TypeError(f"dim must be None, an int or a non-empty tuple of ints, got {dim!r}")
+    out = []
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, int):
+            raise TypeError(f"dim must be None, an int or a non-empty tuple of ints, got {dim!r}")
+        if not -ndim <= d < ndim:
+            raise ValueError(f"dim={d} is out of range for a tensor with {ndim} dimensions "
+                             f"(allowed: {-ndim} .. {ndim - 1})")
+        out.append(d % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"dim must not repeat an axis, got {dim!r}")
+    return tuple(sorted(out))
+
+
+def scale_zero_point(x: torch.Tensor, bits: int, dim=None,
+                     symmetric: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Min-max (or absmax) scale and zero point of ``x``, one per slice: reduce over ``dim``, keep the rest.
+
+    ``dim`` is the axis (or axes) that share one scale, as in ``x.amax(dim, keepdim=True)``:
+    for a weight ``[out, in]``, ``dim=1`` gives one scale per output channel (row), ``dim=0`` one per
+    input channel (column); for activations ``[tokens, features]``, ``dim=-1`` gives one per token;
+    ``dim=None`` one for the whole tensor. Codes are unsigned ``0 .. 2**bits - 1`` (as in
+    ``weight_scale_zero_point``):
+
+    - asymmetric: range ``[lo, hi] = [min(x_min, 0), max(x_max, 0)]``, ``scale = (hi - lo) / (2**bits - 1)``,
+      ``zero = clamp(-round(lo / scale), 0, 2**bits - 1)`` (``course_lib.affine``'s rules, with qmin = 0);
+    - symmetric: ``scale = max|x| / (2**(bits-1) - 1)``, ``zero = 2**(bits-1)``: codes ``1 .. 2**bits - 1``
+      store ``-max|x| .. max|x|`` (the restricted range: -127..127 around 128 at 8 bits).
+
+    Args:
+        x: float tensor (float16, bfloat16, float32, float64), any shape, not empty, finite.
+        bits: 2 to 8.
+        dim: None, an int, or a tuple of ints: the axes reduced over (negative axes allowed).
+        symmetric: absmax scale and a fixed middle zero point, or asymmetric min-max.
+
+    Returns:
+        (scale, zero): float32 and int32 tensors on ``x``'s device with ``x``'s number of dimensions,
+        size 1 on every reduced axis (``keepdim``), so that ``x / scale`` broadcasts. Scales are at least
+        ``SCALE_EPS`` (float32's epsilon): an all-zero slice never divides by zero.
+    """
+    check_bits(bits, "bits", low=2, high=8)
+    check_tensor(x, "x", dtypes=FLOAT_DTYPES)
+    dims = _check_dim(dim, x.dim())
+    if not isinstance(symmetric, bool):
+        raise TypeError(f"symmetric must be a bool, got {type(symmetric).__name__}")
+    xf = x.detach().to(torch.float32)
+    if dims is None:
+        dims = tuple(range(x.dim()))
+    if dims:
+        lo = xf.amin(dim=dims, keepdim=True).clamp(max=0.0)
+        hi = xf.amax(dim=dims, keepdim=True).clamp(min=0.0)
+    else:  # a 0-dim tensor
+        lo, hi = xf.clamp(max=0.0), xf.clamp(min=0.0)
+    qmax = 2**bits - 1
+    if symmetric:
+        scale = (torch.maximum(-lo, hi) / (2 ** (bits - 1) - 1)).clamp(min=SCALE_EPS)
+        zero = torch.full_like(scale, 2 ** (bits - 1), dtype=torch.int32)
+    else:
+        scale = ((hi - lo) / qmax).clamp(min=SCALE_EPS)
+        if not bool(torch.isfinite(scale).all()):
+            raise ValueError("x's range overflows float32 (max - min is infinite): rescale the tensor first")
+        zero = (-torch.round(lo / scale)).clamp(0, qmax).to(torch.int32)
+    return scale, zero
+
+
+def quantize_dequantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
+    """``(clamp(round(x * (1/scale)) + zero, 0, 2**bits - 1) - zero) * scale``, with broadcasting scales.
+
+    PyTorch's rule (``torch.fake_quantize_per_channel_affine``, bit for bit): float32 arithmetic, multiply
+    by the float32 reciprocal of the scale, round half to even, add the zero point, clamp.
+    (``quantize_weight`` divides by the scale instead, as GPTQ's quantizer does; the two differ only on
+    values that sit on a rounding tie to the last bit.)
+
+    Args:
+        x: float tensor, any shape, not empty, finite.
+        scale: positive float tensor that broadcasts to ``x``'s shape (e.g. from ``scale_zero_point``).
+        zero: integer tensor of zero points in ``[0, 2**bits - 1]``, broadcasting to ``x``'s shape.
+        bits: 2 to 8.
+
+    Returns:
+        The values the grid stores, ``x``'s shape, dtype and device.
+    """
+    check_bits(bits, "bits", low=2, high=8)
+    check_tensor(x, "x", dtypes=FLOAT_DTYPES)
+    check_tensor(scale, "scale", dtypes=FLOAT_DTYPES)
+    check_tensor(zero, "zero")
+    if zero.is_floating_point() or zero.is_complex() or zero.dtype == torch.bool:
+        raise TypeError(f"zero must be an integer tensor, got dtype {str(zero.dtype).replace('torch.', '')}")
+    for name, t in (("scale", scale), ("zero", zero)):
+        if t.device != x.device:
+            raise ValueError(f"{name} is on {t.device} but x is on {x.device}: move them to one device")
+        try:
+            shape = torch.broadcast_shapes(x.shape, t.shape)
+        except RuntimeError:
+            shape = None
+        if shape != x.shape:
+            raise ValueError(f"{name} of shape {tuple(t.shape)} must broadcast to x's shape {tuple(x.shape)}")
+    if not bool((scale > 0).all()):
+        raise ValueError("scale must be positive everywhere")
+    qmax = 2**bits - 1
+    if bool(((zero < 0) | (zero > qmax)).any()):
+        raise ValueError(f"zero must lie in [0, {qmax}] for {bits}-bit codes")
+    s = scale.to(torch.float32)
+    z = zero.to(torch.float32)
+    q = (torch.round(x.to(torch.float32) * (1.0 / s)) + z).clamp(0, qmax)
+    return ((q - z) * s).to(x.dtype)
+
+
+def fake_quantize_per_group(x: torch.Tensor, bits: int, group_size: int, symmetric: bool = False) -> torch.Tensor:
+    """Quantize-dequantize with one scale per ``group_size`` consecutive values of the last axis.
+
+    For a weight ``[out, in]`` that is GPTQ/AWQ-style grouping along the input dimension:
+    row ``i``'s columns ``[k * group_size, (k+1) * group_size)`` share one scale and zero point.
+    ``group_size = x.shape[-1]`` is one scale per row (per output channel).
+
+    Args:
+        x: float tensor ``[..., n]`` (at least 1-D), not empty, finite.
+        bits: 2 to 8.
+        group_size: a positive divisor of ``n = x.shape[-1]``.
+        symmetric: as in ``scale_zero_point``.
+
+    Returns:
+        The fake-quantized tensor: ``x``'s shape, dtype and device.
+    """
+    check_bits(bits, "bits", low=2, high=8)
+    check_tensor(x, "x", dtypes=FLOAT_DTYPES)
+    if x.dim() < 1:
+        raise ValueError("x must have at least 1 dimension (groups run along the last one), got a 0-dim tensor")
+    check_divides(x.shape[-1], group_size, size_name="x.shape[-1]", group_name="group_size")
+    g = x.reshape(*x.shape[:-1], x.shape[-1] // group_size, group_size)
+    scale, zero = scale_zero_point(g, bits, dim=-1, symmetric=symmetric)
+    return quantize_dequantize(g, scale, zero, bits).reshape(x.shape)
+
+
+def quantized_linear(x: torch.Tensor, w: torch.Tensor, bits: int = 8) -> torch.Tensor:
+    """``x @ w.T`` with symmetric per-token activations, per-output-channel weights, int32 accumulation.
+
+    Both scales live outside the sum over the input dimension ``k``:
+    ``y[t, o] = sum_k s_x[t] c_x[t, k] * s_w[o] c_w[o, k] = s_x[t] * s_w[o] * sum_k c_x[t, k] c_w[o, k]``
+    with signed codes ``c = q - zero`` in ``-(2**(bits-1) - 1) .. 2**(bits-1) - 1``. So one integer
+    matmul (``course_lib.affine.int32_matmul``) and one outer product of scales give the result.
+    A per-input-channel or per-group scale varies with ``k`` and would not factor out this way.
+
+    Args:
+        x: float activations ``[tokens, in_features]``, finite.
+        w: float weight ``[out_features, in_features]``, finite, on ``x``'s device.
+        bits: 2 to 8 for both operands.
+
+    Returns:
+        float32 ``[tokens, out_features]``: ``int32 accumulator * (s_x * s_w.T)``. It equals
+        ``fake_x @ fake_w.T`` of the two fake-quantized operands up to float rounding.
+    """
+    check_bits(bits, "bits", low=2, high=8)
+    check_tensor(x, "x", dtypes=FLOAT_DTYPES, ndim=2)
+    check_tensor(w, "w", dtypes=FLOAT_DTYPES, ndim=2)
+    if w.shape[1] != x.shape[1]:
+        raise ValueError(f"w must have {x.shape[1]} columns (x's in_features), got shape {tuple(w.shape)}")
+    if w.device != x.device:
+        raise ValueError(f"w is on {w.device} but x is on {x.device}: move them to one device")
+    cmax = 2 ** (bits - 1) - 1
+    if x.shape[1] > int32_max_inner_dim(cmax, cmax):
+        raise ValueError(f"in_features={x.shape[1]} could overflow the int32 accumulator at {bits} bits")
+    sx, zx = scale_zero_point(x, bits, dim=-1, symmetric=True)
+    sw, zw = scale_zero_point(w, bits, dim=-1, symmetric=True)
+    qmax = 2**bits - 1
+    cx = (torch.round(x.to(torch.float32) * (1.0 / sx)) + zx).clamp(0, qmax).to(torch.int32) - zx
+    cw = (torch.round(w.to(torch.float32) * (1.0 / sw)) + zw).clamp(0, qmax).to(torch.int32) - zw
+    acc = int32_matmul(cx, cw.T)
+    return acc.to(torch.float32) * (sx * sw.T)
+
+
+def _check_granularity(granularity, group_size) -> None:
+    if not isinstance(granularity, str):
+        raise TypeError(f"granularity must be a str, one of {GRANULARITIES}, got {type(granularity).__name__}")
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    if granularity == "group" and group_size is None:
+        raise ValueError("granularity='group' needs a group_size (a positive divisor of the last axis)")
+    if granularity != "group" and group_size is not None:
+        raise ValueError(f"group_size is only used with granularity='group', got group_size={group_size!r} "
+                         f"with granularity={granularity!r}")
+
+
+def fake_quantize(x: torch.Tensor, bits: int, granularity: str = "channel", group_size: int | None = None,
+                  symmetric: bool = False) -> torch.Tensor:
+    """Quantize-dequantize ``x`` at any granularity of ``GRANULARITIES`` (PyTorch's rounding rule).
+
+    Args:
+        x: float tensor, ``[out, in]`` for a weight or ``[..., tokens, features]`` for activations.
+        bits: 2 to 8.
+        granularity: ``"tensor"`` (one scale), ``"channel"`` / ``"token"`` (one per slice of the last
+            axis: a weight's output channel, an activation's token), ``"input_channel"`` (one per index
+            of the last axis; needs 2 or more dimensions), ``"group"`` (see ``fake_quantize_per_group``).
+        group_size: only for ``"group"``: a positive divisor of ``x.shape[-1]``.
+        symmetric: as in ``scale_zero_point``.
+
+    Returns:
+        ``x``'s shape, dtype and device.
+    """
+    _check_granularity(granularity, group_size)
+    check_tensor(x, "x", dtypes=FLOAT_DTYPES)
+    if granularity == "group":
+        return fake_quantize_per_group(x, bits, group_size, symmetric)
+    if granularity == "input_channel":
+        if x.dim() < 2:
+            raise ValueError(f"granularity='input_channel' needs x with 2 or more dimensions, got shape {tuple(x.shape)}")
+        dim = tuple(range(x.dim() - 1))
+    elif granularity in ("channel", "token"):
+        if x.dim() < 1:
+            raise ValueError(f"granularity={granularity!r} needs x with 1 or more dimensions, got a 0-dim tensor")
+        dim = -1
+    else:
+        dim = None
+    scale, zero = scale_zero_point(x, bits, dim=dim, symmetric=symmetric)
+    return quantize_dequantize(x, scale, zero, bits)
+
+
+def effective_bits(shape, bits: int, granularity: str, group_size: int | None = None,
+                   scale_bits: int = 16, zero_bits: int = 0) -> float:
+    """Bits stored per parameter: the codes plus each scale's (and zero point's) share.
+
+    ``bits + n_scales * (scale_bits + zero_bits) / numel``: an fp16 scale per 128 weights adds
+    ``16 / 128 = 0.125`` bits; a 4-bit zero point next to it another ``4 / 128 = 0.03125``.
+
+    Args:
+        shape: the tensor's shape, a tuple (or torch.Size) of positive ints; a weight is ``[out, in]``.
+        bits: bits per code, 1 to 32.
+        granularity: one of ``GRANULARITIES``; the number of scales is 1 (``"tensor"``),
+            ``numel / shape[-1]`` (``"channel"``, ``"token"``), ``shape[-1]`` (``"input_channel"``),
+            ``numel / group_size`` (``"group"``).
+        group_size: only for ``"group"``: a positive divisor of ``shape[-1]``.
+        scale_bits: bits of one stored scale (16 for fp16, 32 for fp32), 0 to 64.
+        zero_bits: bits of one stored zero point (0 when symmetric, often ``bits`` when asymmetric), 0 to 64.
+
+    Returns:
+        A Python float, at least ``bits``.
+    """
+    if isinstance(shape, torch.Size):
+        shape = tuple(shape)
+    if not isinstance(shape, (tuple, list)) or len(shape) == 0:
+        raise TypeError(f"shape must be a non-empty tuple of positive ints, got {shape!r}")
+    for n in shape:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"shape must hold positive ints, got {tuple(shape)!r}")
+    check_bits(bits, "bits", low=1, high=32)
+    check_int(scale_bits, "scale_bits", low=0, high=64)
+    check_int(zero_bits, "zero_bits", low=0, high=64)
+    _check_granularity(granularity, group_size)
+    numel = math.prod(shape)
+    last = shape[-1]
+    if granularity == "tensor":
+        n_scales = 1
+    elif granularity in ("channel", "token"):
+        n_scales = numel // last
+    elif granularity == "input_channel":
+        if len(shape) < 2:
+            raise ValueError(f"granularity='input_channel' needs a shape with 2 or more dimensions, got {tuple(shape)}")
+        n_scales = last
+    else:
+        check_divides(last, group_size, size_name="shape[-1]", group_name="group_size")
+        n_scales = numel // group_size
+    return bits + n_scales * (scale_bits + zero_bits) / numel
+
+
+# ----------------------------------------------------------------------------------------------
+# whole models: every nn.Linear at once
+
+
+def linear_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``{name: weight}`` of every ``nn.Linear`` in ``model`` (the live parameters, not copies)."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return {name: mod.weight for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
+
+
+@contextlib.contextmanager
+def quantized_linears(model: torch.nn.Module, bits: int, granularity: str = "channel",
+                      group_size: int | None = None, symmetric: bool = False):
+    """Fake-quantize every ``nn.Linear`` weight of ``model`` in place; restore the originals on exit.
+
+    Cheaper than a deep copy per setting: only the weights are copied (once, to restore them).
+    Yields a dict with ``sse`` (sum of squared weight errors), ``sum_sq`` (sum of squared weights),
+    ``numel`` and ``effective_bits`` (fp16 scales; a ``bits``-bit zero point when asymmetric) over all
+    the Linear weights together.
+    """
+    _check_granularity(granularity, group_size)
+    check_bits(bits, "bits", low=2, high=8)
+    weights = linear_weights(model)
+    if not weights:
+        raise ValueError("model has no nn.Linear layer to quantize")
+    saved = {name: w.detach().clone() for name, w in weights.items()}
+    stats = {"sse": 0.0, "sum_sq": 0.0, "numel": 0, "stored_bits": 0.0}
+    try:
+        with torch.no_grad():
+            for name, w in weights.items():
+                fq = fake_quantize(saved[name], bits, granularity, group_size, symmetric)
+                stats["sse"] += float((fq.float() - saved[name].float()).pow_(2).sum(dtype=torch.float64))
+                stats["sum_sq"] += float(saved[name].float().pow(2).sum(dtype=torch.float64))
+                stats["numel"] += w.numel()
+                stats["stored_bits"] += w.numel() * effective_bits(
+                    tuple(w.shape), bits, granularity, group_size, zero_bits=0 if symmetric else bits)
+                w.copy_(fq)
+        stats["effective_bits"] = stats.pop("stored_bits") / stats["numel"]
+        yield stats
+    finally:
+        with torch.no_grad():
+            for name, w in weights.items():
+                w.copy_(saved[name])
+
+
+def granularity_sweep(model: torch.nn.Module, tokenizer, sentences, settings, progress: bool = True) -> list[dict]:
+    """Weight error and sentence-embedding cosine of ``model`` under each quantization setting.
+
+    Args:
+        model: a sentence encoder (e.g. ``course_lib.models.load_minilm()``'s model); restored afterwards.
+        tokenizer: its tokenizer.
+        sentences: a non-empty list of strings, embedded with ``course_lib.models.embed``.
+        settings: an iterable of ``(bits, granularity, group_size)`` tuples.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        One dict per setting: ``bits``, ``granularity``, ``group_size``, ``label``, ``effective_bits``,
+        ``mse`` (mean squared weight error over all Linear weights), ``rel_error`` (``sse / sum_sq``),
+        ``cosine`` (mean cosine of quantized vs fp32 embeddings) and ``min_cosine``.
+    """
+    from .evaluate import embedding_cosine
+    from .models import embed
+
+    settings = list(settings)
+    if not settings:
+        raise ValueError("settings must not be empty")
+    reference = embed(model, tokenizer, sentences)
+    rows = []
+    if progress:
+        from tqdm.auto import tqdm
+
+        settings_iter = tqdm(settings, desc="quantize + embed", leave=False)
+    else:
+        settings_iter = settings
+    for bits, granularity, group_size in settings_iter:
+        with quantized_linears(model, bits, granularity, group_size) as stats:
+            cos = embedding_cosine(embed(model, tokenizer, sentences), reference)
+        label = f"group {group_size}" if granularity == "group" else f"per-{granularity}"
+        rows.append({"bits": bits, "granularity": granularity, "group_size": group_size, "label": label,
+                     "effective_bits": stats["effective_bits"], "mse": stats["sse"] / stats["numel"],
+                     "rel_error": stats["sse"] / stats["sum_sq"], "cosine": float(cos.mean()),
+                     "min_cosine": float(cos.min())})
+    return rows
