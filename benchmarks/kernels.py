@@ -1,0 +1,278 @@
+#!/usr/bin/env python
+"""Build, validate and time course_lib.kernels' CUDA kernels next to cuBLAS fp16 and bitsandbytes.
+
+    python benchmarks/kernels.py                 # full table (GPU machine), markdown to stdout
+    python benchmarks/kernels.py --out FILE.md   # also write the table with the machine and versions
+    python benchmarks/kernels.py --quick         # one shape, for a smoke test
+
+Method: every contender runs on the same shapes and the same weights (NF4 via course_lib.nf4, which
+is byte-identical to bitsandbytes' quantize_4bit). Each timing replays a CUDA graph of R calls, each
+on a different copy of the weights (R chosen so the copies exceed 4x the L2 cache, so no call finds
+its weights in L2), timed with CUDA events; the median over repeats, divided by R, is reported.
+Graphs remove the Python launch overhead, which would otherwise dominate a 10-40 us kernel; where a
+contender cannot be captured it is timed eagerly (column "mode"). Bandwidth = bytes that must be
+read once (weights, scales, activations) and written (output) / time; "% copy" compares it with the
+measured device-to-device copy bandwidth (bytes read + written / time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import course_lib  # noqa: E402,F401  (silences bitsandbytes' import warning)
+from course_lib import kernels as K  # noqa: E402
+from course_lib.bitnet import pack_ternary  # noqa: E402
+from course_lib.nf4 import quantize_nf4  # noqa: E402
+
+SHAPES = [(4096, 4096), (8192, 8192), (14336, 4096), (4096, 14336)]  # (N = out_features, K = in_features)
+BATCHES = [1, 4, 16]
+
+
+def copy_bandwidth(nbytes: int = 1 << 30, repeats: int = 20) -> float:
+    """Device-to-device copy bandwidth in bytes/s, counting bytes read + written."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    times = []
+    for _ in range(repeats):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        dst.copy_(src)
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b) / 1e3)
+    del src, dst
+    return 2 * nbytes / statistics.median(times)
+
+
+def time_calls(calls, repeats: int = 30) -> tuple[float, str]:
+    """Median seconds per call of a list of zero-argument callables (one per weight copy)."""
+    for fn in calls:  # warm-up (also builds lazy state)
+        fn()
+    torch.cuda.synchronize()
+    mode = "graph"
+    try:
+        graph = torch.cuda.CUDAGraph()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for fn in calls:
+                fn()
+            torch.cuda.synchronize()
+            with torch.cuda.graph(graph, stream=stream):
+                for fn in calls:
+                    fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        run = graph.replay
+        run()
+    except Exception:  # not capturable: eager back-to-back calls
+        mode = "eager"
+        torch.cuda.synchronize()
+
+        def run():
+            for fn in calls:
+                fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        run()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b) / 1e3 / len(calls))
+    return statistics.median(times), mode
+
+
+def copies_for(nbytes: int) -> int:
+    l2 = torch.cuda.get_device_properties(0).L2_cache_size
+    return max(2, min(64, math.ceil(4 * l2 / max(nbytes, 1))))
+
+
+def validate(ext, dtype=torch.float16) -> list[str]:
+    """Each CUDA kernel against the reference on a few shapes; returns failure messages."""
+    failures = []
+    gen = torch.Generator().manual_seed(0)
+    for n, k in [(256, 512), (4096, 4096), (37, 128)]:
+        w = torch.randn(n, k, generator=gen) * 0.02
+        packed, absmax = (t.cuda() for t in quantize_nf4(w, 64))
+        p4, s4, z4 = (t.cuda() for t in K.pack_int4(w, 128 if k % 128 == 0 else 32))
+        g4 = 128 if k % 128 == 0 else 32
+        t = pack_ternary(torch.randint(-1, 2, (n, k), generator=gen)).cuda()
+        for b in (1, 3, 16):
+            x = torch.randn(b, k, generator=gen).to(dtype).cuda()
+            checks = {
+                "nf4 v1": (K.gemv_nf4(x, packed, absmax, n, backend="cuda", version=1), K.gemv_nf4(x, packed, absmax, n, backend="torch")),
+                "nf4 v3": (K.gemv_nf4(x, packed, absmax, n, backend="cuda", version=3), K.gemv_nf4(x, packed, absmax, n, backend="torch")),
+                "nf4 v4": (K.gemv_nf4(x, packed, absmax, n, backend="cuda", version=4), K.gemv_nf4(x, packed, absmax, n, backend="torch")),
+                "nf4 v5": (K.gemv_nf4(x, packed, absmax, n, backend="cuda", version=5), K.gemv_nf4(x, packed, absmax, n, backend="torch")),
+                "int4": (K.gemv_int4(x, p4, s4, z4, g4, backend="cuda"), K.gemv_int4(x, p4, s4, z4, g4, backend="torch")),
+                "ternary": (K.gemv_ternary(x, t, 0.1, backend="cuda"), K.gemv_ternary(x, t, 0.1, backend="torch")),
+            }
+            if b == 1:
+                checks["nf4 v2"] = (K.gemv_nf4(x, packed, absmax, n, backend="cuda", version=2), checks["nf4 v3"][1])
+            for name, (out, ref) in checks.items():
+                err = (out.float() - ref.float()).abs().max().item()
+                scale = ref.float().abs().max().item() + 1e-6
+                if not err <= 2e-2 * scale + 1e-3:
+                    failures.append(f"{name} n={n} k={k} b={b}: max error {err:.3g} (output scale {scale:.3g})")
+        xq = torch.randn(64, k, generator=gen).to(dtype).cuda()
+        q, a = K.quantize_rows_int8(xq, backend="cuda")
+        qr, ar = K.quantize_rows_int8(xq, backend="torch")
+        if not (torch.equal(q, qr) and torch.equal(a, ar)):
+            failures.append(f"int8 rows k={k}: {(q != qr).sum().item()} codes differ")
+    return failures
+
+
+def bench_gemv(ext, bnb, copy_bw: float, shapes, batches, dtype=torch.float16) -> list[dict]:
+    rows = []
+    code = K._nf4_code()
+    for n, k in shapes:
+        w = torch.randn(n, k, device="cuda", dtype=dtype) * 0.02
+        nf4_bytes = n * k // 2 + (n * k // 64) * 4
+        fp16_bytes = n * k * 2
+        int4_bytes = n * k // 2 + (n * k // 128) * 5
+        tern_bytes = n * k // 4
+        r_fp16, r_nf4 = copies_for(fp16_bytes), copies_for(nf4_bytes)
+        fp16_ws = [w.clone() for _ in range(r_fp16)]
+        packed, absmax = quantize_nf4(w.float(), 64)
+        nf4_ws = [(packed.clone(), absmax.clone()) for _ in range(r_nf4)]
+        p4, s4, z4 = K.pack_int4(w.float(), 128)
+        int4_ws = [(p4.clone(), s4.clone(), z4.clone()) for _ in range(r_nf4)]
+        tern = pack_ternary(torch.randint(-1, 2, (n, k), device="cuda"))
+        tern_ws = [tern.clone() for _ in range(copies_for(tern_bytes))]
+        bnb_ws = []
+        if bnb is not None:
+            for _ in range(r_nf4):
+                qw, state = bnb.functional.quantize_4bit(w, blocksize=64, quant_type="nf4")
+                bnb_ws.append((qw, state))
+        del w
+        for b in batches:
+            x = torch.randn(b, k, device="cuda", dtype=dtype)
+            io = b * k * 2 + b * n * 2
+            contenders = {
+                "cuBLAS fp16": (fp16_bytes, [lambda w=w: x @ w.t() for w in fp16_ws]),
+                "ours NF4 v4 block": (nf4_bytes, [lambda p=p, a=a: ext.gemv_nf4(x, p, a, n, 64, code, 4) for p, a in nf4_ws]),
+                "ours NF4 v5 block8": (nf4_bytes, [lambda p=p, a=a: ext.gemv_nf4(x, p, a, n, 64, code, 5) for p, a in nf4_ws]),
+                "ours NF4 v3 fused": (nf4_bytes, [lambda p=p, a=a: ext.gemv_nf4(x, p, a, n, 64, code, 3) for p, a in nf4_ws]),
+                "ours int4 g128": (int4_bytes, [lambda p=p, s=s, z=z: ext.gemv_int4(x, p, s, z, 128) for p, s, z in int4_ws]),
+                "ours ternary": (tern_bytes, [lambda t=t: ext.gemv_ternary(x, t, 0.1) for t in tern_ws]),
+            }
+            if b == 1:
+                contenders["ours NF4 v2 warp"] = (nf4_bytes, [lambda p=p, a=a: ext.gemv_nf4(x, p, a, n, 64, code, 2) for p, a in nf4_ws])
+                if n * k <= 4096 * 4096:
+                    contenders["ours NF4 v1 naive"] = (nf4_bytes, [lambda p=p, a=a: ext.gemv_nf4(x, p, a, n, 64, code, 1) for p, a in nf4_ws[:2]])
+            if bnb_ws:
+                contenders["bitsandbytes NF4"] = (nf4_bytes, [lambda q=q, st=st: bnb.matmul_4bit(x, q.t(), quant_state=st) for q, st in bnb_ws])
+            fp16_time = None
+            for name, (wbytes, calls) in contenders.items():
+                try:
+                    seconds, mode = time_calls(calls)
+                except Exception as exc:  # report, keep going
+                    rows.append({"shape": f"{n}x{k}", "batch": b, "kernel": name, "error": str(exc)[:80]})
+                    continue
+                if name == "cuBLAS fp16":
+                    fp16_time = seconds
+                bw = (wbytes + io) / seconds
+                rows.append({"shape": f"{n}x{k}", "batch": b, "kernel": name, "us": seconds * 1e6,
+                             "GB/s": bw / 1e9, "% copy": 100 * bw / copy_bw, "floor us": (wbytes + io) / copy_bw * 1e6,
+                             "vs fp16": (fp16_time / seconds) if fp16_time else None, "mode": mode})
+        del fp16_ws, nf4_ws, int4_ws, tern_ws, bnb_ws
+        torch.cuda.empty_cache()
+    return rows
+
+
+def bench_int8_rows(ext, copy_bw: float, dtype=torch.float16) -> list[dict]:
+    rows = []
+    for m, k in [(4096, 4096), (8192, 8192), (16, 8192)]:
+        nbytes = m * k * 2 + m * k + m * 4
+        xs = [torch.randn(m, k, device="cuda", dtype=dtype) for _ in range(copies_for(nbytes))]
+        for name, fn in {"ours int8 rows": lambda x: ext.quantize_rows_int8(x),
+                         "torch reference": lambda x: K._quantize_rows_int8_torch(x)}.items():
+            seconds, mode = time_calls([lambda x=x: fn(x) for x in xs])
+            bw = nbytes / seconds
+            rows.append({"shape": f"{m}x{k}", "batch": m, "kernel": name, "us": seconds * 1e6, "GB/s": bw / 1e9,
+                         "% copy": 100 * bw / copy_bw, "floor us": nbytes / copy_bw * 1e6, "vs fp16": None, "mode": mode})
+        del xs
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    cols = ["shape", "batch", "kernel", "us", "floor us", "GB/s", "% copy", "vs fp16", "mode"]
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {r['shape']} | {r['batch']} | {r['kernel']} | error: {r['error']} |" + " |" * (len(cols) - 4))
+            continue
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            cells.append("-" if v is None else (f"{v:.1f}" if isinstance(v, float) and c != "vs fp16" else
+                                                 f"{v:.2f}x" if c == "vs fp16" else str(v)))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="run NF4 v3 and v4 once on 8192x8192, batch 1 (for ncu), and exit")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("No CUDA GPU: this benchmark runs on a GPU machine (the CPU forms are in benchmarks/kernels_cpu.py).")
+        return 0
+    start = time.perf_counter()
+    ext = K.load_extension("cuda")
+    if args.profile:
+        w = torch.randn(8192, 8192, device="cuda") * 0.02
+        packed, absmax = quantize_nf4(w, 64)
+        x = torch.randn(1, 8192, device="cuda", dtype=torch.float16)
+        for version in (3, 4, 5):
+            ext.gemv_nf4(x, packed, absmax, 8192, 64, K._nf4_code(), version)
+        torch.cuda.synchronize()
+        return 0
+    print(f"CUDA extension ready in {time.perf_counter() - start:.1f} s")
+    failures = validate(ext)
+    print("validation:", "all kernels match the reference" if not failures else "\n  ".join(["FAILED"] + failures))
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        bnb = None
+    props = torch.cuda.get_device_properties(0)
+    copy_bw = copy_bandwidth()
+    header = [
+        f"- GPU: {props.name}, {props.multi_processor_count} SMs, L2 {props.L2_cache_size / 2**20:.0f} MiB; "
+        f"torch {torch.__version__}, CUDA {torch.version.cuda}, bitsandbytes {getattr(bnb, '__version__', 'not installed')}; "
+        f"host {platform.node() or 'unknown'}",
+        f"- measured device-to-device copy bandwidth: {copy_bw / 1e12:.2f} TB/s (read + write)",
+        "- activations float16; NF4 blocksize 64 with float32 absmax (bitsandbytes' layout); int4 group 128",
+    ]
+    shapes = SHAPES[1:2] if args.quick else SHAPES
+    batches = [1] if args.quick else BATCHES
+    rows = bench_gemv(ext, bnb, copy_bw, shapes, batches)
+    int8_rows = bench_int8_rows(ext, copy_bw)
+    text = "\n".join(header) + "\n\n### GEMV / small-batch GEMM, y = x @ W.T\n\n" + markdown(rows) + \
+        "\n\n### Row-wise int8 quantization (fp16 in, int8 + float32 absmax out)\n\n" + markdown(int8_rows) + "\n"
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

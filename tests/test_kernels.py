@@ -1,0 +1,174 @@
+"""course_lib.kernels: every compiled form (C++ on CPU, CUDA on GPU) against the PyTorch reference.
+
+The `device` fixture runs each test on the CPU (the C++ extension) and on CUDA when present (the
+CUDA extension). The extension is requested explicitly (backend="cpp"/"cuda"), so a build failure
+fails the test instead of silently falling back to the reference.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from course_lib import kernels as K
+from course_lib.bitnet import pack_ternary
+from course_lib.nf4 import quantize_nf4
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _backend(device: str) -> str:
+    return "cuda" if device == "cuda" else "cpp"
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _outliers(shape, seed=0):
+    """Gaussian values with a few large ones, as real activations have."""
+    x = torch.randn(*shape, generator=_gen(seed))
+    x.view(-1)[:: max(1, x.numel() // 7)] *= 20
+    return x
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (16, 4096), (5, 1000), (2, 24)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_quantize_rows_int8_matches_reference(device, shape, dtype):
+    x = _outliers(shape).to(dtype).to(device)
+    q, absmax = K.quantize_rows_int8(x, backend=_backend(device))
+    q_ref, absmax_ref = K.quantize_rows_int8(x, backend="torch")
+    assert q.dtype == torch.int8 and absmax.dtype == torch.float32
+    torch.testing.assert_close(absmax, absmax_ref, rtol=0, atol=0)
+    assert torch.equal(q, q_ref), f"{(q != q_ref).sum().item()} codes differ"
+
+
+def test_quantize_rows_int8_zero_row_and_bound(device):
+    x = _outliers((4, 64)).to(device)
+    x[1] = 0
+    q, absmax = K.quantize_rows_int8(x, backend=_backend(device))
+    assert absmax[1].item() == 0 and not q[1].any()
+    err = (K.dequantize_rows_int8(q, absmax) - x).abs()
+    assert bool((err <= absmax[:, None] / 127 / 2 * (1 + 1e-6) + 1e-12).all()), "error exceeds half a step"
+    assert int(q.abs().max()) == 127
+
+
+@pytest.mark.parametrize("shape, blocksize", [((64, 64), 64), ((33, 5), 64), ((7,), 64), ((128, 256), 128), ((3, 10), 2)])
+def test_dequantize_nf4_matches_reference(device, shape, blocksize):
+    w = torch.randn(*shape, generator=_gen(1))
+    packed, absmax = quantize_nf4(w, blocksize)
+    packed, absmax = packed.to(device), absmax.to(device)
+    ref = K.dequantize_nf4(packed, absmax, shape, blocksize, backend="torch")
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        out = K.dequantize_nf4(packed, absmax, shape, blocksize, dtype=dtype, backend=_backend(device))
+        assert out.shape == shape and out.dtype == dtype
+        torch.testing.assert_close(out, ref.to(dtype), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape, group", [((8, 64), 32), ((5, 256), 128), ((3, 6), 2)])
+def test_dequantize_int4_matches_reference(device, shape, group):
+    w = torch.randn(*shape, generator=_gen(2))
+    packed, scale, zero = (t.to(device) for t in K.pack_int4(w, group))
+    ref = K.dequantize_int4(packed, scale, zero, group, backend="torch")
+    out = K.dequantize_int4(packed, scale, zero, group, backend=_backend(device))
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    # the RTN bound: every weight within half a step of its dequantized value
+    step = scale.repeat_interleave(group, dim=1).cpu()
+    assert bool(((ref.cpu() - w).abs() <= step / 2 * (1 + 1e-5)).all())
+
+
+def _act_dtype(device):
+    return (torch.float16, torch.bfloat16) if device == "cuda" else (torch.float32, torch.float16)
+
+
+def _tol(dtype):
+    return dict(rtol=2e-2, atol=2e-2) if dtype in (torch.float16, torch.bfloat16) else dict(rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 5, 16, 17])
+@pytest.mark.parametrize("n, k", [(256, 512), (37, 128), (64, 4096)])
+def test_gemv_nf4_matches_reference(device, batch, n, k):
+    w = torch.randn(n, k, generator=_gen(3)) * 0.05
+    packed, absmax = (t.to(device) for t in quantize_nf4(w, 64))
+    for dtype in _act_dtype(device):
+        x = torch.randn(batch, k, generator=_gen(4)).to(dtype).to(device)
+        ref = K.gemv_nf4(x, packed, absmax, n, 64, backend="torch").float()
+        versions = (1, 3, 4, 5) + ((2,) if batch == 1 else ()) if device == "cuda" else (4,)
+        for version in versions:
+            out = K.gemv_nf4(x, packed, absmax, n, 64, backend=_backend(device), version=version)
+            assert out.shape == (batch, n) and out.dtype == dtype
+            torch.testing.assert_close(out.float(), ref, **_tol(dtype), msg=f"version {version}, {dtype}")
+
+
+@pytest.mark.parametrize("batch", [1, 4, 8, 11])
+@pytest.mark.parametrize("n, k, group", [(128, 256, 128), (33, 512, 32), (64, 1024, 64)])
+def test_gemv_int4_matches_reference(device, batch, n, k, group):
+    w = torch.randn(n, k, generator=_gen(5)) * 0.05
+    packed, scale, zero = (t.to(device) for t in K.pack_int4(w, group))
+    for dtype in _act_dtype(device):
+        x = torch.randn(batch, k, generator=_gen(6)).to(dtype).to(device)
+        ref = K.gemv_int4(x, packed, scale, zero, group, backend="torch").float()
+        out = K.gemv_int4(x, packed, scale, zero, group, backend=_backend(device))
+        torch.testing.assert_close(out.float(), ref, **_tol(dtype))
+
+
+@pytest.mark.parametrize("batch", [1, 2, 4, 7, 16])
+@pytest.mark.parametrize("n, k", [(64, 256), (19, 128), (128, 4096)])
+def test_gemv_ternary_matches_reference(device, batch, n, k):
+    w = torch.randint(-1, 2, (n, k), generator=_gen(7))
+    packed = pack_ternary(w).to(device)
+    for dtype in _act_dtype(device):
+        x = torch.randn(batch, k, generator=_gen(8)).to(dtype).to(device)
+        ref = K.gemv_ternary(x, packed, 0.37, backend="torch").float()
+        out = K.gemv_ternary(x, packed, 0.37, backend=_backend(device))
+        torch.testing.assert_close(out.float(), ref, **_tol(dtype))
+        # and the reference equals a plain dense matmul of the unpacked weights
+        dense = (x.float() @ w.to(device).float().T) * 0.37
+        torch.testing.assert_close(ref, dense.to(dtype).float(), **_tol(dtype))
+
+
+def test_auto_falls_back_to_reference_for_unsupported_cuda_shapes():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA (runs on the GPU machine)")
+    w = torch.randn(8, 48)  # K = 48 is not a multiple of 32: the CUDA GEMV does not handle it
+    packed, absmax = (t.cuda() for t in quantize_nf4(w, 16))
+    x = torch.randn(1, 48, device="cuda", dtype=torch.float16)
+    out = K.gemv_nf4(x, packed, absmax, 8, 16)
+    torch.testing.assert_close(out, K.gemv_nf4(x, packed, absmax, 8, 16, backend="torch"))
+    with pytest.raises(ValueError, match="does not handle this shape"):
+        K.gemv_nf4(x, packed, absmax, 8, 16, backend="cuda")
+
+
+def test_unavailable_backend_is_one_clear_message(monkeypatch, capsys):
+    monkeypatch.setattr(K, "_modules", {})
+    monkeypatch.setattr(K, "_failures", {"cpp": "the CPP extension is unavailable: no compiler (test)"})
+    monkeypatch.setattr(K, "_announced", set())
+    x = torch.randn(2, 8)
+    for _ in range(3):
+        q, _ = K.quantize_rows_int8(x)  # auto: falls back, announces once
+    assert torch.equal(q, K.quantize_rows_int8(x, backend="torch")[0])
+    out = capsys.readouterr()
+    assert out.out.count("using the PyTorch reference") == 1 and "no compiler" in out.out and out.err == ""
+    with pytest.raises(RuntimeError, match="no compiler"):
+        K.quantize_rows_int8(x, backend="cpp")
+
+
+@pytest.mark.parametrize("call, error, mentions", [
+    (lambda: K.quantize_rows_int8(torch.randn(3)), ValueError, "x must have 2 dimensions"),
+    (lambda: K.quantize_rows_int8(torch.ones(2, 2, dtype=torch.int32)), TypeError, "x must have dtype"),
+    (lambda: K.quantize_rows_int8(torch.tensor([[1.0, float("nan")]])), ValueError, "finite"),
+    (lambda: K.quantize_rows_int8(torch.empty(0, 4)), ValueError, "empty"),
+    (lambda: K.quantize_rows_int8(torch.randn(2, 2), backend="gpu"), ValueError, "backend"),
+    (lambda: K.dequantize_nf4(torch.zeros(3, dtype=torch.uint8), torch.ones(1), (8,)), ValueError, "ceil"),
+    (lambda: K.dequantize_nf4(torch.zeros(4, dtype=torch.uint8), torch.ones(1), (8,), blocksize=0), ValueError, "blocksize"),
+    (lambda: K.dequantize_nf4(torch.zeros(4, dtype=torch.uint8), torch.ones(2), (8,)), ValueError, "absmax"),
+    (lambda: K.pack_int4(torch.randn(4, 6), 4), ValueError, "group_size"),
+    (lambda: K.pack_int4(torch.randn(4, 5), 5), ValueError, "even"),
+    (lambda: K.gemv_int4(torch.randn(1, 8), *K.pack_int4(torch.randn(4, 16), 8), 8), ValueError, "in_features"),
+    (lambda: K.gemv_ternary(torch.randn(1, 8), torch.zeros(2, 3, dtype=torch.uint8), 1.0), ValueError, "K / 4"),
+    (lambda: K.gemv_ternary(torch.randn(1, 8), torch.zeros(2, 2, dtype=torch.uint8), -1.0), ValueError, "scale"),
+    (lambda: K.gemv_nf4(torch.randn(1, 8), *quantize_nf4(torch.randn(4, 8), 8), 4, 8, version=6), ValueError, "version"),
+])
+def test_bad_input_names_the_argument(call, error, mentions):
+    with pytest.raises(error, match=mentions):
+        call()
