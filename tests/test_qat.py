@@ -1,0 +1,233 @@
+"""course_lib.qat: the STE against torch.fake_quantize_per_tensor_affine's gradient, finite differences,
+the PTQ/QAT accuracy claims of notebook 04 (fixed seeds), plots and widget."""
+
+from __future__ import annotations
+
+import functools
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from course_lib import affine, observers, qat  # noqa: E402
+from course_lib.data import load_digits  # noqa: E402
+from course_lib.evaluate import accuracy  # noqa: E402
+from course_lib.plots import qat as plots  # noqa: E402
+from course_lib.widgets import qat as widgets  # noqa: E402
+
+SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _grads(fn, x, scale, zp, qmin, qmax, g):
+    xg = x.clone().requires_grad_(True)
+    y = fn(xg, scale, zp, qmin, qmax)
+    y.backward(g)
+    return y.detach(), xg.grad
+
+
+def _torch_fq(x, scale, zp, qmin, qmax):
+    return torch.fake_quantize_per_tensor_affine(x, float(scale), int(zp), qmin, qmax)
+
+
+# ----------------------------------------------------------------------------------------------
+# the straight-through estimator
+
+
+@given(values=st.lists(st.floats(-100, 100, allow_nan=False, width=32), min_size=1, max_size=64),
+       bits=st.integers(2, 8), signed=st.booleans(), shrink=st.floats(0.05, 1.5))
+@SETTINGS
+def test_ste_gradient_equals_torch_fake_quantize(values, bits, signed, shrink, device):
+    x = torch.tensor(values, device=device)
+    qmin, qmax = affine.qrange(bits, signed)
+    lo, hi = x.min() * shrink, x.max() * shrink  # a range that may clip
+    scale, zp = affine.compute_scale_zero_point(lo, hi, qmin, qmax)
+    g = torch.linspace(-1, 2, x.numel(), device=device)
+    y, grad = _grads(qat.fake_quantize_ste, x, scale, zp, qmin, qmax, g)
+    y_t, grad_t = _grads(_torch_fq, x, scale, zp, qmin, qmax, g)
+    assert torch.equal(y, y_t)
+    assert torch.equal(grad, grad_t)  # exactly: same mask, same values
+
+
+def test_ste_mask_closed_form():
+    x = torch.tensor([-2.0, -1.0, -0.3, 0.0, 0.4, 1.0, 1.2, 5.0])
+    scale, zp, qmin, qmax = 0.5, 0, -2, 2  # representable [-1, 1]; codes -2..2
+    y, grad = _grads(qat.fake_quantize_ste, x, scale, zp, qmin, qmax, torch.ones(8))
+    # code of 1.2 is round(2.4) = 2: inside; -0.3 -> round(-0.6) = -1; 5.0 -> 10: clipped
+    assert grad.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0]
+    assert y.tolist() == [-1.0, -1.0, -0.5, 0.0, 0.5, 1.0, 1.0, 1.0]
+
+
+def test_ste_mask_boundary_ties():
+    # -1.25 / 0.5 = -2.5 rounds (half to even) to -2: inside; 1.25 -> 2.5 -> 2: inside; 1.26 -> 2.52 -> 3: clipped
+    x = torch.tensor([-1.25, 1.25, 1.26, -1.26])
+    _, grad = _grads(qat.fake_quantize_ste, x, 0.5, 0, -2, 2, torch.ones(4))
+    _, grad_t = _grads(_torch_fq, x, 0.5, 0, -2, 2, torch.ones(4))
+    assert grad.tolist() == grad_t.tolist() == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_ste_against_finite_differences():
+    """Small steps see the staircase's true derivative (0); steps much larger than the scale see the
+    slope of its trend, which the clipped STE takes: 1 inside the range, 0 outside."""
+    scale, zp, qmin, qmax = 0.01, 0, -100, 100  # range [-1, 1]
+    x = torch.tensor([-3.0, -0.5003, 0.2502, 0.7001, 2.5])
+    _, grad = _grads(qat.fake_quantize_ste, x, scale, zp, qmin, qmax, torch.ones(5))
+
+    def fd(h):
+        f = functools.partial(affine.fake_quantize, scale=scale, zero_point=zp, qmin=qmin, qmax=qmax)
+        return (f(x + h) - f(x - h)) / (2 * h)
+
+    assert fd(1e-4).abs().max().item() == 0.0  # the staircase is flat between steps
+    large = fd(0.2)
+    assert torch.allclose(large, grad, atol=scale / 0.2)  # inside: slope within s/h of 1; outside: 0
+    assert grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+
+
+def test_ste_keeps_dtype_and_rejects_bad_input():
+    x = torch.randn(10, dtype=torch.float64, requires_grad=True)
+    y = qat.fake_quantize_ste(x, 0.1, 0, -8, 7)
+    y.sum().backward()
+    assert y.dtype == torch.float64 and x.grad.dtype == torch.float64
+    for args, exc, word in [
+        ((torch.arange(4), 0.1, 0, -8, 7), TypeError, "dtype"),
+        ((torch.tensor([float("nan")]), 0.1, 0, -8, 7), ValueError, "finite"),
+        ((torch.randn(4), 0.0, 0, -8, 7), ValueError, "scale"),
+        ((torch.randn(4), 0.1, 9, -8, 7), ValueError, "zero_point"),
+        ((torch.randn(4), 0.1, 0, 7, -8), ValueError, "qmin"),
+        (([1.0], 0.1, 0, -8, 7), TypeError, "Tensor"),
+    ]:
+        with pytest.raises(exc, match=word):
+            qat.fake_quantize_ste(*args)
+
+
+# ----------------------------------------------------------------------------------------------
+# PTQ and QAT on the digits (the notebook's claims, fixed seeds)
+
+
+@pytest.fixture(scope="module")
+def digits_model():
+    torch.manual_seed(0)
+    Xtr, ytr, Xte, yte = load_digits(seed=0)
+    model = qat.DigitsMLP(64, seed=0)
+    qat.train_classifier(model, Xtr, ytr, epochs=30, lr=1e-2, progress=False)
+    return model, Xtr, ytr, Xte, yte
+
+
+def test_fp32_and_8_bit_ptq(digits_model):
+    model, Xtr, ytr, Xte, yte = digits_model
+    fp32 = accuracy(model, Xte, yte)
+    assert fp32 > 0.96
+    for name in observers.OBSERVERS:
+        assert accuracy(qat.quantize_model(model, 8, name, Xtr[:256]), Xte, yte) >= fp32 - 0.01
+
+
+def test_ptq_2_bit_min_max_collapses_and_mse_helps(digits_model):
+    model, Xtr, ytr, Xte, yte = digits_model
+    fp32 = accuracy(model, Xte, yte)
+    mm = accuracy(qat.quantize_model(model, 2, "min-max", Xtr[:256]), Xte, yte)
+    mse = accuracy(qat.quantize_model(model, 2, "MSE", Xtr[:256]), Xte, yte)
+    assert mm < fp32 - 0.2
+    assert mse > mm + 0.15
+
+
+@pytest.mark.parametrize("bits,observer", [(2, "min-max"), (2, "MSE"), (4, "min-max")])
+def test_qat_recovers_what_ptq_lost(digits_model, bits, observer):
+    model, Xtr, ytr, Xte, yte = digits_model
+    fp32 = accuracy(model, Xte, yte)
+    qmodel = qat.quantize_model(model, bits, observer, Xtr[:256])
+    ptq = accuracy(qmodel, Xte, yte)
+    qat.qat_finetune(qmodel, Xtr, ytr, epochs=10, lr=1e-3, progress=False)
+    after = accuracy(qmodel, Xte, yte)
+    assert after >= ptq
+    assert after >= fp32 - (0.06 if bits == 2 else 0.01)
+    if bits == 2 and observer == "min-max":
+        assert after > ptq + 0.2
+
+
+def test_quantize_model_leaves_the_original_alone(digits_model):
+    model, Xtr, *_ = digits_model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    qmodel = qat.quantize_model(model, 4, "percentile", Xtr[:64])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    layers = [m for m in qmodel.modules() if isinstance(m, qat.QuantLinear)]
+    assert len(layers) == 3 and all(layer.mode == "quantize" for layer in layers)
+    # the first layer's input is the pixels in [0, 1]: its activation grid covers them
+    lo, hi = affine.representable_range(layers[0].act_scale, layers[0].act_zero_point, 0, 15)
+    assert lo == 0.0 and 0.9 < hi <= 1.0 + 1e-6
+
+
+def test_quant_linear_equals_fake_quantized_matmul():
+    lin = torch.nn.Linear(8, 3)
+    layer = qat.QuantLinear(lin, 4, "min-max")
+    x = torch.rand(5, 8)
+    layer.mode = "calibrate"
+    layer(x)
+    layer.freeze_activation_range()
+    layer.mode = "quantize"
+    s_a, z_a = layer.act_observer.qparams()
+    s_w, z_w = affine.compute_scale_zero_point(lin.weight.min(), lin.weight.max(), -8, 7, symmetric=True)
+    expected = (affine.fake_quantize(x, s_a, z_a, 0, 15) @ affine.fake_quantize(lin.weight, s_w, z_w, -8, 7).T
+                + lin.bias)
+    assert torch.allclose(layer(x), expected, atol=1e-6)
+
+
+def test_qat_and_quant_bad_input(digits_model):
+    model, Xtr, ytr, *_ = digits_model
+    with pytest.raises(ValueError, match="bits"):
+        qat.quantize_model(model, 1)
+    with pytest.raises(ValueError, match="observer"):
+        qat.quantize_model(model, 4, "max")
+    with pytest.raises(ValueError, match="calibrated"):
+        qat.qat_finetune(qat.quantize_model(model, 4), Xtr, ytr, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="QuantLinear"):
+        qat.calibrate(model, Xtr)
+    with pytest.raises(ValueError, match="same number of rows"):
+        qat.train_classifier(qat.DigitsMLP(), Xtr, ytr[:10], progress=False)
+    with pytest.raises(TypeError, match="dtype"):
+        qat.train_classifier(qat.DigitsMLP(), Xtr, ytr.float(), progress=False)
+
+
+def test_quantized_model_runs_on_device(device):
+    torch.manual_seed(0)
+    model = qat.DigitsMLP(16).to(device)
+    X = torch.rand(32, 64, device=device)
+    qmodel = qat.quantize_model(model, 4, "MSE", X)
+    assert qmodel(X).device.type == device
+    y = torch.randint(0, 10, (32,), device=device)
+    losses = qat.qat_finetune(qmodel, X, y, epochs=2, progress=False)
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+
+
+# ----------------------------------------------------------------------------------------------
+# plots and widget
+
+
+def test_plots_return_figures():
+    x = plots.heavy_tailed_activation(5000)
+    obs = observers.make_observer("MSE", bits=4)
+    obs(x)
+    ranges = {"MSE": obs.range(), "min-max": (x.min(), x.max())}
+    for fig in [plots.plot_observer_ranges(x, ranges), plots.plot_clipping_curve(x, (4, 2), num=20, marks={4: ranges}),
+                plots.plot_ste(0.25, 0, -4, 3, -2.0, 2.0, h_large=0.5),
+                plots.plot_accuracy({"PTQ": {8: 0.9, 4: 0.8}, "QAT": {4: 0.95}}, 0.97),
+                plots.plot_losses({"a": [1.0, 0.5]})]:
+        assert isinstance(fig, plt.Figure)
+        plt.close(fig)
+
+
+def test_widget_updates_without_a_browser():
+    box = widgets.observer_explorer(n=4000)
+    first = box.last
+    assert set(first) == set(observers.OBSERVERS)
+    box.bits.value = 2  # observe() triggers update
+    second = box.last
+    assert second["MSE"]["hi"] < first["MSE"]["hi"]
+    assert second["min-max"] == first["min-max"] or second["min-max"]["mse"] > first["min-max"]["mse"]
+    box.df.value = 30
+    assert box.last["min-max"]["hi"] < second["min-max"]["hi"]
+    assert "MSE" in box.readout.value
+    plt.close("all")
