@@ -13,3 +13,14 @@ def device(request) -> str:
         pytest.skip("CUDA is not available on this machine (the same test runs on the GPU machine)")
     return request.param
 
+
+
+# Property tests: the same examples on every run (a red CI run must be reproducible, and main must not
+# turn red by chance) and no per-example deadline (a loaded 2-core machine is slow, not wrong).
+try:
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("course", derandomize=True, deadline=None, print_blob=True)
+    _hypothesis_settings.load_profile("course")
+except ImportError:  # hypothesis is a test extra
+    pass

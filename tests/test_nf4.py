@@ -222,7 +222,10 @@ def test_dequantize_is_codebook_times_absmax(device):
 # properties
 
 
-finite_values = st.lists(st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinity=False, width=32),
+# Subnormal magnitudes are left out: bitsandbytes (and the course, to match it) floors a block's scaling
+# absmax at 1e-38, so a block whose largest value is subnormal quantizes to zeros (tested separately).
+finite_values = st.lists(st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinity=False, width=32,
+                                   allow_subnormal=False),
                          min_size=1, max_size=200)
 blocksizes = st.sampled_from([1, 2, 7, 32, 64, 128])
 quant_types = st.sampled_from(["nf4", "fp4"])
@@ -504,3 +507,18 @@ def test_widget_update_changes_the_output():
     box.blocksize.value = 4096
     assert box.last["blocksize"] == 4096
     plt.close("all")
+
+
+
+def test_subnormal_blocks_match_bitsandbytes():
+    # Blocks whose largest magnitude is subnormal (< 1.18e-38): bitsandbytes floors the scaling absmax at
+    # 1e-38, so such values mostly round to the code of 0 and dequant(quant(x)) need not be idempotent
+    # (the property test above leaves subnormals out); the course matches bitsandbytes byte for byte.
+    import bitsandbytes.functional as F
+
+    for n in (64, 70):  # a full block, then a ragged last block
+        x = torch.zeros(n)
+        x[:4] = torch.tensor([2.5e-43, -1e-40, 0.0, 3e-39])
+        packed, absmax = nf4.quantize_4bit(x, 64, "nf4")
+        q, state = F.quantize_4bit(x, blocksize=64, quant_type="nf4")
+        assert torch.equal(packed, q.reshape(-1)) and torch.equal(absmax, state.absmax)
