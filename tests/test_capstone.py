@@ -1,0 +1,394 @@
+"""course_lib.capstone: exact sizes (closed forms, evaluate.model_size_bytes, bitsandbytes' packed NF4),
+recipes applied layer by layer, the Pareto front (hypothesis, brute force), the greedy allocator, the grader."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from torch import nn  # noqa: E402
+
+from course_lib import capstone  # noqa: E402
+from course_lib.evaluate import model_size_bytes, perplexity  # noqa: E402
+from course_lib.granularity import fake_quantize_weight  # noqa: E402
+from course_lib.hqq import hqq_quantize_weight  # noqa: E402
+from course_lib.llm_int8 import Int8Linear  # noqa: E402
+from course_lib.nf4 import fake_quantize_4bit  # noqa: E402
+from course_lib.plots import capstone as plots  # noqa: E402
+
+SETTINGS = settings(max_examples=60, deadline=None)
+
+
+def tiny(device="cpu", seed=0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(96, 40), nn.ReLU(), nn.Linear(40, 7, bias=False)).to(device)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    from course_lib.models import load_causal_lm
+
+    return load_causal_lm()
+
+
+# ----------------------------------------------------------------------------------------------
+# sizes
+
+
+def test_layer_size_bytes_closed_forms():
+    assert capstone.layer_size_bytes((256, 256), ("rtn", 4, 128)) == (65536 * 4 + 512 * 32) // 8 == 34816
+    assert capstone.layer_size_bytes((256, 256), ("hqq", 3, None)) == (65536 * 3 + 256 * 32) // 8
+    assert capstone.layer_size_bytes((7, 40), ("nf4", 4, 64)) == math.ceil((280 * 4 + 5 * 32) / 8) == 160  # ragged
+    assert capstone.layer_size_bytes((7, 40), ("nf4", 4)) == 160                       # None -> block 64
+    assert capstone.layer_size_bytes((384, 256), ("int8", 8)) == 98304 + 384 * 4
+    assert capstone.layer_size_bytes((3, 5), ("fp", 16)) == 30
+    assert capstone.layer_size_bytes((1, 3), ("rtn", 3, 3)) == math.ceil((9 + 32) / 8)  # rounded up per matrix
+    assert capstone.layer_size_bytes(torch.Size([4, 8]), capstone.LayerSpec("rtn", 2, 4)) == (64 + 8 * 32) // 8
+
+
+@pytest.mark.parametrize("method", ["rtn", "hqq"])
+@pytest.mark.parametrize("bits,group", [(4, 128), (3, None), (2, 64), (8, 32)])
+def test_uniform_recipe_size_equals_model_size_bytes(lm, method, bits, group):
+    model, _ = lm
+    assert capstone.recipe_size_bytes(model, {"*": (method, bits, group)}) == model_size_bytes(
+        model, bits_per_param=bits, group_size=group, scale_bits=32)
+
+
+def test_empty_and_fp32_recipes_are_the_stored_size(lm):
+    model, _ = lm
+    assert capstone.recipe_size_bytes(model, {}) == capstone.recipe_size_bytes(model, {"*": ("fp", 32)}) == model_size_bytes(model)
+    assert capstone.recipe_size_bytes(model, {"*": ("fp", 16)}) == model_size_bytes(model) - 2 * sum(
+        lin.weight.numel() for lin in capstone._linear_layers(model).values())
+
+
+def test_mixed_recipe_size_is_the_sum_of_its_layers():
+    m = tiny()
+    recipe = {"*": ("nf4", 4, 64), "2": ("int8", 8)}
+    rest = sum(p.numel() * 4 for n, p in m.named_parameters() if not n.endswith("weight"))
+    assert capstone.unquantized_bytes(m) == rest == 40 * 4
+    assert capstone.recipe_size_bytes(m, recipe) == rest + capstone.layer_size_bytes((40, 96), ("nf4", 4)) + \
+        capstone.layer_size_bytes((7, 40), ("int8", 8))
+
+
+def test_nf4_size_matches_bitsandbytes_packed_state_dict(lm):
+    """Independent reference: bitsandbytes' Linear4bit really packs the weights; its state dict holds our bytes
+    plus, per layer, the 16-entry float32 codebook (quant_map) and the serialized quantization state."""
+    pytest.importorskip("bitsandbytes")
+    from course_lib import nf4
+
+    model, _ = lm
+    q = nf4.bnb_linear4bit_model(copy.deepcopy(model), "nf4", 64, compress_statistics=False, skip=("lm_head",))
+    constants = sum(t.numel() * t.element_size() for k, t in q.state_dict().items()
+                    if k.endswith("quant_map") or ".quant_state." in k)
+    assert model_size_bytes(q) - constants == capstone.recipe_size_bytes(model, {"*": ("nf4", 4, 64)})
+
+
+# ----------------------------------------------------------------------------------------------
+# resolving and applying recipes
+
+
+def test_later_entries_win_and_unmatched_layers_stay_float(lm):
+    model, _ = lm
+    specs = capstone.resolve_recipe(model, {"*.mlp.*": ("rtn", 3, 128), "model.layers.1.*": ("hqq", 4, 64)})
+    assert len(specs) == 28
+    assert specs["model.layers.0.mlp.up_proj"] == ("rtn", 3, 128)
+    assert specs["model.layers.1.mlp.up_proj"] == ("hqq", 4, 64)
+    assert specs["model.layers.0.self_attn.q_proj"] == ("fp", 32, None)
+    assert capstone.resolve_recipe(model, {"*": ("nf4", 4)})["model.layers.3.mlp.down_proj"] == ("nf4", 4, 64)
+
+
+BAD_RECIPES = [
+    (["*", ("rtn", 4)], TypeError, "recipe"),
+    ({3: ("rtn", 4)}, TypeError, "recipe keys"),
+    ({"": ("rtn", 4)}, TypeError, "recipe keys"),
+    ({"*.q_pro": ("rtn", 4)}, ValueError, "matches no"),
+    ({"*": ("gptq", 4)}, ValueError, "method"),
+    ({"*": ("rtn", 1)}, ValueError, "bits"),
+    ({"*": ("rtn", 9, 128)}, ValueError, "bits"),
+    ({"*": ("hqq", 4.0)}, TypeError, "bits"),
+    ({"*": ("rtn", True)}, TypeError, "bits"),
+    ({"*": ("nf4", 3)}, ValueError, "bits"),
+    ({"*": ("int8", 4)}, ValueError, "bits"),
+    ({"*": ("fp", 8)}, ValueError, "bits"),
+    ({"*": ("fp", 16, 64)}, ValueError, "group_size"),
+    ({"*": ("int8", 8, 128)}, ValueError, "group_size"),
+    ({"*": ("rtn", 4, 100)}, ValueError, "must divide"),
+    ({"*": ("rtn", 4, 0)}, ValueError, "group_size"),
+    ({"*": ("rtn", 4, True)}, TypeError, "group_size"),
+    ({"*": "rtn"}, TypeError, "spec"),
+    ({"*": ("rtn", 4, 128, 1)}, TypeError, "spec"),
+]
+
+
+@pytest.mark.parametrize("recipe,exc,mention", BAD_RECIPES)
+def test_bad_recipes_raise_clear_errors(lm, recipe, exc, mention):
+    model, _ = lm
+    with pytest.raises(exc, match=mention):
+        capstone.recipe_size_bytes(model, recipe)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: capstone.resolve_recipe("model", {}),
+    lambda: capstone.layer_size_bytes((0, 4), ("rtn", 4)),
+    lambda: capstone.layer_size_bytes((4,), ("rtn", 4)),
+    lambda: capstone.layer_size_bytes((4, 6), ("rtn", 4, 4)),
+    lambda: capstone.extrapolate_sensitivity({}, 2),
+    lambda: capstone.extrapolate_sensitivity({"a": float("nan")}, 2),
+    lambda: capstone.extrapolate_sensitivity({"a": 1.0}, 1),
+    lambda: capstone.extrapolate_sensitivity({"a": 1.0}, 2, options=(1,)),
+    lambda: capstone.bits_recipe({}),
+    lambda: capstone.eval_text(1),
+])
+def test_bad_arguments_raise(call):
+    with pytest.raises((TypeError, ValueError)):
+        call()
+
+
+def test_apply_recipe_quantizes_each_layer_as_its_spec_says(device):
+    m = tiny(device)
+    w0, w2 = m[0].weight.detach().clone(), m[2].weight.detach().clone()
+    out = capstone.apply_recipe(m, {"0": ("rtn", 3, 32), "2": ("hqq", 4, 8)})
+    assert out is m
+    torch.testing.assert_close(m[0].weight.detach(), fake_quantize_weight(w0, 3, 32), rtol=0, atol=0)
+    torch.testing.assert_close(m[2].weight.detach(), hqq_quantize_weight(w2, 4, 8), rtol=0, atol=0)
+    m = tiny(device)
+    capstone.apply_recipe(m, {"0": ("nf4", 4), "2": ("fp", 16)})
+    torch.testing.assert_close(m[0].weight.detach(), fake_quantize_4bit(w0, "nf4", 64), rtol=0, atol=0)
+    torch.testing.assert_close(m[2].weight.detach(), w2.half().float(), rtol=0, atol=0)
+    m = tiny(device)
+    capstone.apply_recipe(m, {"0": ("int8", 8)})
+    assert isinstance(m[0], Int8Linear) and isinstance(m[2], nn.Linear)
+    torch.testing.assert_close(m[2].weight.detach(), w2, rtol=0, atol=0)  # unmatched: untouched
+    x = torch.randn(5, 96, device=device)
+    ref = nn.functional.linear(x, w0, tiny(device)[0].bias)
+    assert (m[0](x) - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_evaluate_recipe_leaves_the_model_alone(lm):
+    model, tokenizer = lm
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    r = capstone.evaluate_recipe(model, tokenizer, {"*": ("rtn", 2, 128)}, max_tokens=256)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    fp = capstone.evaluate_recipe(model, tokenizer, {}, max_tokens=256)
+    assert fp["perplexity"] == perplexity(model, tokenizer, capstone.eval_text(None), max_tokens=256)
+    assert r["perplexity"] > fp["perplexity"] and r["size_bytes"] == capstone.recipe_size_bytes(model, {"*": ("rtn", 2, 128)})
+    assert r["size_mb"] == r["size_bytes"] / 1e6
+
+
+def test_eval_text_prefix_gives_the_same_tokens(lm):
+    _, tokenizer = lm
+    full = tokenizer(capstone.eval_text(None))["input_ids"]
+    for n in (2, 512, 1024, 2048):
+        assert tokenizer(capstone.eval_text(n))["input_ids"][:n] == full[:n]
+
+
+def test_embedding_recipe_on_minilm():
+    from course_lib.models import load_minilm
+
+    model, tokenizer = load_minilm()
+    sentences = capstone._sentences()[:8]
+    fp = capstone.evaluate_embedding_recipe(model, tokenizer, {}, sentences=sentences)
+    assert fp["cosine"] == pytest.approx(1.0, abs=1e-6) and fp["size_bytes"] == model_size_bytes(model)
+    q = capstone.evaluate_embedding_recipe(model, tokenizer, {"*": ("rtn", 3, 128)}, sentences=sentences)
+    assert 0.3 < q["cosine"] < 0.999
+    assert q["size_bytes"] == model_size_bytes(model, bits_per_param=3, group_size=128, scale_bits=32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pareto front
+
+
+def brute_front(pts):
+    keep = [i for i, p in enumerate(pts) if not any(q[0] <= p[0] and q[1] <= p[1] and tuple(q) != tuple(p) for q in pts)]
+    return sorted(keep, key=lambda i: (pts[i][0], pts[i][1], i))
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)) | st.tuples(st.floats(-1e3, 1e3), st.floats(-1e3, 1e3)),
+                max_size=30))
+def test_pareto_front_is_the_set_of_non_dominated_points(pts):
+    front = capstone.pareto_front(pts)
+    assert front == brute_front(pts)
+    ys = [pts[i][1] for i in front]
+    assert all(a >= b for a, b in zip(ys, ys[1:]))          # along the front the loss never increases
+
+
+def test_pareto_front_examples_and_tensor_input():
+    assert capstone.pareto_front([(1, 5), (2, 3), (3, 4), (4, 1)]) == [0, 1, 3]
+    assert capstone.pareto_front([(2, 2), (1, 3), (2, 2), (3, 3)]) == [1, 0, 2]
+    assert capstone.pareto_front([]) == []
+    assert capstone.pareto_front(torch.tensor([[1.0, 2.0], [0.5, 3.0], [2.0, 2.0]])) == [1, 0]
+
+
+@pytest.mark.parametrize("pts", [[(1.0, float("nan"))], [(float("inf"), 1.0)], [(1.0, 2.0, 3.0)], [(1.0,)],
+                                 [("a", 1.0)], "points", torch.zeros(3, 3)])
+def test_pareto_front_rejects_bad_points(pts):
+    with pytest.raises((TypeError, ValueError), match="points"):
+        capstone.pareto_front(pts)
+
+
+# ----------------------------------------------------------------------------------------------
+# allocation
+
+
+def test_extrapolate_sensitivity_is_4x_per_bit():
+    t = capstone.extrapolate_sensitivity({"a": 8.0, "b": -0.1}, 2, (3, 4, 8))
+    assert t["a"] == {3: 2.0, 4: 0.5, 8: 8.0 / 4 ** 6}
+    assert t["b"] == {3: 0.0, 4: 0.0, 8: 0.0}
+
+
+def test_choose_bits_toy_case_and_errors():
+    sens = {"a": {2: 4.0, 4: 1.0}, "b": {2: 1.0, 4: 0.5}, "c": {2: 9.0, 4: 0.1}}
+    size = {"a": {2: 10, 4: 20}, "b": {2: 10, 4: 20}, "c": {2: 10, 4: 20}}
+    assert capstone.choose_bits(sens, size, 50) == {"a": 4, "b": 2, "c": 4}
+    assert capstone.choose_bits(sens, size, 30) == {"a": 2, "b": 2, "c": 2}
+    assert capstone.choose_bits(sens, size, 60) == {"a": 4, "b": 4, "c": 4}
+    with pytest.raises(ValueError, match="budget"):
+        capstone.choose_bits(sens, size, 29)
+    with pytest.raises(ValueError, match="same layers"):
+        capstone.choose_bits(sens, {"a": size["a"]}, 100)
+    with pytest.raises(ValueError, match="same options"):
+        capstone.choose_bits({"a": {2: 1.0}}, {"a": {4: 1}}, 100)
+    with pytest.raises(ValueError, match="finite"):
+        capstone.choose_bits({"a": {2: float("nan")}}, {"a": {2: 1}}, 100)
+    with pytest.raises(ValueError, match=">= 0"):
+        capstone.choose_bits({"a": {2: 1.0}}, {"a": {2: -1}}, 100)
+    with pytest.raises(TypeError, match="budget_bytes"):
+        capstone.choose_bits({"a": {2: 1.0}}, {"a": {2: 1}}, None)
+    with pytest.raises(ValueError, match="choice"):
+        capstone.predicted_increase(sens, {"a": 2})
+
+
+@SETTINGS
+@given(st.integers(1, 7), st.integers(0, 10_000), st.data())
+def test_choose_bits_fits_and_stops_only_when_no_upgrade_fits(n_layers, seed, data):
+    gen = torch.Generator().manual_seed(seed)
+    opts = (2, 3, 4, 8)
+    sens = {f"l{i}": {b: float(torch.rand(1, generator=gen)) * 4.0 ** (2 - b) for b in opts} for i in range(n_layers)}
+    size = {f"l{i}": {b: int(torch.randint(10, 100, (1,), generator=gen)) * b + 8 for b in opts} for i in range(n_layers)}
+    low, high = sum(min(s.values()) for s in size.values()), sum(max(s.values()) for s in size.values())
+    budget = data.draw(st.integers(low, high + 10))
+    choice = capstone.choose_bits(sens, size, budget)
+    used = sum(size[n][o] for n, o in choice.items())
+    assert used <= budget
+    for n, cur in choice.items():  # maximal: no single improving upgrade still fits
+        for o in opts:
+            assert not (sens[n][o] < sens[n][cur] and used - size[n][cur] + size[n][o] <= budget)
+    if budget >= high:
+        assert choice == {n: min(opts, key=lambda o, n=n: sens[n][o]) for n in sens}
+
+
+@SETTINGS
+@given(st.integers(1, 8), st.integers(0, 10_000), st.data())
+def test_choose_bits_is_optimal_when_every_upgrade_costs_the_same(n_layers, seed, data):
+    """Two options per layer, equal costs: greedy by gain per byte is exact (checked by brute force)."""
+    gen = torch.Generator().manual_seed(seed)
+    sens = {f"l{i}": {3: 1.0 + float(torch.rand(1, generator=gen)), 4: float(torch.rand(1, generator=gen))}
+            for i in range(n_layers)}
+    size = {n: {3: 30, 4: 40} for n in sens}
+    budget = data.draw(st.integers(30 * n_layers, 40 * n_layers))
+    got = capstone.predicted_increase(sens, capstone.choose_bits(sens, size, budget))
+    best = min(sum(sens[n][b] for n, b in zip(sens, bits))
+               for bits in itertools.product((3, 4), repeat=n_layers)
+               if sum(size[n][b] for n, b in zip(sens, bits)) <= budget)
+    assert got == pytest.approx(best, abs=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# the capstone's numbers: reference recipe, target, grader
+
+
+@pytest.fixture(scope="module")
+def probe(lm):
+    model, tokenizer = lm
+    return capstone.layer_sensitivity(model, tokenizer, ("rtn", 2, 128), max_tokens=512, progress=False)
+
+
+def test_layer_sensitivity_matches_quantizing_one_layer(lm, probe):
+    model, tokenizer = lm
+    assert len(probe) == 28 and max(probe.values()) > 1.0
+    name = max(probe, key=probe.get)
+    q = copy.deepcopy(model)
+    lin = capstone._linear_layers(q)[name]
+    with torch.no_grad():
+        lin.weight.copy_(fake_quantize_weight(lin.weight, 2, 128))
+    text = capstone.eval_text(512)
+    expected = perplexity(q, tokenizer, text, max_tokens=512) - perplexity(model, tokenizer, text, max_tokens=512)
+    assert probe[name] == pytest.approx(expected, rel=1e-9)
+    some = capstone.layer_sensitivity(model, tokenizer, ("rtn", 2, 128), layers=["*.0.self_attn.v_proj"],
+                                      max_tokens=512, progress=False)
+    assert list(some) == ["model.layers.0.self_attn.v_proj"]
+    assert some["model.layers.0.self_attn.v_proj"] == pytest.approx(probe["model.layers.0.self_attn.v_proj"], rel=1e-9)
+
+
+def test_reference_recipe_reaches_the_target_and_baselines_do_not(lm, probe):
+    model, tokenizer = lm
+    recipe = capstone.reference_recipe(model, tokenizer, sensitivity=probe)
+    result = capstone.check_recipe(recipe, model, tokenizer)
+    assert result["perplexity"] <= capstone.TARGET_PERPLEXITY - 0.2        # the margin is real
+    assert result["size_mb"] <= capstone.BUDGET_MB
+    fixed = capstone.check_recipe(capstone.my_recipe(), model, tokenizer)
+    assert fixed["perplexity"] <= capstone.TARGET_PERPLEXITY - 0.2
+    for failing in ({"*": ("rtn", 3, 128)}, capstone.reference_recipe(model, tokenizer, sensitivity=probe, method="rtn")):
+        with pytest.raises(AssertionError, match="above the target"):
+            capstone.check_recipe(failing, model, tokenizer)
+    with pytest.raises(AssertionError, match="over the budget"):
+        capstone.check_recipe({"*": ("hqq", 4, 128)}, model, tokenizer)
+    with pytest.raises(AssertionError, match="not valid"):
+        capstone.check_recipe({"*": ("awq", 4)}, model, tokenizer)
+    with pytest.raises(AssertionError, match="quantizes no layer"):
+        capstone.check_recipe({"*": ("fp", 32)}, model, tokenizer, budget_mb=100.0)
+
+
+def test_uniform_points_rows(lm):
+    model, tokenizer = lm
+    rows = capstone.uniform_points(model, tokenizer, max_tokens=256, settings=((4, 128),), calibrated=(), progress=False)
+    assert [r["method"] for r in rows] == ["fp32", "fp16", "int8", "NF4", "RTN", "HQQ"]
+    assert rows[0]["size_mb"] * 1e6 == model_size_bytes(model)
+    assert rows[4]["size_mb"] * 1e6 == model_size_bytes(model, bits_per_param=4, group_size=128, scale_bits=32)
+    assert abs(rows[1]["perplexity"] - rows[0]["perplexity"]) < 0.05 and rows[4]["perplexity"] > rows[0]["perplexity"]
+
+
+# ----------------------------------------------------------------------------------------------
+# plots and widget
+
+
+def test_plots_return_figures():
+    rows = [{"method": "fp32", "bits": 32, "group_size": None, "perplexity": 27.0, "size_mb": 13.0},
+            {"method": "RTN", "bits": 4, "group_size": 128, "perplexity": 28.0, "size_mb": 5.4},
+            {"method": "RTN", "bits": 3, "group_size": 128, "perplexity": 32.0, "size_mb": 5.1}]
+    fig = plots.plot_pareto(rows, budget_mb=5.25, target=29.0, zoom=(5.0, 5.6),
+                            highlight=[{"method": "mine", "perplexity": 28.5, "size_mb": 5.2, "label": "mine"}])
+    assert isinstance(fig, matplotlib.figure.Figure)
+    sens = {f"model.layers.{b}.mlp.{k}": float(b) for b in range(2) for k in ("up_proj", "down_proj")}
+    for fig in (plots.plot_sensitivity(sens), plots.plot_allocation({k: 3 for k in sens}),
+                plots.plot_allocation({k: ("rtn", 4, 128) for k in sens})):
+        assert isinstance(fig, matplotlib.figure.Figure)
+    plt.close("all")
+
+
+def test_widget_updates_without_a_browser(lm):
+    from course_lib.widgets import capstone as widgets
+
+    model, tokenizer = lm
+    box = widgets.recipe_explorer(model, tokenizer, max_tokens=256)
+    first = box.last
+    assert first["fits"] and "MB" in box.readout.value
+    box.attn_bits.value = 8
+    assert not box.last["fits"] and "over the budget" in box.readout.value
+    box.mlp_bits.value = 2
+    box.attn_bits.value = 2
+    assert box.last["perplexity"] > first["perplexity"] and box.last["size_mb"] < first["size_mb"]
+    box.method.value = "rtn"
+    result = box.update()
+    assert result is box.last and result["recipe"]["*.mlp.*"] == ("rtn", 2, 128)
+    plt.close("all")
