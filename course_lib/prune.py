@@ -1,0 +1,510 @@
+"""Notebook 12: pruning. Masks (magnitude, N:M, Wanda), structured channel pruning, sensitivity, fine-tuning.
+
+Conventions: a **mask** is a ``bool`` tensor of the weight's shape, ``True`` where the weight is
+**kept**; a weight ``[out_features, in_features]`` is an ``nn.Linear`` weight; ``sparsity`` is the
+fraction of weights set to zero, ``0 <= sparsity < 1``.
+
+- :func:`magnitude_mask` / :func:`global_magnitude_masks`: unstructured magnitude pruning, per layer
+  or with one threshold over several layers; identical to ``torch.nn.utils.prune.l1_unstructured`` /
+  ``global_unstructured`` (same count ``round(sparsity * n)``, same ``torch.topk`` choice).
+- :func:`nm_mask`: N:M semi-structured (2:4 is what NVIDIA's sparse tensor cores run).
+- :func:`wanda_scores` / :func:`wanda_mask`: Wanda (Sun et al. 2023): score ``|W_ij| * ||X_j||_2``,
+  compared within each output row.
+- :func:`prune_channels`: structured pruning of a Linear pair, returns smaller layers.
+- :func:`input_norms`, :func:`prune_model`: Wanda and magnitude on a whole causal LM, block by block.
+- :func:`sensitivity_scan`, :class:`DigitsMLP`, :func:`train_classifier`: per-layer sensitivity and
+  fine-tuning after pruning (masks kept fixed).
+- :func:`sparse_bits_per_weight`: storage cost of sparse formats, for pruning plus quantization.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .validation import FLOAT_DTYPES, check_int, check_tensor
+
+__all__ = [
+    "check_sparsity",
+    "sparsity_of",
+    "magnitude_mask",
+    "global_magnitude_masks",
+    "nm_mask",
+    "wanda_scores",
+    "wanda_mask",
+    "channel_scores",
+    "prune_channels",
+    "apply_masks",
+    "input_norms",
+    "prune_model",
+    "sensitivity_scan",
+    "DigitsMLP",
+    "train_classifier",
+    "sparse_bits_per_weight",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# checks
+def check_sparsity(sparsity, name: str = "sparsity") -> float:
+    """Check that ``sparsity`` is a real number in ``[0, 1)`` and return it as a float."""
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
+        raise TypeError(f"{name} must be a float in [0, 1), got {type(sparsity).__name__}")
+    if not math.isfinite(float(sparsity)) or not 0.0 <= float(sparsity) < 1.0:
+        raise ValueError(f"{name} must be in [0, 1) (the fraction of weights set to zero), got {sparsity}")
+    return float(sparsity)
+
+
+def _check_weight(w, name: str = "w", ndim=2) -> None:
+    check_tensor(w, name, dtypes=FLOAT_DTYPES, ndim=ndim)
+
+
+def sparsity_of(x: torch.Tensor) -> float:
+    """Fraction of exact zeros in ``x`` (a weight or a mask: ``False`` counts as zero)."""
+    check_tensor(x, "x")
+    return 1.0 - float(torch.count_nonzero(x)) / x.numel()
+
+
+# ----------------------------------------------------------------------------------------------
+# exercise 1: magnitude
+def magnitude_mask(w: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Unstructured magnitude pruning of one tensor: keep all but the ``round(sparsity * w.numel())`` smallest ``|w|``.
+
+    Identical to ``torch.nn.utils.prune.l1_unstructured(module, "weight", amount=sparsity)``'s mask: the
+    pruned weights are ``torch.topk(w.abs().flatten(), k, largest=False).indices``. Among weights of equal
+    magnitude at the threshold, which ones go is whatever ``torch.topk`` picks (not specified by PyTorch);
+    the number pruned is always exactly ``k``. ``round`` is Python's (half to even), as in PyTorch.
+
+    Args:
+        w: float tensor of any shape (usually ``[out_features, in_features]``), finite.
+        sparsity: fraction to prune, in ``[0, 1)``.
+
+    Returns:
+        bool tensor of ``w``'s shape and device, ``True`` = kept.
+    """
+    _check_weight(w, ndim=None)
+    sparsity = check_sparsity(sparsity)
+    k = round(sparsity * w.numel())
+    mask = torch.ones(w.numel(), dtype=torch.bool, device=w.device)
+    if k > 0:
+        mask[torch.topk(w.detach().abs().flatten(), k, largest=False).indices] = False
+    return mask.reshape(w.shape)
+
+
+def global_magnitude_masks(weights: Sequence[torch.Tensor], sparsity: float) -> list[torch.Tensor]:
+    """Magnitude pruning with one threshold for several tensors (global unstructured pruning).
+
+    Identical to ``torch.nn.utils.prune.global_unstructured(params, prune.L1Unstructured, amount=sparsity)``:
+    the tensors are flattened and concatenated in order, and ``round(sparsity * total)`` smallest ``|w|``
+    are pruned. Layers with small weights lose more than ``sparsity``, layers with large ones less.
+
+    Args:
+        weights: non-empty sequence of float tensors (any shapes, one device).
+        sparsity: overall fraction to prune, in ``[0, 1)``.
+
+    Returns:
+        list of bool masks, one per tensor, in order.
+    """
+    if isinstance(weights, torch.Tensor) or not isinstance(weights, Sequence) or len(weights) == 0:
+        raise TypeError("weights must be a non-empty list or tuple of tensors")
+    for i, w in enumerate(weights):
+        _check_weight(w, f"weights[{i}]", ndim=None)
+    flat = torch.cat([w.detach().abs().flatten().to(torch.float32 if w.dtype != torch.float64 else torch.float64)
+                      for w in weights])
+    mask = magnitude_mask(flat, sparsity)
+    out, start = [], 0
+    for w in weights:
+        out.append(mask[start:start + w.numel()].reshape(w.shape))
+        start += w.numel()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# exercise 2: N:M
+def nm_mask(w: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
+    """N:M semi-structured mask: in every group of ``m`` consecutive weights along the input dimension, keep the
+    ``n`` largest ``|w|`` (2:4 keeps 2 of every 4: 50% sparsity in the pattern sparse tensor cores run).
+
+    Ties: among equal magnitudes the earlier weight in the group is kept (a stable descending sort).
+
+    Args:
+        w: float ``[out_features, in_features]`` (or any ``[..., in_features]``), ``in_features % m == 0``.
+            Pass Wanda scores instead of weights to get Wanda's N:M mask (scores are non-negative).
+        n: weights kept per group, ``1 <= n <= m``.
+        m: group size, ``m >= 1``.
+
+    Returns:
+        bool tensor of ``w``'s shape, ``True`` = kept; exactly ``n`` per group.
+    """
+    _check_weight(w, ndim=range(1, 9))
+    check_int(m, "m", low=1)
+    check_int(n, "n", low=1)
+    if n > m:
+        raise ValueError(f"n must be <= m (keep n of every m weights), got n={n}, m={m}")
+    if w.shape[-1] % m != 0:
+        raise ValueError(f"m={m} must divide in_features (the last dimension), got {w.shape[-1]}")
+    groups = w.detach().abs().reshape(-1, m)
+    order = torch.sort(groups, dim=1, descending=True, stable=True).indices
+    mask = torch.zeros_like(groups, dtype=torch.bool)
+    mask.scatter_(1, order[:, :n], True)
+    return mask.reshape(w.shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# exercise 3: Wanda
+def wanda_scores(w: torch.Tensor, act_norm: torch.Tensor) -> torch.Tensor:
+    """Wanda's importance ``|W_ij| * ||X_j||_2`` (float32; float64 for float64 inputs).
+
+    Args:
+        w: float ``[out_features, in_features]``.
+        act_norm: float ``[in_features]``, the L2 norm of each input feature over the calibration tokens (>= 0).
+
+    Returns:
+        scores of ``w``'s shape.
+    """
+    _check_weight(w)
+    check_tensor(act_norm, "act_norm", dtypes=FLOAT_DTYPES, ndim=1)
+    if act_norm.shape[0] != w.shape[1]:
+        raise ValueError(f"act_norm must have in_features={w.shape[1]} entries, got {act_norm.shape[0]}")
+    if bool((act_norm < 0).any()):
+        raise ValueError("act_norm must be >= 0 (it is a norm)")
+    dtype = torch.float64 if torch.float64 in (w.dtype, act_norm.dtype) else torch.float32
+    return w.detach().to(dtype).abs() * act_norm.detach().to(w.device, dtype)[None, :]
+
+
+def wanda_mask(w: torch.Tensor, act_norm: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Wanda mask: in **each output row**, prune the ``int(sparsity * in_features)`` lowest ``|W_ij| * ||X_j||``.
+
+    As in Wanda's code (``prune_wanda``): a stable ascending sort of each row's scores, the first
+    ``int(in_features * sparsity)`` indices pruned (so among equal scores the earlier weight goes first).
+    With all norms equal it is per-row magnitude pruning.
+
+    Args:
+        w: float ``[out_features, in_features]``.
+        act_norm: float ``[in_features]`` (>= 0).
+        sparsity: fraction pruned in every row, in ``[0, 1)``.
+
+    Returns:
+        bool ``[out_features, in_features]``, ``True`` = kept.
+    """
+    scores = wanda_scores(w, act_norm)
+    sparsity = check_sparsity(sparsity)
+    k = int(w.shape[1] * sparsity)
+    mask = torch.ones_like(scores, dtype=torch.bool)
+    if k > 0:
+        idx = torch.sort(scores, dim=1, stable=True).indices[:, :k]
+        mask.scatter_(1, idx, False)
+    return mask
+
+
+# ----------------------------------------------------------------------------------------------
+# exercise 4: structured channels
+def channel_scores(fc1: nn.Linear, fc2: nn.Linear) -> torch.Tensor:
+    """Importance of each hidden channel ``j`` between ``fc1`` and ``fc2``: ``||fc1.W[j, :]||_2 * ||fc2.W[:, j]||_2``.
+
+    The product does not change when a channel's incoming weights are scaled by ``c > 0`` and its outgoing
+    ones by ``1/c`` (which leaves a ReLU network's function unchanged), unlike either norm alone.
+
+    Returns:
+        float32 ``[hidden]`` on the layers' device.
+    """
+    _check_pair(fc1, fc2)
+    w1, w2 = fc1.weight.detach().float(), fc2.weight.detach().float()
+    return w1.norm(dim=1) * w2.norm(dim=0)
+
+
+def _check_pair(fc1, fc2) -> None:
+    for name, lin in (("fc1", fc1), ("fc2", fc2)):
+        if not isinstance(lin, nn.Linear):
+            raise TypeError(f"{name} must be a torch.nn.Linear, got {type(lin).__name__}")
+        check_tensor(lin.weight.detach(), f"{name}.weight", dtypes=FLOAT_DTYPES, ndim=2)
+    if fc1.out_features != fc2.in_features:
+        raise ValueError(f"fc1.out_features ({fc1.out_features}) must equal fc2.in_features ({fc2.in_features})")
+
+
+def prune_channels(fc1: nn.Linear, fc2: nn.Linear, sparsity: float) -> tuple[nn.Linear, nn.Linear]:
+    """Structured pruning: remove the ``round(sparsity * hidden)`` least important hidden channels of a Linear pair.
+
+    ``fc1`` maps ``in -> hidden``, ``fc2`` maps ``hidden -> out`` (an elementwise activation may sit between).
+    Importance is :func:`channel_scores`; the kept channels are the ``hidden - k`` highest scores (ties: the
+    earlier channel wins, stable sort), **in their original order**. The new ``fc1`` has the kept rows of
+    ``fc1.weight`` and entries of ``fc1.bias``; the new ``fc2`` the kept columns of ``fc2.weight`` and all of
+    ``fc2.bias``. So ``new_fc1(x) == fc1(x)[..., kept]`` exactly, and ``new_fc2`` computes what ``fc2`` computes
+    when the pruned channels are zero. The inputs are not modified.
+
+    Args:
+        fc1, fc2: ``nn.Linear`` with ``fc1.out_features == fc2.in_features``.
+        sparsity: fraction of hidden channels removed, in ``[0, 1)``.
+
+    Returns:
+        ``(new_fc1, new_fc2)``: new ``nn.Linear`` modules with ``hidden - k`` channels, on the same device and dtype.
+    """
+    _check_pair(fc1, fc2)
+    sparsity = check_sparsity(sparsity)
+    hidden = fc1.out_features
+    n_keep = hidden - round(sparsity * hidden)
+    if n_keep < 1:
+        raise ValueError(f"sparsity={sparsity} would remove all {hidden} channels")
+    scores = channel_scores(fc1, fc2)
+    keep = torch.sort(torch.sort(scores, descending=True, stable=True).indices[:n_keep]).values
+    w1, w2 = fc1.weight.detach(), fc2.weight.detach()
+    new1 = nn.Linear(fc1.in_features, n_keep, bias=fc1.bias is not None, device=w1.device, dtype=w1.dtype)
+    new2 = nn.Linear(n_keep, fc2.out_features, bias=fc2.bias is not None, device=w2.device, dtype=w2.dtype)
+    with torch.no_grad():
+        new1.weight.copy_(w1[keep])
+        new2.weight.copy_(w2[:, keep])
+        if fc1.bias is not None:
+            new1.bias.copy_(fc1.bias.detach()[keep])
+        if fc2.bias is not None:
+            new2.bias.copy_(fc2.bias.detach())
+    return new1, new2
+
+
+# ----------------------------------------------------------------------------------------------
+# whole models
+@torch.no_grad()
+def apply_masks(layers: Mapping[str, nn.Linear], masks: Mapping[str, torch.Tensor]) -> None:
+    """Zero the pruned weights in place: ``layers[name].weight *= masks[name]``."""
+    for name, mask in masks.items():
+        lin = layers[name]
+        if mask.shape != lin.weight.shape or mask.dtype != torch.bool:
+            raise ValueError(f"masks[{name!r}] must be a bool tensor of shape {tuple(lin.weight.shape)}, "
+                             f"got {mask.dtype} {tuple(mask.shape)}")
+        lin.weight.mul_(mask.to(lin.weight.device))
+
+
+@torch.no_grad()
+def input_norms(block: nn.Module, inputs, layers: Mapping[str, nn.Linear] | None = None) -> dict[str, torch.Tensor]:
+    """L2 norm of every input feature of every Linear in ``block`` over all calibration tokens.
+
+    Args:
+        block: a transformer block (or any module holding the Linears).
+        inputs: the block's inputs as returned by ``course_lib.lm_quant.capture_block_inputs`` / ``run_block``.
+        layers: ``{name: linear}`` inside ``block``; default every Linear of the block.
+
+    Returns:
+        ``{name: float32 [in_features]}``: ``sqrt(sum over tokens of x_j^2)``.
+    """
+    from .lm_quant import linear_layers, run_block
+
+    layers = dict(layers if layers is not None else linear_layers(block))
+    sums = {name: torch.zeros(lin.in_features, dtype=torch.float64, device=lin.weight.device)
+            for name, lin in layers.items()}
+
+    def make_hook(name):
+        def hook(_module, args):
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
+            sums[name] += (x * x).sum(0)
+        return hook
+
+    handles = [lin.register_forward_pre_hook(make_hook(name)) for name, lin in layers.items()]
+    try:
+        run_block(block, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: s.sqrt().float() for name, s in sums.items()}
+
+
+METHODS = ("magnitude", "wanda")
+
+
+@torch.no_grad()
+def prune_model(model: nn.Module, tokenizer=None, sparsity: float = 0.5, method: str = "wanda",
+                nm: tuple[int, int] | None = None, n_samples: int = 32, seq_len: int = 128, seed: int = 0,
+                progress: bool = False) -> dict[str, torch.Tensor]:
+    """Prune every Linear of a causal LM's blocks in place (``lm_head`` and embeddings are kept), block by block.
+
+    - ``"magnitude"``: per layer, :func:`magnitude_mask` (or :func:`nm_mask` of ``|W|`` with ``nm``);
+      needs no data.
+    - ``"wanda"``: calibration windows run through the model one block at a time (Wanda's recipe): the
+      input norms of block ``i``'s layers are measured on the outputs of the already pruned blocks
+      ``0 .. i-1``; then :func:`wanda_mask` per output row (or :func:`nm_mask` of the Wanda scores).
+
+    Args:
+        model: a transformers causal LM (``course_lib.lm_quant.decoder_blocks`` finds its blocks).
+        tokenizer: needed for ``"wanda"`` (calibration windows from ``lm_quant.calibration_ids``).
+        sparsity: fraction pruned, in ``[0, 1)`` (ignored when ``nm`` is given: ``1 - n/m``).
+        method: ``"magnitude"`` or ``"wanda"``.
+        nm: ``(n, m)`` for N:M semi-structured pruning, e.g. ``(2, 4)``; None for unstructured.
+        n_samples, seq_len, seed: calibration windows (Wanda's paper: 128 windows of 2048 tokens).
+        progress: show a progress bar over blocks.
+
+    Returns:
+        ``{qualified layer name: mask}``.
+    """
+    from tqdm.auto import tqdm
+
+    from .lm_quant import calibration_ids, capture_block_inputs, decoder_blocks, linear_layers, run_block
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if nm is not None:
+        if not (isinstance(nm, tuple) and len(nm) == 2):
+            raise TypeError(f"nm must be a tuple (n, m), got {nm!r}")
+    else:
+        sparsity = check_sparsity(sparsity)
+    blocks = decoder_blocks(model)
+    inputs = None
+    if method == "wanda":
+        if tokenizer is None:
+            raise ValueError("tokenizer is required for method='wanda' (calibration data)")
+        inputs = capture_block_inputs(model, calibration_ids(tokenizer, n_samples, seq_len, seed=seed))
+    names = {id(m): n for n, m in model.named_modules()}
+    masks: dict[str, torch.Tensor] = {}
+    for block in tqdm(blocks, desc=f"{method} pruning", disable=not progress, leave=False):
+        layers = linear_layers(block)
+        norms = input_norms(block, inputs, layers) if method == "wanda" else None
+        for name, lin in layers.items():
+            w = lin.weight.detach()
+            if method == "wanda":
+                if nm is None:
+                    mask = wanda_mask(w, norms[name], sparsity)
+                else:
+                    mask = nm_mask(wanda_scores(w, norms[name]), *nm)
+            else:
+                mask = magnitude_mask(w, sparsity) if nm is None else nm_mask(w, *nm)
+            lin.weight.mul_(mask)
+            masks[names[id(lin)]] = mask
+        if inputs is not None:
+            inputs = run_block(block, inputs)
+    return masks
+
+
+@torch.no_grad()
+def sensitivity_scan(model: nn.Module, evaluate: Callable[[nn.Module], float], sparsities: Sequence[float],
+                     groups: Mapping[str, Sequence[str]] | None = None, progress: bool = True) -> dict[str, list[float]]:
+    """Prune one layer (or group of layers) at a time by magnitude, evaluate, restore.
+
+    Args:
+        model: any module with ``nn.Linear`` layers (modified during the scan, restored afterwards).
+        evaluate: ``evaluate(model) -> float`` (accuracy, perplexity, ...).
+        sparsities: levels in ``[0, 1)``.
+        groups: ``{label: [qualified Linear names]}`` pruned together (each with its own per-layer mask);
+            default: every Linear (except ``lm_head``) on its own.
+        progress: show a progress bar.
+
+    Returns:
+        ``{label: [evaluate(...) for each sparsity]}``.
+    """
+    from tqdm.auto import tqdm
+
+    from .lm_quant import linear_layers
+
+    sparsities = [check_sparsity(s, "sparsities") for s in sparsities]
+    if not sparsities:
+        raise ValueError("sparsities must not be empty")
+    layers = linear_layers(model)
+    if groups is None:
+        groups = {name: [name] for name in layers}
+    for label, names in groups.items():
+        for n in names:
+            if n not in layers:
+                raise ValueError(f"groups[{label!r}] names {n!r}, which is not a Linear of the model")
+    results: dict[str, list[float]] = {}
+    jobs = [(label, s) for label in groups for s in sparsities]
+    for label, s in tqdm(jobs, desc="sensitivity scan", disable=not progress, leave=False):
+        saved = {n: layers[n].weight.detach().clone() for n in groups[label]}
+        try:
+            for n in groups[label]:
+                layers[n].weight.mul_(magnitude_mask(layers[n].weight, s))
+            results.setdefault(label, []).append(float(evaluate(model)))
+        finally:
+            for n, w in saved.items():
+                layers[n].weight.copy_(w)
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# digits classifier: train, prune, fine-tune
+class DigitsMLP(nn.Module):
+    """``64 -> hidden -> hidden -> 10`` ReLU MLP for the 8x8 digits (layers ``fc1``, ``fc2``, ``fc3``)."""
+
+    def __init__(self, hidden: int = 256, hidden2: int | None = None):
+        super().__init__()
+        check_int(hidden, "hidden", low=1)
+        hidden2 = hidden if hidden2 is None else hidden2
+        self.fc1 = nn.Linear(64, hidden)
+        self.fc2 = nn.Linear(hidden, hidden2)
+        self.fc3 = nn.Linear(hidden2, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def train_classifier(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epochs: int = 20, lr: float = 3e-3,
+                     batch_size: int = 64, masks: Mapping[str, torch.Tensor] | None = None, seed: int = 0,
+                     progress: bool = True, desc: str = "training") -> list[float]:
+    """Adam with cross-entropy; with ``masks`` (``{linear name: bool mask}``) the pruned weights stay exactly 0.
+
+    After every optimizer step the masked weights are multiplied by their mask again (Adam's momentum
+    would otherwise revive them), the way ``torch.nn.utils.prune``'s reparametrization keeps them at 0.
+
+    Returns:
+        the mean training loss of every epoch.
+    """
+    from tqdm.auto import tqdm
+
+    check_int(epochs, "epochs", low=0)
+    check_int(batch_size, "batch_size", low=1)
+    check_tensor(X, "X", dtypes=FLOAT_DTYPES, ndim=2)
+    device = next(model.parameters()).device
+    X, y = X.to(device), y.to(device)
+    modules = dict(model.named_modules())
+    masks = {n: m.to(device) for n, m in (masks or {}).items()}
+    for n in masks:
+        if n not in modules or not hasattr(modules[n], "weight"):
+            raise ValueError(f"masks names {n!r}, which is not a layer of the model")
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    model.train()
+    for _ in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
+        perm = torch.randperm(X.shape[0], generator=gen).to(device)
+        total = 0.0
+        for start in range(0, X.shape[0], batch_size):
+            idx = perm[start:start + batch_size]
+            loss = nn.functional.cross_entropy(model(X[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                for n, m in masks.items():
+                    modules[n].weight.mul_(m)
+            total += loss.item() * idx.numel()
+        losses.append(total / X.shape[0])
+    model.eval()
+    return losses
+
+
+# ----------------------------------------------------------------------------------------------
+# storage
+SPARSE_FORMATS = ("dense", "bitmask", "nm")
+
+
+def sparse_bits_per_weight(sparsity: float, value_bits: float, fmt: str = "bitmask", m: int = 4) -> float:
+    """Bits per weight (of the dense matrix) to store a pruned matrix.
+
+    - ``"dense"``: zeros stored like any value: ``value_bits``.
+    - ``"bitmask"``: one bit per position plus the kept values: ``1 + (1 - sparsity) * value_bits``.
+    - ``"nm"``: N:M with ``n = (1 - sparsity) * m`` kept per group of ``m``; each kept value carries its
+      position in the group, ``ceil(log2 m)`` bits (2:4: 2 bits, NVIDIA's metadata):
+      ``(1 - sparsity) * (value_bits + ceil(log2 m))``.
+
+    Scales of quantized values are not included (add them as in ``evaluate.model_size_bytes``).
+    """
+    sparsity = check_sparsity(sparsity)
+    if isinstance(value_bits, bool) or not isinstance(value_bits, (int, float)) or not 0 < value_bits <= 64:
+        raise ValueError(f"value_bits must be a number in (0, 64], got {value_bits!r}")
+    if fmt not in SPARSE_FORMATS:
+        raise ValueError(f"fmt must be one of {SPARSE_FORMATS}, got {fmt!r}")
+    keep = 1.0 - sparsity
+    if fmt == "dense":
+        return float(value_bits)
+    if fmt == "bitmask":
+        return 1.0 + keep * value_bits
+    check_int(m, "m", low=2)
+    return keep * (value_bits + math.ceil(math.log2(m)))

@@ -1,0 +1,379 @@
+"""course_lib.prune: masks identical to torch.nn.utils.prune, exact counts, N:M properties, Wanda vs magnitude,
+structured pruning keeps the kept channels' outputs, whole-LM pruning, fine-tuning keeps zeros, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.utils.prune as tprune  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from torch import nn  # noqa: E402
+
+from course_lib import prune  # noqa: E402
+from course_lib.granularity import fake_quantize_weight  # noqa: E402
+from course_lib.plots import prune as plots  # noqa: E402
+from course_lib.widgets import prune as widgets  # noqa: E402
+
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def randn(*shape, seed=0, dtype=torch.float32, device="cpu"):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=gen, dtype=torch.float64).to(device, dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# magnitude: the same masks as torch.nn.utils.prune
+@pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.25, 0.5, 0.73, 0.9, 0.999])
+@pytest.mark.parametrize("shape", [(16, 32), (7, 13), (1, 5), (3, 4, 5)])
+def test_magnitude_mask_equals_l1_unstructured(device, sparsity, shape):
+    w = randn(*shape, seed=sum(shape), device=device)
+    lin = nn.Linear(1, 1).to(device)
+    lin.weight = nn.Parameter(w.clone())
+    tprune.l1_unstructured(lin, "weight", amount=sparsity)
+    ours = prune.magnitude_mask(w, sparsity)
+    assert ours.dtype == torch.bool and ours.device.type == device
+    assert torch.equal(ours, lin.weight_mask.bool())
+    assert int((~ours).sum()) == round(sparsity * w.numel())
+
+
+@pytest.mark.parametrize("sparsity", [0.2, 0.5, 0.85])
+def test_global_masks_equal_global_unstructured(device, sparsity):
+    layers = [nn.Linear(16, 24), nn.Linear(24, 8), nn.Linear(8, 3)]
+    for i, lin in enumerate(layers):  # layers of different scales: the global threshold treats them unequally
+        with torch.no_grad():
+            lin.weight.mul_(0.3 * (i + 1))
+        lin.to(device)
+    weights = [lin.weight.detach().clone() for lin in layers]
+    tprune.global_unstructured([(lin, "weight") for lin in layers], tprune.L1Unstructured, amount=sparsity)
+    ours = prune.global_magnitude_masks(weights, sparsity)
+    for lin, mask in zip(layers, ours):
+        assert torch.equal(mask, lin.weight_mask.bool())
+    total = sum(w.numel() for w in weights)
+    assert sum(int((~m).sum()) for m in ours) == round(sparsity * total)
+    per_layer = [prune.sparsity_of(m) for m in ours]
+    assert per_layer[0] > sparsity > per_layer[-1] or sparsity == 0  # small layers' weights go first
+
+
+def test_magnitude_exact_count_with_ties(device):
+    """Ties at the threshold: the number pruned is still exact; which tied weights go is topk's choice."""
+    w = torch.tensor([[1.0, -1.0, 1.0, 2.0], [1.0, -2.0, 0.0, 1.0]], device=device)
+    for sparsity in (0.125, 0.25, 0.375, 0.5, 0.75):
+        mask = prune.magnitude_mask(w, sparsity)
+        k = round(sparsity * 8)
+        assert int((~mask).sum()) == k
+        kept, pruned = w[mask].abs(), w[~mask].abs()
+        if k:
+            assert pruned.max() <= kept.min()  # never a larger weight pruned before a smaller one
+    zeros = torch.zeros(10, 10, device=device)
+    assert int((~prune.magnitude_mask(zeros, 0.37)).sum()) == 37
+
+
+def test_magnitude_half_to_even_rounding():
+    # round(0.5 * 5) = 2 in Python and in torch.nn.utils.prune (half to even), round(0.5 * 7) = 4
+    assert int((~prune.magnitude_mask(randn(5), 0.5)).sum()) == 2
+    assert int((~prune.magnitude_mask(randn(7), 0.5)).sum()) == 4
+
+
+def test_magnitude_low_precision(device):
+    w = randn(32, 64, seed=3, device=device)
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):
+        mask = prune.magnitude_mask(w.to(dtype), 0.5)
+        assert int((~mask).sum()) == 1024
+        assert w.to(dtype)[~mask].abs().max() <= w.to(dtype)[mask].abs().min()
+
+
+# ----------------------------------------------------------------------------------------------
+# N:M
+@SETTINGS
+@given(rows=st.integers(1, 6), groups=st.integers(1, 6), m=st.sampled_from([2, 4, 8]), data=st.data(),
+       seed=st.integers(0, 10_000))
+def test_nm_mask_properties(device, rows, groups, m, data, seed):
+    n = data.draw(st.integers(1, m))
+    w = randn(rows, groups * m, seed=seed, device=device)
+    if seed % 3 == 0:  # many ties
+        w = torch.round(w)
+    mask = prune.nm_mask(w, n, m)
+    assert mask.shape == w.shape and mask.dtype == torch.bool
+    g_mask, g_abs = mask.reshape(-1, m), w.abs().reshape(-1, m)
+    assert bool((g_mask.sum(1) == n).all())  # exactly n kept per group
+    kept_min = torch.where(g_mask, g_abs, torch.inf).min(1).values
+    dropped_max = torch.where(~g_mask, g_abs, -torch.inf).max(1).values
+    assert bool((kept_min >= dropped_max).all())  # kept are the largest
+    # ties: the earlier of equal magnitudes is kept
+    for gm, ga in zip(g_mask.cpu(), g_abs.cpu()):
+        for i in range(m):
+            for j in range(i + 1, m):
+                if ga[i] == ga[j] and gm[j]:
+                    assert gm[i]
+
+
+def test_nm_mask_closed_form(device):
+    w = torch.tensor([[0.1, -3.0, 2.0, 0.5, 4.0, 4.0, -4.0, 1.0]], device=device)
+    assert prune.nm_mask(w, 2, 4).tolist() == [[False, True, True, False, True, True, False, False]]
+    assert prune.nm_mask(w, 4, 4).all()
+    assert prune.nm_mask(w, 1, 8).tolist() == [[False, False, False, False, True, False, False, False]]
+    assert prune.sparsity_of(prune.nm_mask(randn(64, 128), 2, 4)) == 0.5
+
+
+def test_nm_on_course_lm_weight():
+    """2:4 of a real weight: 50% zeros in the hardware pattern; it keeps less of the L2 mass than free 50%."""
+    from course_lib.lm_quant import linear_layers
+    from course_lib.models import load_causal_lm
+
+    model, _ = load_causal_lm()
+    w = linear_layers(model)["model.layers.0.mlp.up_proj"].weight.detach()
+    kept24 = (w * prune.nm_mask(w, 2, 4)).norm()
+    kept_free = (w * prune.magnitude_mask(w, 0.5)).norm()
+    assert kept24 < kept_free <= w.norm()
+
+
+# ----------------------------------------------------------------------------------------------
+# Wanda
+def test_wanda_equal_norms_is_per_row_magnitude(device):
+    w = randn(12, 40, seed=5, device=device)
+    for sparsity in (0.25, 0.5, 0.75):
+        ours = prune.wanda_mask(w, torch.full((40,), 3.7, device=device), sparsity)
+        per_row = torch.stack([prune.magnitude_mask(row, sparsity) for row in w])
+        assert torch.equal(ours, per_row)
+        assert bool(((~ours).sum(1) == int(40 * sparsity)).all())
+
+
+def test_wanda_scores_and_mask_closed_form(device):
+    w = torch.tensor([[1.0, -2.0, 3.0, -4.0], [4.0, 3.0, -2.0, 1.0]], device=device)
+    norms = torch.tensor([10.0, 1.0, 1.0, 0.1], device=device)
+    s = prune.wanda_scores(w, norms)
+    assert torch.allclose(s, torch.tensor([[10.0, 2.0, 3.0, 0.4], [40.0, 3.0, 2.0, 0.1]], device=device))
+    assert prune.wanda_mask(w, norms, 0.5).tolist() == [[True, False, True, False], [True, True, False, False]]
+    # magnitude would have pruned the big-input weight 1.0 in row 0 and kept -4.0
+    assert prune.magnitude_mask(w[0], 0.5).tolist() == [False, False, True, True]
+    # invariant to scaling all norms; wanda_mask with int(): 0.3 * 4 = 1.2 -> 1 weight per row
+    assert torch.equal(prune.wanda_mask(w, norms * 7, 0.5), prune.wanda_mask(w, norms, 0.5))
+    assert bool(((~prune.wanda_mask(w, norms, 0.3)).sum(1) == 1).all())
+
+
+def test_wanda_matches_original_code(device):
+    """Transcription of Wanda's prune_wanda (unstructured and N:M branches) on one layer."""
+    w = randn(24, 64, seed=7, device=device)
+    X = randn(300, 64, seed=8, device=device) * torch.linspace(0.1, 5, 64, device=device)
+    scaler_row = torch.zeros(64, device=device)
+    nsamples = 0
+    for xb in X.split(100):  # their running average of squared norms
+        tmp = 1
+        scaler_row *= nsamples / (nsamples + tmp)
+        nsamples += tmp
+        scaler_row += torch.norm(xb.t(), p=2, dim=1) ** 2 / nsamples
+    W_metric = torch.abs(w) * torch.sqrt(scaler_row.reshape((1, -1)))
+    W_mask = torch.zeros_like(W_metric) == 1
+    indices = torch.sort(W_metric, dim=-1, stable=True)[1][:, :int(W_metric.shape[1] * 0.5)]
+    W_mask.scatter_(1, indices, True)
+    assert torch.equal(prune.wanda_mask(w, X.norm(dim=0), 0.5), ~W_mask)
+    W_mask = torch.zeros_like(W_metric) == 1
+    for ii in range(W_metric.shape[1]):
+        if ii % 4 == 0:
+            tmp = W_metric[:, ii:(ii + 4)].float()
+            W_mask.scatter_(1, ii + torch.topk(tmp, 2, dim=1, largest=False)[1], True)
+    assert torch.equal(prune.nm_mask(prune.wanda_scores(w, X.norm(dim=0)), 2, 4), ~W_mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# structured
+@pytest.mark.parametrize("bias", [True, False])
+def test_prune_channels_keeps_outputs(device, bias):
+    torch.manual_seed(0)
+    fc1, fc2 = nn.Linear(20, 48, bias=bias).to(device), nn.Linear(48, 7, bias=bias).to(device)
+    x = randn(9, 20, seed=1, device=device)
+    new1, new2 = prune.prune_channels(fc1, fc2, 0.25)
+    assert (new1.in_features, new1.out_features, new2.in_features, new2.out_features) == (20, 36, 36, 7)
+    scores = prune.channel_scores(fc1, fc2)
+    keep = torch.sort(torch.topk(scores, 36).indices).values
+    assert torch.equal(new1.weight, fc1.weight[keep]) and torch.equal(new2.weight, fc2.weight[:, keep])
+    torch.testing.assert_close(new1(x), fc1(x)[:, keep], atol=1e-6, rtol=1e-6)  # kept channels: same outputs
+    hidden_mask = torch.zeros(48, device=device)
+    hidden_mask[keep] = 1
+    torch.testing.assert_close(new2(torch.relu(new1(x))), fc2(torch.relu(fc1(x)) * hidden_mask))
+    n_params = sum(p.numel() for p in (*new1.parameters(), *new2.parameters()))
+    assert n_params == 36 * 20 + 36 * 7 + (36 + 7 if bias else 0)
+    assert fc1.out_features == 48 and fc1.weight.shape == (48, 20)  # inputs untouched
+    assert new1.weight.device.type == device and new2.weight.dtype == fc2.weight.dtype
+
+
+def test_channel_scores_rescaling_invariant():
+    fc1, fc2 = nn.Linear(6, 10), nn.Linear(10, 3)
+    c = torch.linspace(0.1, 10, 10)
+    g1, g2 = nn.Linear(6, 10), nn.Linear(10, 3)
+    with torch.no_grad():
+        g1.weight.copy_(fc1.weight * c[:, None])
+        g2.weight.copy_(fc2.weight / c[None, :])
+    torch.testing.assert_close(prune.channel_scores(g1, g2), prune.channel_scores(fc1, fc2))
+    new1, _ = prune.prune_channels(fc1, fc2, 0.0)
+    assert torch.equal(new1.weight, fc1.weight)
+
+
+# ----------------------------------------------------------------------------------------------
+# whole models
+def test_prune_model_course_lm():
+    from course_lib.data import corpus_text
+    from course_lib.evaluate import perplexity
+    from course_lib.lm_quant import linear_layers
+    from course_lib.models import load_causal_lm
+
+    text = corpus_text("eval")
+    ppl = {}
+    for method in ("magnitude", "wanda"):
+        model, tok = load_causal_lm()
+        masks = prune.prune_model(model, tok, 0.5, method, n_samples=8, seq_len=64)
+        layers = linear_layers(model)
+        assert set(masks) == set(layers) and len(masks) == 28
+        for name, lin in layers.items():
+            assert prune.sparsity_of(lin.weight) >= 0.5
+            assert prune.sparsity_of(masks[name]) == 0.5
+        ppl[method] = perplexity(model, tok, text, max_tokens=1024)
+    model, tok = load_causal_lm()
+    dense = perplexity(model, tok, text, max_tokens=1024)
+    assert dense < ppl["wanda"] < ppl["magnitude"]
+    masks = prune.prune_model(model, tok, method="wanda", nm=(2, 4), n_samples=4, seq_len=64)
+    w = linear_layers(model)["model.layers.2.mlp.down_proj"].weight
+    assert bool(((w.reshape(-1, 4) != 0).sum(1) <= 2).all())
+
+
+def test_sensitivity_scan_restores_and_orders():
+    torch.manual_seed(0)
+    model = prune.DigitsMLP(32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = randn(50, 64, seed=2)
+    ref = model(x).detach()
+
+    def evaluate(m):
+        return float(((m(x) - ref) ** 2).mean())
+
+    res = prune.sensitivity_scan(model, evaluate, [0.0, 0.5, 0.9], progress=False)
+    assert list(res) == ["fc1", "fc2", "fc3"]
+    for values in res.values():
+        assert values[0] == 0.0 and values[0] <= values[1] <= values[2]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    grouped = prune.sensitivity_scan(model, evaluate, [0.5], groups={"all": ["fc1", "fc2", "fc3"]}, progress=False)
+    assert grouped["all"][0] > max(v[1] for v in res.values())
+
+
+def test_finetune_keeps_zeros_and_recovers(device):
+    from course_lib.data import load_digits
+    from course_lib.evaluate import accuracy
+
+    Xtr, ytr, Xte, yte = load_digits()
+    torch.manual_seed(0)
+    model = prune.DigitsMLP(64).to(device)
+    prune.train_classifier(model, Xtr, ytr, epochs=8, progress=False)
+    dense = accuracy(model, Xte, yte)
+    layers = {"fc1": model.fc1, "fc2": model.fc2, "fc3": model.fc3}
+    masks = dict(zip(layers, prune.global_magnitude_masks([m.weight for m in layers.values()], 0.95)))
+    prune.apply_masks(layers, masks)
+    pruned = accuracy(model, Xte, yte)
+    losses = prune.train_classifier(model, Xtr, ytr, epochs=5, masks=masks, progress=False)
+    tuned = accuracy(model, Xte, yte)
+    assert dense > 0.9 and tuned > pruned and losses[-1] < losses[0]
+    for name, m in masks.items():
+        assert bool((layers[name].weight[~m] == 0).all())
+
+
+def test_pruning_then_quantization_keeps_zeros(device):
+    w = randn(32, 128, seed=9, device=device) * prune.nm_mask(randn(32, 128, seed=9, device=device), 2, 4)
+    for bits, group in ((4, None), (4, 64), (3, 32), (8, None)):
+        for symmetric in (False, True):
+            q = fake_quantize_weight(w, bits, group, symmetric)
+            assert bool((q[w == 0] == 0).all())
+
+
+def test_sparse_bits_per_weight():
+    assert prune.sparse_bits_per_weight(0.5, 16, "dense") == 16
+    assert prune.sparse_bits_per_weight(0.5, 16, "bitmask") == 9
+    assert prune.sparse_bits_per_weight(0.5, 16, "nm") == 9  # 2 fp16 values + 2 x 2-bit indices per 4
+    assert prune.sparse_bits_per_weight(0.5, 4, "nm") == 3
+    assert prune.sparse_bits_per_weight(0.75, 8, "nm", m=8) == 0.25 * 11
+    assert prune.sparse_bits_per_weight(0.0, 4, "bitmask") == 5
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input
+W = randn(4, 8)
+FC1, FC2 = nn.Linear(8, 6), nn.Linear(6, 3)
+BAD = [
+    (prune.magnitude_mask, (W, 1.0), "sparsity"),
+    (prune.magnitude_mask, (W, -0.1), "sparsity"),
+    (prune.magnitude_mask, (W, float("nan")), "sparsity"),
+    (prune.magnitude_mask, (W, "half"), "sparsity"),
+    (prune.magnitude_mask, (W.to(torch.int32), 0.5), "dtype"),
+    (prune.magnitude_mask, (torch.tensor([1.0, float("nan")]), 0.5), "finite"),
+    (prune.magnitude_mask, (torch.empty(0, 3), 0.5), "empty"),
+    (prune.magnitude_mask, ([1.0, 2.0], 0.5), "Tensor"),
+    (prune.global_magnitude_masks, (W, 0.5), "weights"),
+    (prune.global_magnitude_masks, ([W, torch.tensor([float("inf")])], 0.5), "weights[1]"),
+    (prune.nm_mask, (W, 3, 2), "n must be <= m"),
+    (prune.nm_mask, (W, 0, 4), "n"),
+    (prune.nm_mask, (W, 2, 3), "divide"),
+    (prune.nm_mask, (W.long(), 2, 4), "dtype"),
+    (prune.nm_mask, (W, 2.0, 4), "n"),
+    (prune.wanda_mask, (W, torch.ones(7), 0.5), "act_norm"),
+    (prune.wanda_mask, (W, -torch.ones(8), 0.5), "act_norm"),
+    (prune.wanda_mask, (W, torch.ones(8), 1.5), "sparsity"),
+    (prune.wanda_mask, (W, torch.full((8,), float("nan")), 0.5), "act_norm"),
+    (prune.wanda_scores, (W[0], torch.ones(8)), "dimensions"),
+    (prune.prune_channels, (FC1, nn.Linear(5, 3), 0.5), "in_features"),
+    (prune.prune_channels, (FC1, FC2, 1.0), "sparsity"),
+    (prune.prune_channels, (FC1, FC2, 0.95), "all"),
+    (prune.prune_channels, (W, FC2, 0.5), "fc1"),
+    (prune.sparse_bits_per_weight, (0.5, 16, "csr"), "fmt"),
+    (prune.sparse_bits_per_weight, (0.5, 0, "bitmask"), "value_bits"),
+    (prune.prune_model, (nn.Linear(2, 2), None, 0.5, "magnitude"), "model"),
+    (prune.prune_model, (nn.Linear(2, 2), None, 0.5, "random"), "method"),
+]
+
+
+@pytest.mark.parametrize("fn,args,mentions", BAD, ids=[f"{f.__name__}-{i}" for i, (f, _, _) in enumerate(BAD)])
+def test_bad_input(fn, args, mentions):
+    with pytest.raises((TypeError, ValueError)) as info:
+        fn(*args)
+    assert mentions in str(info.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# plots and widget
+def test_plots_return_figures():
+    w = randn(16, 32)
+    figs = [
+        plots.plot_masks({"magnitude": prune.magnitude_mask(w, 0.5), "2:4": prune.nm_mask(w)}),
+        plots.plot_weight_histogram(w, prune.magnitude_mask(w, 0.5)),
+        plots.plot_sensitivity([0.0, 0.5], {"fc1": [0.9, 0.8]}, "accuracy", baseline=0.9),
+        plots.plot_sparsity_curve([0.3, 0.5], {"magnitude": [30, 40], "wanda": [29, 33]}, 28.0,
+                                  points={"2:4": (0.5, 45.0)}),
+        plots.plot_size_quality([{"setting": "a", "size_mb": 1.0, "perplexity": 30.0}]),
+    ]
+    for fig in figs:
+        assert isinstance(fig, matplotlib.figure.Figure)
+        plt.close(fig)
+    with pytest.raises(ValueError, match="masks"):
+        plots.plot_masks({})
+
+
+def test_widget_update_changes_output():
+    box = widgets.pruning_explorer()
+    first = box.last
+    assert first["method"] == widgets.METHODS[0] and math.isclose(first["sparsity"], 0.5)
+    box.method.value = "Wanda (per row)"  # observe triggers update
+    wanda_half = box.last
+    assert wanda_half["error"] < first["error"]  # Wanda protects the large input features
+    box.sparsity.value = 0.8
+    res = box.update()
+    assert math.isclose(res["sparsity"], 0.8, abs_tol=0.01) and res["error"] > wanda_half["error"]
+    assert "Wanda" in box.readout.value
+    box.method.value = "2:4 magnitude"
+    assert math.isclose(box.last["sparsity"], 0.5)
+    plt.close("all")
