@@ -1,0 +1,441 @@
+"""course_lib.gptq: closed forms, a transcription of the original algorithm, blocked == unblocked,
+output error below RTN's on held-out inputs, the whole course LM, bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from course_lib import gptq  # noqa: E402
+from course_lib.granularity import fake_quantize_weight, weight_scale_zero_point  # noqa: E402
+from course_lib.plots import gptq as plots  # noqa: E402
+from course_lib.widgets import gptq as widgets  # noqa: E402
+
+SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def correlated_layer(out_features=48, in_features=96, tokens=1024, seed=0, dtype=torch.float32, device="cpu"):
+    """A weight and calibration inputs with correlated, unevenly scaled features."""
+    gen = torch.Generator().manual_seed(seed)
+    W = torch.randn(out_features, in_features, generator=gen, dtype=torch.float64)
+    mix = torch.randn(in_features, in_features, generator=gen, dtype=torch.float64) / in_features**0.5
+    scale = torch.exp(torch.randn(in_features, generator=gen, dtype=torch.float64))
+    X = (torch.randn(tokens, in_features, generator=gen, dtype=torch.float64) @ mix
+         + 0.3 * torch.randn(tokens, in_features, generator=gen, dtype=torch.float64)) * scale
+    return W.to(device, dtype), X.to(device, dtype)
+
+
+def original_fasterquant(W, H, bits, groupsize=-1, blocksize=128, percdamp=0.01, actorder=False):
+    """A line-by-line transcription of IST-DASLab/gptq ``GPTQ.fasterquant`` (static_groups off),
+    with the course's min-max quantizer in place of the repository's ``Quantizer``.
+
+    Kept deliberately close to the original, including its fitting of a group that starts inside
+    a block on ``W`` as it was at the block start.
+    """
+    W = W.clone().float()
+    H = H.clone().float()
+    columns = W.shape[1]
+    qmax = 2**bits - 1
+
+    def find_params(x):
+        s, z = weight_scale_zero_point(x, bits)
+        return s, z.float()
+
+    scale, zero = find_params(W)
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    if actorder:
+        perm = torch.argsort(torch.diag(H), descending=True, stable=True)
+        W = W[:, perm]
+        H = H[perm][:, perm]
+        invperm = torch.argsort(perm)
+    Q = torch.zeros_like(W)
+    damp = percdamp * torch.mean(torch.diag(H))
+    diag = torch.arange(columns)
+    H[diag, diag] += damp
+    H = torch.linalg.cholesky(H)
+    H = torch.cholesky_inverse(H)
+    Hinv = torch.linalg.cholesky(H, upper=True)
+    for i1 in range(0, columns, blocksize):
+        i2 = min(i1 + blocksize, columns)
+        count = i2 - i1
+        W1 = W[:, i1:i2].clone()
+        Q1 = torch.zeros_like(W1)
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        for i in range(count):
+            w = W1[:, i]
+            d = Hinv1[i, i]
+            if groupsize != -1 and (i1 + i) % groupsize == 0:
+                scale, zero = find_params(W[:, (i1 + i):(i1 + i + groupsize)])
+            q = torch.clamp(torch.round(w.unsqueeze(1) / scale) + zero, 0, qmax)
+            q = (scale * (q - zero)).flatten()
+            Q1[:, i] = q
+            err1 = (w - q) / d
+            W1[:, i:] -= err1.unsqueeze(1).matmul(Hinv1[i, i:].unsqueeze(0))
+            Err1[:, i] = err1
+        Q[:, i1:i2] = Q1
+        W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])
+    if actorder:
+        Q = Q[:, invperm]
+    return Q
+
+
+# ----------------------------------------------------------------------------------------------
+# the Hessian
+
+
+def test_accumulate_hessian_over_batches_is_two_over_n_xtx(device):
+    _, X = correlated_layer(tokens=300, dtype=torch.float64, device=device)
+    H, n = torch.zeros(96, 96, dtype=torch.float64, device=device), 0
+    for chunk in (X[:7], X[7:100].reshape(3, 31, 96), X[100:101], X[101:].reshape(1, 199, 96)):
+        H, n = gptq.accumulate_hessian(H, n, chunk)
+    assert n == 300
+    torch.testing.assert_close(H, 2 / 300 * X.T @ X, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gptq.hessian_from_inputs(X), H, rtol=1e-12, atol=1e-12)
+
+
+def test_accumulate_hessian_does_not_modify_its_input_and_computes_in_float32():
+    H0 = torch.zeros(4, 4)
+    x = torch.ones(2, 3, 4, dtype=torch.float16)
+    H, n = gptq.accumulate_hessian(H0, 0, x)
+    assert torch.equal(H0, torch.zeros(4, 4)) and H.dtype == torch.float32 and n == 6
+    torch.testing.assert_close(H, torch.full((4, 4), 2.0))  # (2/6) * 6 * 1 * 1
+
+
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=6), st.integers(0, 1000))
+@SETTINGS
+def test_accumulate_hessian_any_batch_split(sizes, seed):
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.randn(sum(sizes), 8, generator=gen, dtype=torch.float64)
+    H, n, start = torch.zeros(8, 8, dtype=torch.float64), 0, 0
+    for m in sizes:
+        H, n = gptq.accumulate_hessian(H, n, X[start:start + m])
+        start += m
+    torch.testing.assert_close(H, 2 / n * X.T @ X, rtol=1e-10, atol=1e-12)
+
+
+def test_hessian_inverse_cholesky_is_gptqs_hinv(device):
+    _, X = correlated_layer(dtype=torch.float64, device=device)
+    H = gptq.hessian_from_inputs(X)
+    U = gptq.hessian_inverse_cholesky(H, 0.01)
+    Hd = H + 0.01 * torch.diagonal(H).mean() * torch.eye(96, dtype=torch.float64, device=device)
+    assert torch.equal(U, torch.triu(U)) and bool((torch.diagonal(U) > 0).all())
+    torch.testing.assert_close(U.T @ U, torch.linalg.inv(Hd), rtol=1e-8, atol=1e-10)
+    # GPTQ's identity: row i of U / U_ii is the first row of inv(Hd[i:, i:]) / its first entry
+    for i in (0, 5, 50, 95):
+        sub_inv = torch.linalg.inv(Hd[i:, i:])
+        torch.testing.assert_close(U[i, i:] / U[i, i], sub_inv[0] / sub_inv[0, 0], rtol=1e-8, atol=1e-10)
+        torch.testing.assert_close(U[i, i] ** 2, sub_inv[0, 0], rtol=1e-8, atol=0)
+
+
+def test_dead_inputs_get_unit_diagonal_and_zero_weights():
+    W, X = correlated_layer(dtype=torch.float64)
+    X[:, [3, 17]] = 0
+    H = gptq.hessian_from_inputs(X)
+    assert torch.linalg.cholesky_ex(H).info > 0  # a zero row: not positive definite without the fix
+    U0 = gptq.hessian_inverse_cholesky(H, percdamp=0.0)  # the fix alone makes it positive definite
+    assert torch.isfinite(U0).all() and U0[3, 3] == 1 and U0[3].count_nonzero() == 1
+    res = gptq.gptq_quantize_weight(W, H, 4)
+    assert torch.equal(res.weight[:, [3, 17]], torch.zeros(W.shape[0], 2, dtype=torch.float64))
+
+
+# ----------------------------------------------------------------------------------------------
+# one layer: closed forms and references
+
+
+@pytest.mark.parametrize("group_size", [None, 32])
+def test_diagonal_hessian_gives_rtn_exactly(device, group_size):
+    """With uncorrelated inputs (diagonal H) there is nothing to compensate: GPTQ is RTN."""
+    W, _ = correlated_layer(device=device)
+    H = torch.diag(torch.rand(96, generator=torch.Generator().manual_seed(1)) + 0.5).to(device)
+    for bits in (3, 4, 8):
+        res = gptq.gptq_quantize_weight(W, H, bits, group_size)
+        assert torch.equal(res.weight, fake_quantize_weight(W, bits, group_size))
+
+
+@pytest.mark.parametrize("blocksize", [1, 5, 32, 96, 128])
+@pytest.mark.parametrize("group_size,act_order,symmetric", [(None, False, False), (None, True, False),
+                                                            (16, False, False), (32, True, False),
+                                                            (48, True, True), (96, False, True)])
+def test_blocked_equals_unblocked_float64(device, blocksize, group_size, act_order, symmetric):
+    W, X = correlated_layer(dtype=torch.float64, device=device)
+    H = gptq.hessian_from_inputs(X)
+    for bits in (3, 4):
+        ref = gptq.gptq_quantize_weight_unblocked(W, H, bits, group_size, act_order=act_order, symmetric=symmetric)
+        res = gptq.gptq_quantize_weight(W, H, bits, group_size, blocksize, act_order=act_order, symmetric=symmetric)
+        torch.testing.assert_close(res.weight, ref.weight, rtol=0, atol=1e-12)
+        assert torch.equal(res.zero, ref.zero) and torch.equal(res.g_idx, ref.g_idx)
+
+
+@pytest.mark.parametrize("group_size,act_order", [(None, False), (None, True), (32, False), (32, True)])
+def test_blocked_equals_unblocked_float32(device, group_size, act_order):
+    W, X = correlated_layer(device=device)
+    H = gptq.hessian_from_inputs(X)
+    ref = gptq.gptq_quantize_weight_unblocked(W, H, 4, group_size, act_order=act_order)
+    for blocksize in (7, 128):
+        res = gptq.gptq_quantize_weight(W, H, 4, group_size, blocksize, act_order=act_order)
+        # float32 sums in another order: the same codes, scales equal to a few ulps
+        torch.testing.assert_close(res.weight, ref.weight, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(res.scale, ref.scale, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("group_size,act_order", [(None, False), (None, True), (128, False), (128, True),
+                                                  (256, True)])
+def test_equals_the_original_algorithm_when_groups_start_at_blocks(group_size, act_order):
+    W, X = correlated_layer(64, 256, 2048, seed=3)
+    H = gptq.hessian_from_inputs(X)
+    ours = gptq.gptq_quantize_weight(W, H, 3, group_size, 128, act_order=act_order).weight
+    theirs = original_fasterquant(W, H, 3, group_size or -1, 128, actorder=act_order)
+    assert torch.equal(ours, theirs)
+
+
+def test_original_fits_groups_inside_a_block_on_stale_weights():
+    """group 32 < block 128: the original's result depends on the block size; ours does not."""
+    W, X = correlated_layer(64, 256, 2048, seed=3)
+    H = gptq.hessian_from_inputs(X)
+    orig_128 = original_fasterquant(W, H, 3, 32, 128)
+    orig_32 = original_fasterquant(W, H, 3, 32, 32)  # groups start at blocks: up to date
+    ours_128 = gptq.gptq_quantize_weight(W, H, 3, 32, 128).weight
+    assert not torch.allclose(orig_128, orig_32, atol=1e-4)
+    torch.testing.assert_close(ours_128, orig_32, rtol=1e-5, atol=1e-5)
+
+
+def test_weights_lie_on_the_stored_grid_and_g_idx_follows_act_order():
+    W, X = correlated_layer(seed=4)
+    H = gptq.hessian_from_inputs(X)
+    res = gptq.gptq_quantize_weight(W, H, 3, 16, 40, act_order=True)
+    assert res.scale.shape == (48, 6) and res.zero.dtype == torch.int32 and res.g_idx.dtype == torch.int32
+    assert torch.bincount(res.g_idx.long()).tolist() == [16] * 6
+    perm = torch.argsort(torch.diagonal(H), descending=True, stable=True)
+    assert torch.equal(res.g_idx[perm].long(), torch.arange(96) // 16)  # groups follow the permuted order
+    gi = res.g_idx.long()
+    codes = torch.round(res.weight / res.scale[:, gi]) + res.zero[:, gi]
+    assert codes.min() >= 0 and codes.max() <= 7
+    torch.testing.assert_close(gptq.dequantize_gptq(codes.to(torch.int32), res.scale, res.zero, res.g_idx),
+                               res.weight, rtol=0, atol=1e-6)
+
+
+@given(st.integers(2, 8), st.sampled_from([None, 4, 8, 24]), st.integers(1, 30), st.booleans(),
+       st.integers(0, 10_000))
+@SETTINGS
+def test_properties_float64(bits, group_size, blocksize, act_order, seed):
+    W, X = correlated_layer(12, 24, 200, seed=seed, dtype=torch.float64)
+    H = gptq.hessian_from_inputs(X)
+    res = gptq.gptq_quantize_weight(W, H, bits, group_size, blocksize, act_order=act_order)
+    ref = gptq.gptq_quantize_weight_unblocked(W, H, bits, group_size, act_order=act_order)
+    torch.testing.assert_close(res.weight, ref.weight, rtol=0, atol=1e-12)
+    gi = res.g_idx.long()
+    codes = res.weight / res.scale[:, gi].double() + res.zero[:, gi]
+    assert torch.allclose(codes, codes.round(), atol=1e-6) and codes.min() > -1e-6 and codes.max() < 2**bits - 1 + 1e-6
+    assert res.weight.dtype == torch.float64 and res.weight.shape == W.shape
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_weights_compute_in_float32(dtype):
+    W, X = correlated_layer()
+    H = gptq.hessian_from_inputs(X)
+    res = gptq.gptq_quantize_weight(W.to(dtype), H, 4)
+    assert res.weight.dtype == dtype
+    ref = gptq.gptq_quantize_weight(W.to(dtype).float(), H, 4).weight.to(dtype)
+    assert torch.equal(res.weight, ref)
+
+
+# ----------------------------------------------------------------------------------------------
+# the point of it: output error on held-out inputs, a real layer of the course LM
+
+
+@pytest.fixture(scope="module")
+def lm():
+    from course_lib.models import load_causal_lm
+    return load_causal_lm()
+
+
+def _layer_inputs(model, layer, ids):
+    xs = []
+    handle = layer.register_forward_pre_hook(lambda _m, args: xs.append(args[0].detach()))
+    with torch.no_grad():
+        model(ids)
+    handle.remove()
+    return torch.cat([x.reshape(-1, x.shape[-1]) for x in xs])
+
+
+@pytest.mark.parametrize("name", ["model.layers.1.self_attn.q_proj", "model.layers.2.mlp.down_proj"])
+def test_output_error_below_rtn_on_held_out_inputs(lm, name):
+    from course_lib.lm_quant import calibration_ids, linear_layers
+    model, tok = lm
+    layer = linear_layers(model)[name]
+    X_cal = _layer_inputs(model, layer, calibration_ids(tok, 32, 128, seed=0))
+    X_test = _layer_inputs(model, layer, calibration_ids(tok, 16, 128, seed=123))
+    H = gptq.hessian_from_inputs(X_cal)
+    W = layer.weight.detach()
+    for bits in (4, 3):
+        for group_size in (None, 128):
+            e_rtn = gptq.layer_output_error(W, fake_quantize_weight(W, bits, group_size), X_test)
+            e_gptq = gptq.layer_output_error(W, gptq.gptq_quantize_weight(W, H, bits, group_size).weight, X_test)
+            assert e_gptq < 0.9 * e_rtn, (name, bits, group_size, e_gptq, e_rtn)
+
+
+def test_layer_output_error_closed_form():
+    W = torch.eye(2)
+    Q = torch.tensor([[1.0, 0.0], [0.0, 0.5]])
+    x = torch.tensor([[1.0, 1.0], [2.0, 0.0]])
+    # outputs x W^T = [[1,1],[2,0]], x Q^T = [[1,.5],[2,0]]: error 0.25 / 6
+    assert gptq.layer_output_error(W, Q, x) == pytest.approx(0.25 / 6)
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole model
+
+
+def test_sequential_groups_of_a_llama_block(lm):
+    from course_lib.lm_quant import calibration_ids, capture_block_inputs, decoder_blocks
+    model, tok = lm
+    inputs = capture_block_inputs(model, calibration_ids(tok, 2, 16))
+    assert gptq.sequential_groups(decoder_blocks(model)[0], inputs) == [
+        ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], ["self_attn.o_proj"],
+        ["mlp.gate_proj", "mlp.up_proj"], ["mlp.down_proj"]]
+
+
+def test_quantize_model_gptq_beats_rtn_and_leaves_the_head():
+    from course_lib.data import corpus_text
+    from course_lib.evaluate import perplexity
+    from course_lib.lm_quant import calibration_ids, linear_layers, quantize_model_rtn
+    from course_lib.models import load_causal_lm
+
+    text = corpus_text("eval")
+    m_gptq, tok = load_causal_lm()
+    m_rtn, _ = load_causal_lm()
+    embed = m_gptq.get_input_embeddings().weight.detach().clone()
+    ids = calibration_ids(tok, 16, 128)
+    out = gptq.quantize_model_gptq(m_gptq, tok, 3, 128, calib_ids=ids, progress=False)
+    assert out is m_gptq
+    quantize_model_rtn(m_rtn, 3, 128)
+    assert torch.equal(m_gptq.get_input_embeddings().weight, embed)
+    for name, lin in linear_layers(m_gptq).items():  # every weight on a 3-bit grid of its groups
+        W = lin.weight.detach()
+        assert not torch.equal(W, dict(linear_layers(m_rtn))[name].weight), name
+        g = W.reshape(W.shape[0], -1, 128)
+        assert all(len(torch.unique(row)) <= 8 for row in g.reshape(-1, 128)[:20]), name
+    p_gptq, p_rtn = (perplexity(m, tok, text, max_tokens=4000) for m in (m_gptq, m_rtn))
+    assert p_gptq < p_rtn, (p_gptq, p_rtn)
+
+
+def test_quantize_model_gptq_nan_in_calibration_is_a_clear_error():
+    from course_lib.lm_quant import calibration_ids
+    from course_lib.models import load_causal_lm
+
+    model, tok = load_causal_lm()
+    ids = calibration_ids(tok, 4, 32)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[ids[0, 3]] = float("nan")
+    with pytest.raises(ValueError, match="calibration inputs of layers.0"):
+        gptq.quantize_model_gptq(model, tok, 4, calib_ids=ids, progress=False)
+
+
+@pytest.mark.parametrize("kwargs,mentions", [
+    ({"bits": 1}, "bits"), ({"bits": 9}, "bits"), ({"group_size": 100}, "group_size"),
+    ({"percdamp": -0.1}, "percdamp"), ({"blocksize": 0}, "blocksize"),
+    ({"calib_ids": torch.zeros(2, 8)}, "calib_ids")])
+def test_quantize_model_gptq_bad_input(lm, kwargs, mentions):
+    model, tok = lm
+    args = {"bits": 4, **kwargs}
+    bits = args.pop("bits")
+    with pytest.raises((ValueError, TypeError), match=mentions):
+        gptq.quantize_model_gptq(model, tok, bits, progress=False, **args)
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input, one layer
+
+_W = torch.randn(8, 16)
+_H = gptq.hessian_from_inputs(torch.randn(64, 16))
+_RANK_DEFICIENT = gptq.hessian_from_inputs(torch.randn(4, 16))  # 4 tokens, 16 inputs: singular
+_INDEFINITE = torch.diag(torch.tensor([1.0] * 15 + [-30.0]))
+
+
+@pytest.mark.parametrize("fn,args,kwargs,error,mentions", [
+    (gptq.gptq_quantize_weight, (_W, _H, 1), {}, ValueError, "bits"),
+    (gptq.gptq_quantize_weight, (_W, _H, 9), {}, ValueError, "bits"),
+    (gptq.gptq_quantize_weight, (_W, _H, 4.0), {}, TypeError, "bits"),
+    (gptq.gptq_quantize_weight, (_W, _H, 4, 5), {}, ValueError, "group_size"),
+    (gptq.gptq_quantize_weight, (_W, _H, 4, 0), {}, ValueError, "group_size"),
+    (gptq.gptq_quantize_weight, (_W, _H, 4), {"blocksize": 0}, ValueError, "blocksize"),
+    (gptq.gptq_quantize_weight, (_W, _H, 4), {"percdamp": -1.0}, ValueError, "percdamp"),
+    (gptq.gptq_quantize_weight, (_W, _H, 4), {"percdamp": float("nan")}, ValueError, "percdamp"),
+    (gptq.gptq_quantize_weight, (_W, _H, 4), {"act_order": 1}, TypeError, "act_order"),
+    (gptq.gptq_quantize_weight, (_W.T, _H, 4), {}, ValueError, "H"),
+    (gptq.gptq_quantize_weight, (_W.int(), _H, 4), {}, TypeError, "W"),
+    (gptq.gptq_quantize_weight, (torch.full((8, 16), float("nan")), _H, 4), {}, ValueError, "W"),
+    (gptq.gptq_quantize_weight, (_W, _H + torch.triu(torch.ones(16, 16), 1), 4), {}, ValueError, "symmetric"),
+    (gptq.gptq_quantize_weight, (_W, _RANK_DEFICIENT, 4), {"percdamp": 0.0}, ValueError, "calibration data"),
+    (gptq.gptq_quantize_weight, (_W, _INDEFINITE, 4), {}, ValueError, "percdamp"),
+    (gptq.gptq_quantize_weight_unblocked, (_W, _H, 4, 3), {}, ValueError, "group_size"),
+    (gptq.hessian_inverse_cholesky, (_INDEFINITE,), {}, ValueError, "not positive definite"),
+    (gptq.hessian_inverse_cholesky, (_H, "0.01"), {}, TypeError, "percdamp"),
+    (gptq.hessian_inverse_cholesky, (torch.ones(3, 4),), {}, ValueError, "square"),
+    (gptq.accumulate_hessian, (torch.zeros(16, 16), 0, torch.full((2, 16), float("nan"))), {}, ValueError, "x"),
+    (gptq.accumulate_hessian, (torch.zeros(16, 16), 0, torch.ones(2, 15)), {}, ValueError, "in_features"),
+    (gptq.accumulate_hessian, (torch.zeros(16, 16), -1, torch.ones(2, 16)), {}, ValueError, "n_seen"),
+    (gptq.accumulate_hessian, (torch.zeros(16, 16), 0, torch.ones(0, 16)), {}, ValueError, "empty"),
+])
+def test_bad_input(fn, args, kwargs, error, mentions):
+    with pytest.raises(error, match=mentions):
+        fn(*args, **kwargs)
+
+
+def test_rank_deficient_hessian_is_fine_with_dampening():
+    res = gptq.gptq_quantize_weight(_W, _RANK_DEFICIENT, 4)
+    assert torch.isfinite(res.weight).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# gptqmodel (optional: it pins a newer torch, so the course cannot require it)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gptqmodel") is None,
+                    reason="gptqmodel is not installed (optional; it requires torch>=2.14.1, see REFERENCES.md)")
+def test_same_layer_result_as_gptqmodel():
+    W, X = correlated_layer(64, 256, 2048, seed=5)
+    H = gptq.hessian_from_inputs(X)
+    for group_size, act_order in ((128, False), (None, False), (128, True), (None, True)):
+        theirs = gptq.gptqmodel_quantize_weight(W, X, 4, group_size, act_order=act_order)
+        ours = gptq.gptq_quantize_weight(W, H, 4, group_size, act_order=act_order).weight
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+    # groups of 32 start inside blocks of 128: gptqmodel keeps the original's fit on the block-start weights
+    theirs = gptq.gptqmodel_quantize_weight(W, X, 4, 32)
+    torch.testing.assert_close(theirs, original_fasterquant(W, H, 4, 32, 128), rtol=0, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# plots and widget
+
+
+def test_plots_return_figures():
+    _, X = correlated_layer()
+    H = gptq.hessian_from_inputs(X)
+    for fig in (plots.plot_hessian(H), plots.plot_layer_errors(["a", "b"], {"RTN": [1e-2, 2e-2], "GPTQ": [5e-3, 1e-2]}),
+                plots.plot_column_errors({"RTN": torch.rand(10), "GPTQ": torch.rand(10)})):
+        assert isinstance(fig, plt.Figure)
+        plt.close(fig)
+
+
+def test_widget_updates_without_a_browser():
+    box = widgets.gptq_explorer(bits=3)
+    first = dict(box.last)
+    assert first["GPTQ"] < first["RTN"]
+    box.correlation.value = 0.0  # independent inputs: nothing for GPTQ to exploit
+    second = box.last
+    assert second != first and second["RTN"] / second["GPTQ"] < first["RTN"] / first["GPTQ"]
+    box.bits.value = 8
+    assert box.last["RTN"] < second["RTN"] and "RTN" in box.readout.value
+    plt.close("all")
