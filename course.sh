@@ -56,6 +56,9 @@ case "${1:-}" in
         export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
         # Library tests, the nbgrader round trip on every notebook, and every solution notebook
         # executed headless (nbval), spread over all cores.
+        # Build the C++ kernels once, up front (about a minute on 2 cores), instead of inside a
+        # notebook's time budget or in several workers at once.
+        python -c "from course_lib import kernels; kernels.load_extension('cpp')" || echo "(the C++ kernels could not be built; their tests will say why)"
         exec python -m pytest -n auto --dist loadscope --nbval-lax tests solutions "$@"
         ;;
     *)

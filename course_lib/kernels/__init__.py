@@ -96,6 +96,17 @@ def _why_not(kind: str) -> str | None:
     return None
 
 
+def _prefer_own_ninja() -> None:
+    """Put this Python's bin/ first on PATH, so every build uses the same ninja (pip's, installed with the
+    course): another ninja version on PATH writes a different build file and forces a full rebuild."""
+    import sys
+
+    bindir = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", "")
+    if not path.startswith(bindir + os.pathsep) and os.path.exists(os.path.join(bindir, "ninja")):
+        os.environ["PATH"] = bindir + os.pathsep + path
+
+
 def load_extension(kind: str, verbose: bool = False):
     """Build (first time) or load (later) the ``"cpp"`` or ``"cuda"`` extension; returns the module.
 
@@ -111,6 +122,8 @@ def load_extension(kind: str, verbose: bool = False):
     reason = _why_not(kind)
     if reason is None:
         from torch.utils import cpp_extension
+
+        _prefer_own_ninja()
 
         sources = [CSRC / name for name in _SOURCES[kind]]
         # extra nvcc flags for kernel work, e.g. "-Xptxas=-v" for the compiler's register report
@@ -383,9 +396,11 @@ def gemv_nf4(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, out_fe
             1 naive (one thread per output), 2 one warp per row with 16-byte loads (batch 1),
             3 fused (several rows per warp share each activation load, batch up to 16 per launch),
             4 block (a block's threads split K for a few rows and meet in shared memory: enough
-            loads in flight to fill the GPU, which v3's small grid could not; above batch 4 it
-            dequantizes once and calls cuBLAS, which wins there), 5 as 4 with 8 rows per block.
-            The default is 4.
+            loads in flight to fill the GPU, which v3's small grid could not), 5 as 4 with 8 rows
+            per block. The default is 4. Above batch 4, versions 4 and 5 dequantize the weight to
+            x's dtype and call cuBLAS; on the H100 that is still 5-6x slower than cuBLAS on fp16
+            weights (the dequantization writes four times the packed bytes): larger batches need a
+            tensor-core kernel, which the course does not build (benchmarks/results/kernels_h100.md).
 
     Returns:
         ``[B, out_features]`` in ``x``'s dtype.
@@ -520,6 +535,7 @@ def build_c_kernel(name: str, source: str, verbose: bool = False) -> ctypes.CDLL
     reason = _why_not("cpp")
     if reason is not None:
         raise RuntimeError(f"cannot build C++ code here: {reason}")
+    _prefer_own_ninja()
     digest = hashlib.sha1(source.encode()).hexdigest()[:12]
     full = f"{name}_{digest}"
     build = cache_dir() / f"torch{torch.__version__}".replace("+", "_") / "c" / full
