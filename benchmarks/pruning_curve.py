@@ -13,7 +13,6 @@ evaluation split (--max-tokens, default all of it). Notebook 12 shows a smaller 
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,20 +22,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from course_lib.env import cpu_name  # noqa: E402
 from course_lib import prune  # noqa: E402
 from course_lib.data import corpus_text  # noqa: E402
 from course_lib.evaluate import format_table, perplexity  # noqa: E402
 from course_lib.models import load_causal_lm  # noqa: E402
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from course_lib.env import cpu_name  # noqa: E402
 from course_lib.evaluate import TABLE_SETTINGS, format_table, quantization_table  # noqa: E402
 from course_lib.gptq import quantize_model_gptq  # noqa: E402
 from course_lib.lm_quant import quantize_model_rtn  # noqa: E402
@@ -36,14 +37,6 @@ from course_lib.lm_quant import quantize_model_rtn  # noqa: E402
 OPTIONAL = (("AWQ", "course_lib.awq", "quantize_model_awq"), ("HQQ", "course_lib.hqq", "quantize_model_hqq"))
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def methods(n_samples: int) -> dict:

@@ -23,6 +23,18 @@ REPORTED_PACKAGES = (
 )
 
 
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), for benchmark tables that record their machine."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def available_devices() -> list[str]:
     """Devices the course runs on here: always ``"cpu"``, plus ``"cuda"`` when a GPU is usable."""
     return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
