@@ -19,8 +19,11 @@ Typical test cell::
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import io
 import math
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -242,6 +245,55 @@ def call_learner(fn: Callable, *args, **kwargs) -> Any:
         raise AssertionError(f"{name}{_describe(args, kwargs)} raised {type(exc).__name__}: {exc}") from exc
 
 
+def _code_of(fn: Callable) -> Any:
+    """The code object that runs when ``fn`` is called (through functools.wraps, partial and methods), or None."""
+    for _ in range(32):
+        if isinstance(fn, functools.partial):
+            fn = fn.func
+            continue
+        unwrapped = inspect.unwrap(fn)
+        if unwrapped is not fn:
+            fn = unwrapped
+            continue
+        break
+    fn = getattr(fn, "__func__", fn)
+    return getattr(fn, "__code__", None)
+
+
+@contextlib.contextmanager
+def _forbid_reference(reference_fn: Callable, learner_name: str):
+    """Fail when the reference's code runs inside the block (the learner delegating to course_lib).
+
+    A profile hook records each call of the reference's code object; the verdict comes after the
+    block, so a learner who catches an exception cannot hide the call. Removing the hook from learner
+    code is reported too.
+    """
+    code = _code_of(reference_fn)
+    if code is None:
+        yield
+        return
+    calls = []
+
+    def watch(frame, event, arg):
+        if event == "call" and frame.f_code is code:
+            calls.append(frame.f_code.co_name)
+
+    previous = sys.getprofile()
+    sys.setprofile(watch)
+    try:
+        yield
+    finally:
+        intact = sys.getprofile() is watch
+        sys.setprofile(previous)
+    where = f"{getattr(reference_fn, '__module__', 'course_lib')}.{code.co_name}"
+    if calls:
+        raise AssertionError(f"{learner_name} calls the course_lib reference {where}: the exercise is to write "
+                             f"it yourself (you may compare with the reference in a free cell, not call it)")
+    if not intact:
+        raise AssertionError(f"{learner_name} removed the grader's call watch (sys.setprofile): "
+                             f"the check cannot run; do not change profilers in an exercise")
+
+
 def _normalize_case(case: Any) -> tuple[tuple, dict]:
     if isinstance(case, Mapping):
         return tuple(case.get("args", ())), dict(case.get("kwargs", {}))
@@ -252,7 +304,7 @@ def _normalize_case(case: Any) -> tuple[tuple, dict]:
 
 def check_function(learner_fn: Callable, reference_fn: Callable, cases: Iterable[Any], *, atol: float = 0.0,
                    rtol: float = 0.0, on_devices: Sequence[str] | None = None, check_dtype: bool = True,
-                   name: str | None = None) -> None:
+                   name: str | None = None, allow_reference_call: bool = False) -> None:
     """Compare a learner's function with the reference on every case and every device.
 
     Args:
@@ -265,6 +317,9 @@ def check_function(learner_fn: Callable, reference_fn: Callable, cases: Iterable
         on_devices: devices to run on; default every device present (``devices()``).
         check_dtype: whether result dtypes must match the reference's.
         name: the function's name in messages (default its ``__name__``).
+        allow_reference_call: unless True, the check fails when the learner's function runs the
+            reference's code (``reference_fn.__code__``, through ``functools.wraps``/``partial``),
+            e.g. ``def f(x): from course_lib.basics import f as r; return r(x)``.
     """
     name = name or _fn_name(learner_fn)
     cases = list(cases)
@@ -275,7 +330,9 @@ def check_function(learner_fn: Callable, reference_fn: Callable, cases: Iterable
             args, kwargs = _normalize_case(case)
             with quiet():
                 expected = reference_fn(*_move(args, device), **_move(kwargs, device))
-            actual = call_learner(learner_fn, *_move(args, device), **_move(kwargs, device))
+            watch = contextlib.nullcontext() if allow_reference_call else _forbid_reference(reference_fn, name)
+            with watch:
+                actual = call_learner(learner_fn, *_move(args, device), **_move(kwargs, device))
             msg = _compare(actual, expected, "result", atol, rtol, check_dtype, True)
             if msg:
                 raise AssertionError(f"{name}{_describe(args, kwargs)} on {device}: {msg}")

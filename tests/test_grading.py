@@ -144,3 +144,60 @@ def test_results_must_stay_on_the_input_device():
 def test_devices_lists_cpu_first():
     assert grading.devices()[0] == "cpu"
     assert ("cuda" in grading.devices()) == torch.cuda.is_available()
+
+
+def test_calling_the_reference_from_the_answer_fails_with_a_message():
+    from course_lib import basics
+
+    def relative_error(x, x_hat):
+        from course_lib.basics import relative_error as r
+        return r(x, x_hat)
+
+    cases = [(grading.randn(8, seed=1), grading.randn(8, seed=2))]
+    with pytest.raises(AssertionError, match=r"calls the course_lib reference course_lib\.basics\.relative_error.*yourself"):
+        grading.check_function(relative_error, basics.relative_error, cases=cases)
+    grading.check_function(relative_error, basics.relative_error, cases=cases, allow_reference_call=True)
+
+
+def test_a_caught_or_wrapped_reference_call_is_still_detected():
+    import functools
+
+    from course_lib import basics
+
+    @functools.wraps(basics.sqnr_db)
+    def wrapped_reference(x, x_hat):
+        return basics.sqnr_db(x, x_hat)
+
+    def sneaky(x, x_hat):
+        try:
+            return functools.partial(basics.sqnr_db, x)(x_hat)
+        except AssertionError:
+            return 0.0
+
+    cases = [(grading.randn(8, seed=1), grading.randn(8, seed=2))]
+    for reference in (basics.sqnr_db, wrapped_reference, functools.partial(basics.sqnr_db)):
+        with pytest.raises(AssertionError, match="calls the course_lib reference"):
+            grading.check_function(sneaky, reference, cases=cases)
+
+
+def test_removing_the_call_watch_fails():
+    def unhook(x):
+        sys.setprofile(None)
+        return x.clone()
+
+    with pytest.raises(AssertionError, match="removed the grader's call watch"):
+        grading.check_function(unhook, lambda x: x.clone(), cases=[torch.ones(2)])
+    assert sys.getprofile() is None
+
+
+def test_own_code_and_other_references_are_allowed():
+    from course_lib import basics
+
+    def sqnr_db(x, x_hat):  # uses another exercise's reference: allowed
+        err = basics.relative_error(x, x_hat)
+        return -20.0 * math.log10(err)
+
+    grading.check_function(sqnr_db, basics.sqnr_db, cases=[(grading.randn(16, seed=1), grading.randn(16, seed=2))],
+                           rtol=1e-9)
+    previous = sys.getprofile()
+    assert previous is None  # the watch is removed after each call
