@@ -50,6 +50,13 @@ case "${1:-}" in
     test)
         shift
         install "[test]"
+        # The browser test (tests/test_browser.py) drives JupyterLab in Debian's chromium through
+        # Playwright, which downloads no browser of its own. As root on Debian/Ubuntu, install it
+        # (about 30 s); elsewhere, or if apt fails, that test is skipped and says why.
+        if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } >/dev/null \
+                || echo "(chromium could not be installed with apt-get; the browser test will be skipped)"
+        fi
         export HF_HUB_OFFLINE=1 MPLBACKEND=Agg
         # pytest-xdist already keeps every core busy with one worker each: one thread per worker (and per
         # notebook kernel it starts) avoids oversubscription, which slows small torch ops down tenfold.
