@@ -54,6 +54,9 @@ try:
     from playwright.sync_api import expect, sync_playwright
 except ImportError:  # pragma: no cover - the test extra installs it
     sync_playwright = None
+else:
+    # Under pytest-xdist the kernels share the cores with other workers: allow slow redraws.
+    expect.set_options(timeout=30_000)
 
 
 def _free_port() -> int:
@@ -116,7 +119,7 @@ def browser(lab, tmp_path_factory):
         context = p.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), headless=True,
             args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 1000})
-        context.set_default_timeout(30_000)
+        context.set_default_timeout(60_000)
         try:
             yield context
         finally:
@@ -138,9 +141,9 @@ def _open(browser, lab, relpath: str):
     workspace = re.sub(r"\W", "-", relpath)
     page.goto(f"{lab['base']}/lab/workspaces/{workspace}/tree/{relpath}?token={lab['token']}")
     notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
-    expect(notebook.locator(".jp-Cell").first).to_be_visible(timeout=60_000)
+    expect(notebook.locator(".jp-Cell").first).to_be_visible(timeout=120_000)
     # The kernel started and is ready.
-    expect(notebook.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_have_count(1, timeout=60_000)
+    expect(notebook.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_have_count(1, timeout=120_000)
     return page, notebook
 
 
