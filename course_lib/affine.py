@@ -91,10 +91,10 @@ def _float_scalar(value, name: str, device=None) -> torch.Tensor:
     return out if device is None else out.to(device)
 
 
-def _scale(scale, device) -> torch.Tensor:
-    s = _float_scalar(scale, "scale", device)
+def _scale(scale, device, name: str = "scale") -> torch.Tensor:
+    s = _float_scalar(scale, name, device)
     if not bool(s >= torch.finfo(torch.float32).tiny):
-        raise ValueError(f"scale must be a positive normal float32 number (>= {torch.finfo(torch.float32).tiny:.3g}), "
+        raise ValueError(f"{name} must be a positive normal float32 number (>= {torch.finfo(torch.float32).tiny:.3g}), "
                          f"got {s.item()}")
     return s
 
@@ -316,7 +316,7 @@ def quantized_matmul(qa: torch.Tensor, sa, za, qb: torch.Tensor, sb, zb) -> torc
     """
     _check_int_matrices(qa, qb, "qa", "qb")
     device = qa.device
-    s_a, s_b = _scale(sa, device), _scale(sb, device)
+    s_a, s_b = _scale(sa, device, "sa (qa's scale)"), _scale(sb, device, "sb (qb's scale)")
     z_a, z_b = _zero_point(za, device), _zero_point(zb, device)
     k = qa.shape[1]
     max_a, max_b = int(qa.to(torch.int64).abs().max()), int(qb.to(torch.int64).abs().max())

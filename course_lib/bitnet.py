@@ -160,6 +160,10 @@ def ste(x: torch.Tensor, x_quant: torch.Tensor) -> torch.Tensor:
 
     Returns ``x + (x_quant - x).detach()``.
     """
+    check_tensor(x, "x", allow_empty=True, allow_nonfinite=True)
+    check_tensor(x_quant, "x_quant", allow_empty=True, allow_nonfinite=True)
+    if x_quant.shape != x.shape:
+        raise ValueError(f"x_quant must have x's shape {tuple(x.shape)}, got {tuple(x_quant.shape)}")
     return x + (x_quant - x).detach()
 
 
@@ -177,6 +181,14 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = R
     Returns:
         A tensor with ``x``'s shape.
     """
+    check_tensor(x, "x", dtypes=FLOAT_DTYPES, allow_empty=True, allow_nonfinite=True)
+    if weight is not None:
+        check_tensor(weight, "weight", dtypes=FLOAT_DTYPES, ndim=1, allow_nonfinite=True)
+        if x.dim() == 0 or weight.shape[0] != x.shape[-1]:
+            raise ValueError(f"weight must have shape ({x.shape[-1] if x.dim() else 0},) (x's last dimension), "
+                             f"got {tuple(weight.shape)}")
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
+        raise ValueError(f"eps must be a number > 0, got {eps!r}")
     hidden = x.float()
     hidden = hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + eps)
     hidden = hidden.to(x.dtype)

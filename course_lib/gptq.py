@@ -399,6 +399,8 @@ def layer_output_error(W: torch.Tensor, Q: torch.Tensor, x: torch.Tensor) -> flo
     check_tensor(x, "x", dtypes=FLOAT_DTYPES)
     if Q.shape != W.shape:
         raise ValueError(f"Q must have W's shape {tuple(W.shape)}, got {tuple(Q.shape)}")
+    if x.dim() == 0 or x.shape[-1] != W.shape[1]:
+        raise ValueError(f"x must have in_features={W.shape[1]} (W's columns) as its last dimension, got shape {tuple(x.shape)}")
     X = x.reshape(-1, x.shape[-1]).to(torch.float64)
     ref = X @ W.to(torch.float64).T
     return float((X @ Q.to(torch.float64).T - ref).pow(2).sum() / ref.pow(2).sum().clamp_min(1e-300))

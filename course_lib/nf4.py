@@ -47,7 +47,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .validation import FLOAT_DTYPES, check_int, check_tensor
+from .validation import FLOAT_DTYPES, check_int, check_module, check_tensor
 
 __all__ = [
     "NF4_OFFSET",
@@ -723,6 +723,7 @@ def add_lora(model: torch.nn.Module, rank: int = 4, alpha: float = 8.0, targets:
 
 def count_parameters(model: torch.nn.Module) -> dict:
     """``{"trainable": ..., "frozen": ..., "total": ...}`` over parameters (packed NF4 buffers not included)."""
+    check_module(model, "model")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return {"trainable": trainable, "frozen": total - trainable, "total": total}

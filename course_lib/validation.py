@@ -54,6 +54,12 @@ def check_tensor(
             raise ValueError(f"{name} must be finite, got {n_nan} NaN and {n_inf} Inf values")
 
 
+def check_module(model, name: str = "model") -> None:
+    """Check that ``model`` is a ``torch.nn.Module``."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
+
+
 def check_int(value, name: str, *, low: int | None = None, high: int | None = None) -> None:
     """Check that ``value`` is an int (not a bool) with ``low <= value <= high``."""
     if isinstance(value, bool) or not isinstance(value, int):

@@ -25,6 +25,7 @@ from course_lib import validation as v
          "group_size=64 must divide in_features=100"),
         (lambda: v.check_divides(100, 0, size_name="in_features", group_name="group_size"), ValueError,
          r"group_size must be in \[1, inf\], got 0"),
+        (lambda: v.check_module([1, 2], "model"), TypeError, "model must be a torch.nn.Module, got list"),
     ],
 )
 def test_bad_input_is_named(call, error, message):
@@ -39,6 +40,7 @@ def test_good_input_passes():
     v.check_bits(8)
     v.check_divides(128, 64, size_name="n", group_name="g")
     v.check_same_device(("x", torch.ones(1)), ("s", torch.ones(1)))
+    v.check_module(torch.nn.Linear(2, 2))
 
 
 def test_tensors_on_different_devices_are_named():
