@@ -1,0 +1,188 @@
+"""The learner's path through the course: every notebook opens with learning objectives and closes on a
+recap that links to the next notebook; every public function of a topic module documents its
+arguments and its result (CONTRIBUTING.md: "docstrings with Args/Returns")."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = sorted((ROOT / "solutions").glob("*/*.ipynb"))
+IDS = [p.parent.name for p in SOLUTIONS]
+OBJECTIVES = re.compile(r"\*\*You will learn to\*\*|\bYou will learn\b|learning objectives", re.I)
+NEXT_LINK = re.compile(r"\*\*Next:\*\*.*?\]\(\.\./(?P<folder>\d\d_\w+)/(?P<name>\w+\.ipynb)\)", re.S)
+
+#: The modules behind the notebooks (course_lib/<topic>.py), whose functions the learner reads and calls.
+TOPIC_MODULES = ["basics", "formats", "affine", "granularity", "observers", "qat", "nf4", "llm_int8", "gptq", "awq",
+                 "hqq", "bitnet", "distill", "prune", "capstone", "lm_quant"]
+
+#: Public functions whose docstring still lacks a section (module.function -> missing sections). Shrink only:
+#: the test fails on an entry that is now complete, so that this list is kept honest.
+TODO_DOCSTRINGS: dict[str, tuple[str, ...]] = {
+    "basics.count_parameters": ('Returns:',),
+    "formats.get_format": ('Args:', 'Returns:'),
+    "formats.encode": ('Args:', 'Returns:'),
+    "formats.decode": ('Args:', 'Returns:'),
+    "formats.format_range": ('Args:', 'Returns:'),
+    "formats.representable_values": ('Args:', 'Returns:'),
+    "formats.probe_values": ('Args:', 'Returns:'),
+    "formats.bit_string": ('Args:', 'Returns:'),
+    "formats.int_range": ('Returns:',),
+    "formats.memory_table": ('Args:', 'Returns:'),
+    "formats.max_tokens_per_second": ('Args:', 'Returns:'),
+    "formats.torch_round": ('Args:', 'Returns:'),
+    "formats.torch_encode": ('Args:', 'Returns:'),
+    "formats.torch_overflow_mode": ('Args:', 'Returns:'),
+    "formats.cast_agreement": ('Args:', 'Returns:'),
+    "affine.fake_quantize": ('Args:', 'Returns:'),
+    "affine.representable_range": ('Args:', 'Returns:'),
+    "affine.int32_max_inner_dim": ('Args:', 'Returns:'),
+    "granularity.dequantize_weight": ('Args:', 'Returns:'),
+    "granularity.fake_quantize_weight": ('Args:', 'Returns:'),
+    "granularity.linear_weights": ('Args:', 'Returns:'),
+    "granularity.quantized_linears": ('Args:', 'Returns:'),
+    "observers.make_observer": ('Args:', 'Returns:'),
+    "qat.calibrate": ('Args:', 'Returns:'),
+    "qat.qat_finetune": ('Args:', 'Returns:'),
+    "nf4.fp4_codebook": ('Args:',),
+    "nf4.codebook": ('Args:', 'Returns:'),
+    "nf4.dynamic_map": ('Args:', 'Returns:'),
+    "nf4.unpack_4bit": ('Args:', 'Returns:'),
+    "nf4.blockwise_absmax": ('Args:',),
+    "nf4.quantize_nf4": ('Args:', 'Returns:'),
+    "nf4.dequantize_nf4": ('Args:', 'Returns:'),
+    "nf4.quantize_fp4": ('Args:', 'Returns:'),
+    "nf4.dequantize_fp4": ('Args:', 'Returns:'),
+    "nf4.dequantize_absmax": ('Args:', 'Returns:'),
+    "nf4.bits_per_parameter": ('Args:', 'Returns:'),
+    "nf4.fake_quantize_4bit": ('Args:', 'Returns:'),
+    "nf4.quantize_linears_nf4": ('Returns:',),
+    "nf4.fake_quantize_linears": ('Args:', 'Returns:'),
+    "nf4.bnb_linear4bit_model": ('Args:', 'Returns:'),
+    "nf4.add_lora": ('Args:', 'Returns:'),
+    "nf4.count_parameters": ('Args:', 'Returns:'),
+    "llm_int8.vectorwise_dequant": ('Args:', 'Returns:'),
+    "llm_int8.int8_layers": ('Args:', 'Returns:'),
+    "gptq.hessian_from_inputs": ('Args:', 'Returns:'),
+    "gptq.dequantize_gptq": ('Args:', 'Returns:'),
+    "gptq.layer_output_error": ('Args:', 'Returns:'),
+    "gptq.gptqmodel_quantize_weight": ('Args:', 'Returns:'),
+    "gptq.sequential_groups": ('Args:', 'Returns:'),
+    "awq.apply_clip": ('Returns:',),
+    "awq.scale_groups": ('Args:', 'Returns:'),
+    "awq.salient_channels": ('Args:',),
+    "awq.quantize_model_keep_channels": ('Returns:',),
+    "hqq.group_weight": ('Args:', 'Returns:'),
+    "hqq.quantize_codes": ('Returns:',),
+    "hqq.dequantize_codes": ('Args:', 'Returns:'),
+    "hqq.package_available": ('Returns:',),
+    "hqq.package_quantize_weight": ('Args:',),
+    "bitnet.fake_quant_weight": ('Args:', 'Returns:'),
+    "bitnet.fake_quant_activation": ('Args:', 'Returns:'),
+    "bitnet.ste": ('Args:', 'Returns:'),
+    "bitnet.bitlinear_layers": ('Args:', 'Returns:'),
+    "bitnet.set_quantization": ('Args:', 'Returns:'),
+    "bitnet.pack_model": ('Args:', 'Returns:'),
+    "bitnet.make_digits_mlp": ('Returns:',),
+    "bitnet.train_classifier": ('Args:', 'Returns:'),
+    "bitnet.train_lm": ('Args:', 'Returns:'),
+    "distill.soft_target_grad_norm": ('Args:', 'Returns:'),
+    "distill.make_mlp": ('Returns:',),
+    "distill.set_weight_bits": ('Args:', 'Returns:'),
+    "distill.mlp_hidden_and_logits": ('Args:', 'Returns:'),
+    "distill.train_classifier": ('Args:',),
+    "distill.student_vs_distilled": ('Args:',),
+    "distill.mean_std": ('Args:', 'Returns:'),
+    "distill.make_student_lm": ('Args:', 'Returns:'),
+    "distill.train_lm": ('Args:', 'Returns:'),
+    "prune.check_sparsity": ('Args:', 'Returns:'),
+    "prune.sparsity_of": ('Args:', 'Returns:'),
+    "prune.channel_scores": ('Args:',),
+    "prune.apply_masks": ('Args:',),
+    "prune.train_classifier": ('Args:',),
+    "prune.sparse_bits_per_weight": ('Args:', 'Returns:'),
+    "capstone.unquantized_bytes": ('Args:', 'Returns:'),
+    "capstone.apply_recipe": ('Args:', 'Returns:'),
+    "capstone.eval_text": ('Args:', 'Returns:'),
+    "capstone.layer_bytes_table": ('Args:', 'Returns:'),
+    "capstone.predicted_increase": ('Args:', 'Returns:'),
+    "capstone.bits_recipe": ('Args:', 'Returns:'),
+    "capstone.uniform_points": ('Args:',),
+    "capstone.reference_recipe": ('Args:', 'Returns:'),
+    "capstone.my_recipe": ('Returns:',),
+    "capstone.check_recipe": ('Args:', 'Returns:'),
+    "lm_quant.decoder_blocks": ('Args:', 'Returns:'),
+    "lm_quant.run_block": ('Args:', 'Returns:'),
+    "lm_quant.quantize_linear_weights": ('Args:', 'Returns:'),
+    "lm_quant.quantize_model_rtn": ('Args:', 'Returns:'),
+}
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=IDS)
+def test_title_cell_states_learning_objectives(path):
+    title = nbformat.read(path, as_version=4).cells[0].source
+    assert OBJECTIVES.search(title), f"{path.name}: the title cell has no learning objectives ('**You will learn to**')"
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=IDS)
+def test_last_markdown_cell_is_a_recap_linking_the_next_notebook(path):
+    markdown = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown"]
+    last = markdown[-1].source
+    assert re.search(r"^#+ Recap\b", last, re.M), f"{path.name}: the last markdown cell must hold the '## Recap'"
+    recap = last[re.search(r"^#+ Recap\b", last, re.M).start():]
+    later = [p for p in SOLUTIONS if p.parent.name > path.parent.name]
+    links = list(NEXT_LINK.finditer(recap))
+    if not later:
+        assert not links, f"{path.name} is the last notebook; its recap links to {links[0]['folder']}"
+        return
+    assert links, f"{path.name}: the recap has no '**Next:** [..](../NN_name/name.ipynb)' link"
+    following = later[0]
+    assert (links[-1]["folder"], links[-1]["name"]) == (following.parent.name, following.name), (
+        f"{path.name}: Next links to {links[-1]['folder']}/{links[-1]['name']}, the next notebook is "
+        f"{following.parent.name}/{following.name}")
+    assert (ROOT / "notebooks" / links[-1]["folder"] / links[-1]["name"]).is_file()
+
+
+def _returns_value(fn: ast.FunctionDef) -> bool:
+    """An annotation other than None, or a `return <value>` / yield in the function's own body."""
+    if fn.returns is not None:
+        return not (isinstance(fn.returns, ast.Constant) and fn.returns.value is None)
+    stack = list(fn.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            continue
+        if (isinstance(node, ast.Return) and node.value is not None) or isinstance(node, (ast.Yield, ast.YieldFrom)):
+            return True
+        stack.extend(ast.iter_child_nodes(node))
+    return False
+
+
+def _missing_sections() -> dict[str, tuple[str, ...]]:
+    missing = {}
+    for module in TOPIC_MODULES:
+        for fn in ast.parse((ROOT / "course_lib" / f"{module}.py").read_text()).body:
+            if not isinstance(fn, ast.FunctionDef) or fn.name.startswith("_"):
+                continue
+            doc, a = ast.get_docstring(fn) or "", fn.args
+            need = []
+            if (a.posonlyargs or a.args or a.kwonlyargs or a.vararg or a.kwarg) and "Args:" not in doc:
+                need.append("Args:")
+            if _returns_value(fn) and "Returns:" not in doc:
+                need.append("Returns:")
+            if need:
+                missing[f"{module}.{fn.name}"] = tuple(need)
+    return missing
+
+
+def test_public_functions_document_args_and_returns():
+    missing = _missing_sections()
+    new = {name: need for name, need in missing.items() if name not in TODO_DOCSTRINGS}
+    assert not new, f"docstrings without their Args:/Returns: sections: {new}"
+    done = sorted(set(TODO_DOCSTRINGS) - set(missing))
+    assert not done, f"these docstrings are complete now: remove them from TODO_DOCSTRINGS: {done}"
