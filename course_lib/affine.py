@@ -216,12 +216,29 @@ def dequantize(q: torch.Tensor, scale, zero_point) -> torch.Tensor:
 
 
 def fake_quantize(x: torch.Tensor, scale, zero_point, qmin: int, qmax: int) -> torch.Tensor:
-    """``dequantize(quantize(x))``: the float32 values that the integer grid can represent."""
+    """``dequantize(quantize(x))``: the float32 values that the integer grid can represent.
+
+    Args:
+        x: float tensor, any shape.
+        scale, zero_point: a scale and an integer zero point (Python numbers or 0-d tensors).
+        qmin, qmax: the integer range of the codes.
+
+    Returns:
+        torch.Tensor: float32, ``x``'s shape, every value on the grid ``s * (q - z)``, q in [qmin, qmax].
+    """
     return dequantize(quantize(x, scale, zero_point, qmin, qmax), scale, zero_point)
 
 
 def representable_range(scale, zero_point, qmin: int, qmax: int) -> tuple[float, float]:
-    """The real interval ``[(qmin - z) * s, (qmax - z) * s]`` the codes cover (floats, computed in float32)."""
+    """The real interval ``[(qmin - z) * s, (qmax - z) * s]`` the codes cover (floats, computed in float32).
+
+    Args:
+        scale, zero_point: the grid's step and zero point.
+        qmin, qmax: the integer range of the codes.
+
+    Returns:
+        tuple[float, float]: the lowest and highest representable real values.
+    """
     _check_qrange(qmin, qmax)
     s = _scale(scale, "cpu")
     z = int(_zero_point(zero_point, "cpu"))
@@ -287,6 +304,13 @@ def int32_max_inner_dim(max_abs_a: int, max_abs_b: int) -> int:
     Each product is at most ``max_abs_a * max_abs_b`` in magnitude, so K of them sum to at most
     ``K * max_abs_a * max_abs_b``; that must not exceed ``2**31 - 1``.
     int8 x int8 (128 * 128 = 2**14): K <= 131071, i.e. K < 2**17.
+
+    Args:
+        max_abs_a: largest magnitude of a code of the first operand (128 for int8).
+        max_abs_b: largest magnitude of a code of the second operand.
+
+    Returns:
+        int: the largest safe K.
     """
     check_int(max_abs_a, "max_abs_a", low=1)
     check_int(max_abs_b, "max_abs_b", low=1)

@@ -370,6 +370,9 @@ def apply_clip(w: torch.Tensor, max_val: torch.Tensor, group_size: int | None = 
         w: weight ``[out_features, in_features]``.
         max_val: non-negative ``[out_features, in_features // group]`` (from ``search_clip``).
         group_size: None (per output channel) or a divisor of ``in_features``.
+
+    Returns:
+        torch.Tensor: the clamped weight, ``w``'s shape and dtype.
     """
     check_tensor(w, "w", dtypes=FLOAT_DTYPES, ndim=2)
     _check_group(w.shape[1], group_size, "w.shape[1] (in_features)")
@@ -412,6 +415,12 @@ def scale_groups(block: nn.Module) -> list[ScaleGroup]:
     ``input_layernorm -> q, k, v`` (loss on the attention output); ``v_proj -> o_proj`` only when
     ``v_proj`` and ``o_proj`` weights have the same shape; ``post_attention_layernorm -> gate, up``
     (loss on the MLP output); ``up_proj -> down_proj``.
+
+    Args:
+        block: one decoder layer (``model.model.layers[i]``).
+
+    Returns:
+        list[ScaleGroup]: the groups, in the order llm-awq searches them.
     """
     try:
         attn, mlp = block.self_attn, block.mlp
@@ -505,6 +514,10 @@ def collect_activation_scales(model: nn.Module, ids: torch.Tensor, batch_size: i
 def salient_channels(act_scale: torch.Tensor, fraction: float = 0.01) -> torch.Tensor:
     """Indices of the ``max(1, int(fraction * n))`` input channels with the largest ``act_scale``.
 
+    Args:
+        act_scale: ``[in_features]`` mean |activation| of each input channel.
+        fraction: share of the channels to return.
+
     Returns:
         int64 indices, largest first.
     """
@@ -527,6 +540,9 @@ def quantize_model_keep_channels(model: nn.Module, bits: int, group_size: int | 
         model: modified in place and returned.
         bits, group_size: as in ``quantize_model_rtn``.
         keep: ``{linear name: int64 column indices}``; linears not named are plain RTN.
+
+    Returns:
+        nn.Module: ``model`` itself.
     """
     if not isinstance(keep, dict):
         raise TypeError(f"keep must be a dict {{linear name: column indices}}, got {type(keep).__name__}")

@@ -61,6 +61,9 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     Args:
         model: any ``torch.nn.Module``.
         trainable_only: count only parameters with ``requires_grad=True``.
+
+    Returns:
+        int: the number of distinct parameter elements.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

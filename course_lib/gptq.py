@@ -171,7 +171,14 @@ def _accumulate(H: torch.Tensor, n_seen: int, x: torch.Tensor) -> tuple[torch.Te
 
 
 def hessian_from_inputs(x: torch.Tensor) -> torch.Tensor:
-    """``(2/N) X^T X`` of all rows of ``x`` ``[..., in_features]`` in one go (float32, or float64)."""
+    """``(2/N) X^T X`` of all rows of ``x`` ``[..., in_features]`` in one go (float32, or float64).
+
+    Args:
+        x: calibration inputs ``[..., in_features]``.
+
+    Returns:
+        torch.Tensor: ``[in_features, in_features]``, symmetric; float64 for float64 ``x``, else float32.
+    """
     check_tensor(x, "x", dtypes=FLOAT_DTYPES)
     n = x.shape[-1]
     H = torch.zeros(n, n, dtype=_compute_dtype(x), device=x.device)
@@ -380,7 +387,16 @@ def gptq_quantize_weight(W: torch.Tensor, H: torch.Tensor, bits: int, group_size
 
 
 def dequantize_gptq(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, g_idx: torch.Tensor) -> torch.Tensor:
-    """``(codes[:, j] - zero[:, g_idx[j]]) * scale[:, g_idx[j]]``: GPTQ's storage format back to float32."""
+    """``(codes[:, j] - zero[:, g_idx[j]]) * scale[:, g_idx[j]]``: GPTQ's storage format back to float32.
+
+    Args:
+        codes: ``[out, in]`` integer codes.
+        scale, zero: ``[out, n_groups]``.
+        g_idx: int64 ``[in]``, the group of every input column.
+
+    Returns:
+        torch.Tensor: float32 ``[out, in]``.
+    """
     check_tensor(codes, "codes", ndim=2)
     if codes.is_floating_point():
         raise TypeError("codes must be an integer tensor")
@@ -393,7 +409,16 @@ def dequantize_gptq(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor
 
 
 def layer_output_error(W: torch.Tensor, Q: torch.Tensor, x: torch.Tensor) -> float:
-    """Relative output error ``||x W^T - x Q^T||^2 / ||x W^T||^2`` of a Linear layer on inputs ``x`` ``[..., in]``."""
+    """Relative output error ``||x W^T - x Q^T||^2 / ||x W^T||^2`` of a Linear layer on inputs ``x`` ``[..., in]``.
+
+    Args:
+        W: the original weight ``[out, in]``.
+        Q: the quantized (dequantized) weight, same shape.
+        x: inputs ``[..., in]``.
+
+    Returns:
+        float: the relative squared output error.
+    """
     check_tensor(W, "W", dtypes=FLOAT_DTYPES, ndim=2)
     check_tensor(Q, "Q", dtypes=FLOAT_DTYPES, ndim=2)
     check_tensor(x, "x", dtypes=FLOAT_DTYPES)
@@ -415,6 +440,15 @@ def gptqmodel_quantize_weight(W: torch.Tensor, x: torch.Tensor, bits: int, group
     the original algorithm: no automatic dampening increase (``damp_auto_increment=0``) and no
     group-aware reordering (``act_group_aware=False``; GPTQModel 7.x turns it on by default).
     Checked bit for bit against :func:`gptq_quantize_weight` with gptqmodel 7.7.0 (see tests).
+
+    Args:
+        W: weight ``[out, in]``.
+        x: calibration inputs ``[..., in]``.
+        bits, group_size: code width; None (per channel) or the group length.
+        blocksize, percdamp, act_order: as in :func:`gptq_quantize_weight`.
+
+    Returns:
+        torch.Tensor: the dequantized weight, float32 ``[out, in]``.
 
     Raises:
         ImportError: when gptqmodel is not installed (it requires a newer torch than the course pins).
@@ -449,6 +483,14 @@ def sequential_groups(block: nn.Module, inputs: list[tuple[torch.Tensor, dict]],
     Layers that read the same tensor (a Llama block's q/k/v projections; gate/up) form one group;
     GPTQ's "true sequential" order quantizes group after group, each calibrated on the outputs of
     the groups already quantized. For a Llama block: ``[[q, k, v], [o], [gate, up], [down]]``.
+
+    Args:
+        block: one decoder layer.
+        inputs: ``(hidden_states, kwargs)`` pairs captured at its input (one forward pass on the first finds the order).
+        skip: names of Linears to leave out.
+
+    Returns:
+        list[list[str]]: Linear names relative to ``block``, group by group.
     """
     from .lm_quant import linear_layers
 

@@ -139,7 +139,16 @@ def quantize_weight(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bi
 
 def dequantize_weight(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
                       group_size: int | None = None) -> torch.Tensor:
-    """Float32 weights ``(q - zero) * scale`` from codes ``[out_features, in_features]``."""
+    """Float32 weights ``(q - zero) * scale`` from codes ``[out_features, in_features]``.
+
+    Args:
+        q: codes ``[out_features, in_features]``.
+        scale, zero: ``[out_features, 1]`` (per channel) or ``[out_features, in_features // group_size]``.
+        group_size: None (per output channel) or the group length along ``in_features``.
+
+    Returns:
+        torch.Tensor: float32 ``[out_features, in_features]``.
+    """
     check_tensor(q, "q", ndim=2)
     if q.is_floating_point():
         raise TypeError(f"q must be an integer tensor of codes, got dtype {str(q.dtype).replace('torch.', '')}")
@@ -157,6 +166,15 @@ def fake_quantize_weight(w: torch.Tensor, bits: int, group_size: int | None = No
 
     The baseline of GPTQ, AWQ and HQQ: min-max scale per output channel or per group, then
     every weight rounded to its nearest code independently.
+
+    Args:
+        w: weight ``[out_features, in_features]``.
+        bits: code width.
+        group_size: None (per output channel) or a divisor of ``in_features``.
+        symmetric: symmetric grid (zero point 0) instead of min-max.
+
+    Returns:
+        torch.Tensor: the dequantized weight, ``w``'s shape and dtype.
     """
     scale, zero = weight_scale_zero_point(w, bits, group_size, symmetric)
     q = quantize_weight(w, scale, zero, bits, group_size)
@@ -448,7 +466,14 @@ def effective_bits(shape, bits: int, granularity: str, group_size: int | None = 
 
 
 def linear_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """``{name: weight}`` of every ``nn.Linear`` in ``model`` (the live parameters, not copies)."""
+    """``{name: weight}`` of every ``nn.Linear`` in ``model`` (the live parameters, not copies).
+
+    Args:
+        model: any module.
+
+    Returns:
+        dict[str, torch.Tensor]: qualified Linear name -> its weight parameter.
+    """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return {name: mod.weight for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
@@ -463,6 +488,16 @@ def quantized_linears(model: torch.nn.Module, bits: int, granularity: str = "cha
     Yields a dict with ``sse`` (sum of squared weight errors), ``sum_sq`` (sum of squared weights),
     ``numel`` and ``effective_bits`` (fp16 scales; a ``bits``-bit zero point when asymmetric) over all
     the Linear weights together.
+
+    Args:
+        model: its Linear weights are replaced for the duration of the ``with`` block.
+        bits: code width.
+        granularity: ``"tensor"``, ``"channel"`` or ``"group"``.
+        group_size: the group length when ``granularity="group"``.
+        symmetric: symmetric grid instead of min-max.
+
+    Returns:
+        Generator[dict]: the statistics dict, once (a context manager).
     """
     _check_granularity(granularity, group_size)
     check_bits(bits, "bits", low=2, high=8)

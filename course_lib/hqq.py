@@ -159,6 +159,13 @@ def group_weight(W: torch.Tensor, group_size: int | None = 64) -> torch.Tensor:
 
     ``group_size=None`` keeps ``[out, in]`` (one group per output channel). Groups are consecutive
     weights along ``in_features`` (the ``hqq`` package's ``axis=1``).
+
+    Args:
+        W: weight ``[out, in]``.
+        group_size: a divisor of ``in``, or None for one group per output channel.
+
+    Returns:
+        torch.Tensor: float32 ``[n_groups, group_size]``.
     """
     check_tensor(W, "W", dtypes=FLOAT_DTYPES, ndim=2)
     if group_size is None:
@@ -207,6 +214,9 @@ def quantize_codes(W: torch.Tensor, inv_scale: torch.Tensor, zero: torch.Tensor,
         W: grouped weights ``[n_groups, group_size]``.
         inv_scale, zero: ``[n_groups, 1]`` (float; ``zero`` may be fractional).
         bits: 1 to 8.
+
+    Returns:
+        torch.Tensor: float32 codes, ``W``'s shape.
     """
     _check_grouped(W)
     check_bits(bits, "bits", low=MIN_BITS, high=MAX_BITS)
@@ -215,7 +225,15 @@ def quantize_codes(W: torch.Tensor, inv_scale: torch.Tensor, zero: torch.Tensor,
 
 
 def dequantize_codes(q: torch.Tensor, inv_scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
-    """Float32 weights ``(q - zero) * (1 / inv_scale)``, the package's stored-step dequantization."""
+    """Float32 weights ``(q - zero) * (1 / inv_scale)``, the package's stored-step dequantization.
+
+    Args:
+        q: codes ``[n_groups, group_size]`` (from ``quantize_codes``).
+        inv_scale, zero: ``[n_groups, 1]``.
+
+    Returns:
+        torch.Tensor: float32, ``q``'s shape.
+    """
     check_tensor(q, "q", ndim=2)
     _check_params(q, inv_scale, zero)
     return (q.to(torch.float32) - zero.float()) * (1.0 / inv_scale.float())
@@ -368,7 +386,11 @@ def quantize_model_hqq(model: nn.Module, tokenizer=None, bits: int = 4, group_si
 
 
 def package_available() -> bool:
-    """Whether the ``hqq`` package (mobiusml/hqq) is importable."""
+    """Whether the ``hqq`` package (mobiusml/hqq) is importable.
+
+    Returns:
+        bool: True when ``import hqq`` works.
+    """
     import importlib.util
 
     return importlib.util.find_spec("hqq") is not None
@@ -380,6 +402,12 @@ def package_quantize_weight(W: torch.Tensor, bits: int = 4, group_size: int | No
 
     Uses ``axis=1`` (``HQQLinear``'s layout), ``optimize=True`` (its default solver,
     ``optimize_weights_proximal_legacy``), ``bitpack=False``, ``device="cpu"``.
+
+    Args:
+        W: weight ``[out, in]``.
+        bits: code width (1 to 8).
+        group_size: a divisor of ``in``, or None for one group per output channel.
+        round_zero: round the zero point to an integer (the package's option).
 
     Returns:
         dict with ``dequantized`` (float32 ``[out, in]``, ``(q - zero) * scale`` in float32),

@@ -132,7 +132,15 @@ def vectorwise_quant(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def vectorwise_dequant(codes: torch.Tensor, row_stats: torch.Tensor) -> torch.Tensor:
-    """float32 (M, K) values ``codes * row_stats / 127`` of ``vectorwise_quant``'s output."""
+    """float32 (M, K) values ``codes * row_stats / 127`` of ``vectorwise_quant``'s output.
+
+    Args:
+        codes: int8 ``[M, K]``, from ``vectorwise_quant``.
+        row_stats: float32 ``[M]`` absmax of each row.
+
+    Returns:
+        torch.Tensor: float32 ``[M, K]``.
+    """
     check_tensor(codes, "codes", dtypes=(torch.int8,), ndim=2, allow_empty=True)
     check_tensor(row_stats, "row_stats", dtypes=(torch.float32,), ndim=1, allow_empty=True)
     if row_stats.shape[0] != codes.shape[0]:
@@ -434,7 +442,14 @@ def quantize_model_int8(model: nn.Module, mode: str = "llm.int8", threshold: flo
 
 
 def int8_layers(model: nn.Module) -> dict[str, Int8Linear]:
-    """The :class:`Int8Linear` submodules of ``model`` by name."""
+    """The :class:`Int8Linear` submodules of ``model`` by name.
+
+    Args:
+        model: any module, typically after ``Int8Linear`` replaced its Linears.
+
+    Returns:
+        dict[str, Int8Linear]: qualified name -> layer, in module order.
+    """
     return {name: m for name, m in model.named_modules() if isinstance(m, Int8Linear)}
 
 

@@ -48,7 +48,14 @@ def linear_layers(module: nn.Module, skip: Sequence[str] = ("lm_head",)) -> dict
 
 
 def decoder_blocks(model: nn.Module) -> nn.ModuleList:
-    """The list of transformer blocks of a transformers causal LM (Llama/Mistral/Qwen, OPT, GPT-2)."""
+    """The list of transformer blocks of a transformers causal LM (Llama/Mistral/Qwen, OPT, GPT-2).
+
+    Args:
+        model: a transformers causal LM (or its base model).
+
+    Returns:
+        nn.ModuleList: the blocks, first to last (the live modules).
+    """
     for path in ("model.layers", "model.decoder.layers", "transformer.h"):
         obj = model
         for attr in path.split("."):
@@ -135,7 +142,15 @@ def capture_block_inputs(model: nn.Module, ids: torch.Tensor, batch_size: int = 
 
 @torch.no_grad()
 def run_block(block: nn.Module, inputs: list[tuple[torch.Tensor, dict]]) -> list[tuple[torch.Tensor, dict]]:
-    """Outputs of one transformer block on captured inputs, in the same format (input to the next block)."""
+    """Outputs of one transformer block on captured inputs, in the same format (input to the next block).
+
+    Args:
+        block: one decoder layer.
+        inputs: ``(hidden_states, kwargs)`` pairs captured at the block's input.
+
+    Returns:
+        list[tuple[torch.Tensor, dict]]: ``(block output, the same kwargs)`` for each input.
+    """
     outputs = []
     for hidden, kwargs in inputs:
         out = block(hidden, **kwargs)
@@ -146,7 +161,17 @@ def run_block(block: nn.Module, inputs: list[tuple[torch.Tensor, dict]]) -> list
 
 def quantize_linear_weights(model: nn.Module, fn: Callable[[str, nn.Linear], torch.Tensor],
                             skip: Sequence[str] = ("lm_head",), progress: bool = True) -> nn.Module:
-    """Replace every Linear's weight by ``fn(name, linear)`` (a dequantized tensor of the same shape), in place."""
+    """Replace every Linear's weight by ``fn(name, linear)`` (a dequantized tensor of the same shape), in place.
+
+    Args:
+        model: modified in place.
+        fn: ``fn(name, linear)`` -> the new (dequantized) weight, ``linear.weight``'s shape.
+        skip: names (suffixes) of Linears left unchanged.
+        progress: show a tqdm bar.
+
+    Returns:
+        nn.Module: ``model`` itself.
+    """
     from tqdm.auto import tqdm
 
     layers = linear_layers(model, skip)
@@ -166,6 +191,17 @@ def quantize_model_rtn(model: nn.Module, bits: int, group_size: int | None = Non
 
     Returns the model (weights replaced by their dequantized values: "fake" quantization, which
     gives the same outputs as a packed-int kernel up to floating-point summation order).
+
+    Args:
+        model: modified in place.
+        bits: code width (2 to 8).
+        group_size: None (per output channel) or a divisor of ``in_features``.
+        symmetric: symmetric grid (zero point 0) instead of min-max.
+        skip: names (suffixes) of Linears left in full precision.
+        progress: show a tqdm bar.
+
+    Returns:
+        nn.Module: ``model`` itself.
     """
     return quantize_linear_weights(
         model, lambda _name, lin: fake_quantize_weight(lin.weight.data, bits, group_size, symmetric),

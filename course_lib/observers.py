@@ -486,7 +486,17 @@ OBSERVERS = {
 
 
 def make_observer(name: str, bits: int = 8, symmetric: bool = False, **kwargs) -> Observer:
-    """A new observer by name (a key of ``OBSERVERS``), e.g. ``make_observer("MSE", bits=4)``."""
+    """A new observer by name (a key of ``OBSERVERS``), e.g. ``make_observer("MSE", bits=4)``.
+
+    Args:
+        name: a key of ``OBSERVERS`` (e.g. ``"min-max"``, ``"MSE"``).
+        bits: code width of the grid the observer chooses a range for.
+        symmetric: symmetric (signed, zero point 0) or asymmetric grid.
+        **kwargs: passed on to the observer's class (e.g. a percentile).
+
+    Returns:
+        Observer: a fresh instance, with nothing observed yet.
+    """
     if name not in OBSERVERS:
         raise ValueError(f"name must be one of {sorted(OBSERVERS)}, got {name!r}")
     return OBSERVERS[name](bits=bits, symmetric=symmetric, **kwargs)

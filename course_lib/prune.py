@@ -50,7 +50,15 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------
 # checks
 def check_sparsity(sparsity, name: str = "sparsity") -> float:
-    """Check that ``sparsity`` is a real number in ``[0, 1)`` and return it as a float."""
+    """Check that ``sparsity`` is a real number in ``[0, 1)`` and return it as a float.
+
+    Args:
+        sparsity: the value to check.
+        name: the argument's name, for the error message.
+
+    Returns:
+        float: ``sparsity``.
+    """
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
         raise TypeError(f"{name} must be a float in [0, 1), got {type(sparsity).__name__}")
     if not math.isfinite(float(sparsity)) or not 0.0 <= float(sparsity) < 1.0:
@@ -63,7 +71,14 @@ def _check_weight(w, name: str = "w", ndim=2) -> None:
 
 
 def sparsity_of(x: torch.Tensor) -> float:
-    """Fraction of exact zeros in ``x`` (a weight or a mask: ``False`` counts as zero)."""
+    """Fraction of exact zeros in ``x`` (a weight or a mask: ``False`` counts as zero).
+
+    Args:
+        x: any tensor.
+
+    Returns:
+        float: zeros / numel, in [0, 1].
+    """
     check_tensor(x, "x")
     return 1.0 - float(torch.count_nonzero(x)) / x.numel()
 
@@ -208,6 +223,10 @@ def channel_scores(fc1: nn.Linear, fc2: nn.Linear) -> torch.Tensor:
     The product does not change when a channel's incoming weights are scaled by ``c > 0`` and its outgoing
     ones by ``1/c`` (which leaves a ReLU network's function unchanged), unlike either norm alone.
 
+    Args:
+        fc1: the Linear into the hidden layer (``[hidden, in]``).
+        fc2: the Linear out of it (``[out, hidden]``).
+
     Returns:
         float32 ``[hidden]`` on the layers' device.
     """
@@ -267,7 +286,12 @@ def prune_channels(fc1: nn.Linear, fc2: nn.Linear, sparsity: float) -> tuple[nn.
 # whole models
 @torch.no_grad()
 def apply_masks(layers: Mapping[str, nn.Linear], masks: Mapping[str, torch.Tensor]) -> None:
-    """Zero the pruned weights in place: ``layers[name].weight *= masks[name]``."""
+    """Zero the pruned weights in place: ``layers[name].weight *= masks[name]``.
+
+    Args:
+        layers: ``{name: nn.Linear}``.
+        masks: ``{name: bool mask}``, each the shape of its layer's weight; layers without a mask are left alone.
+    """
     for name, mask in masks.items():
         lin = layers[name]
         if mask.shape != lin.weight.shape or mask.dtype != torch.bool:
@@ -443,6 +467,14 @@ def train_classifier(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epochs:
     After every optimizer step the masked weights are multiplied by their mask again (Adam's momentum
     would otherwise revive them), the way ``torch.nn.utils.prune``'s reparametrization keeps them at 0.
 
+    Args:
+        model: trained in place.
+        X, y: inputs ``[N, features]`` and int64 labels ``[N]``.
+        epochs, lr, batch_size: Adam settings.
+        masks: ``{linear name: bool mask}`` kept applied, or None.
+        seed: seed of the shuffling.
+        progress, desc: tqdm bar and its label.
+
     Returns:
         the mean training loss of every epoch.
     """
@@ -495,6 +527,15 @@ def sparse_bits_per_weight(sparsity: float, value_bits: float, fmt: str = "bitma
       ``(1 - sparsity) * (value_bits + ceil(log2 m))``.
 
     Scales of quantized values are not included (add them as in ``evaluate.model_size_bytes``).
+
+    Args:
+        sparsity: fraction of zeros in [0, 1).
+        value_bits: bits of each stored value.
+        fmt: ``"dense"``, ``"bitmask"`` or ``"nm"``.
+        m: the group length M of N:M.
+
+    Returns:
+        float: bits per weight of the dense shape.
     """
     sparsity = check_sparsity(sparsity)
     if isinstance(value_bits, bool) or not isinstance(value_bits, (int, float)) or not 0 < value_bits <= 64:

@@ -254,7 +254,16 @@ def _quant_layers(model: nn.Module) -> list[QuantLinear]:
 
 def calibrate(model: nn.Module, X: torch.Tensor, batch_size: int = 64) -> nn.Module:
     """Run calibration inputs ``X`` through ``model`` so its ``QuantLinear`` observers see them;
-    then freeze the activation ranges and switch every ``QuantLinear`` to ``"quantize"``. Returns ``model``."""
+    then freeze the activation ranges and switch every ``QuantLinear`` to ``"quantize"``. Returns ``model``.
+
+    Args:
+        model: a ``quantize_model`` copy whose ``QuantLinear`` layers are observing.
+        X: calibration inputs ``[N, in_features]``.
+        batch_size: rows per forward pass.
+
+    Returns:
+        nn.Module: ``model`` itself, calibrated and quantizing.
+    """
     check_tensor(X, "X", dtypes=FLOAT_DTYPES)
     check_int(batch_size, "batch_size", low=1)
     layers = _quant_layers(model)
@@ -315,6 +324,16 @@ def qat_finetune(qmodel: nn.Module, X: torch.Tensor, y: torch.Tensor, epochs: in
     recomputed from the current weights (with each layer's weight observer rule) at the start of every
     epoch and frozen in between, so an expensive rule (MSE search) costs one search per epoch, not
     one per step; the last ones stay frozen afterwards. Returns the mean loss of each epoch.
+
+    Args:
+        qmodel: a calibrated ``quantize_model`` copy, trained in place.
+        X, y: training inputs ``[N, in_features]`` and int64 labels ``[N]``.
+        epochs, lr, batch_size: Adam fine-tuning settings.
+        seed: seed of the batch shuffling.
+        progress: show a tqdm bar.
+
+    Returns:
+        list[float]: the mean training loss of each epoch.
     """
     layers = _quant_layers(qmodel)
     if not layers:
