@@ -44,7 +44,7 @@ from torch import nn
 from .affine import SCALE_EPS
 from .granularity import fake_quantize_weight
 from .lm_quant import calibration_ids, capture_block_inputs, decoder_blocks, linear_layers
-from .validation import FLOAT_DTYPES, check_bits, check_divides, check_int, check_tensor
+from .validation import FLOAT_DTYPES, check_bits, check_divides, check_int, check_module, check_tensor
 
 __all__ = [
     "SCALE_MIN",
@@ -451,6 +451,7 @@ def block_linear_inputs(block: nn.Module, hidden: torch.Tensor, kwargs: dict | N
     Returns:
         ``(output, {linear name inside the block: its input tensor})``.
     """
+    check_module(block, "block")
     kwargs = dict(kwargs or {})
     inputs: dict[str, torch.Tensor] = {}
     handles = []
@@ -487,6 +488,7 @@ def collect_activation_scales(model: nn.Module, ids: torch.Tensor, batch_size: i
     Returns:
         ``{linear name: float32 [in_features]}`` mean |x| over every calibration token (on the CPU).
     """
+    check_module(model, "model")
     ids = _check_ids(ids)
     check_int(batch_size, "batch_size", low=1)
     layers = linear_layers(model, skip)
@@ -544,6 +546,7 @@ def quantize_model_keep_channels(model: nn.Module, bits: int, group_size: int | 
     Returns:
         nn.Module: ``model`` itself.
     """
+    check_module(model, "model")
     if not isinstance(keep, dict):
         raise TypeError(f"keep must be a dict {{linear name: column indices}}, got {type(keep).__name__}")
     layers = linear_layers(model, skip)

@@ -35,7 +35,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-from .validation import FLOAT_DTYPES, check_int, check_tensor
+from .validation import FLOAT_DTYPES, check_int, check_module, check_tensor
 
 __all__ = [
     "SCALE_EPS",
@@ -444,11 +444,13 @@ def ternary_matmul(x: torch.Tensor, packed: torch.Tensor, scale, max_elements: i
 
 def bitlinear_layers(model: torch.nn.Module) -> list[tuple[str, BitLinear]]:
     """The ``(name, module)`` pairs of every BitLinear in ``model``."""
+    check_module(model, "model")
     return [(n, m) for n, m in model.named_modules() if isinstance(m, BitLinear)]
 
 
 def set_quantization(model: torch.nn.Module, weights: bool, activations: bool) -> torch.nn.Module:
     """Switch the quantizers of every BitLinear in ``model`` (in place); returns ``model``."""
+    check_module(model, "model")
     layers = bitlinear_layers(model)
     if not layers:
         raise ValueError("model has no BitLinear layers")
@@ -459,6 +461,7 @@ def set_quantization(model: torch.nn.Module, weights: bool, activations: bool) -
 
 def pack_model(model: torch.nn.Module) -> torch.nn.Module:
     """Replace every BitLinear of ``model`` (in place) by its :class:`PackedBitLinear`; returns ``model``."""
+    check_module(model, "model")
     layers = bitlinear_layers(model)
     if not layers:
         raise ValueError("model has no BitLinear layers")
@@ -527,6 +530,7 @@ def _progress(iterable, desc: str, progress: bool):
 def train_classifier(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int = 300, lr: float = 3e-3,
                      batch_size: int = 128, seed: int = 0, progress: bool = True, desc: str = "training") -> list[float]:
     """Train a classifier with AdamW and cross-entropy on random mini-batches; returns the loss per step."""
+    check_module(model, "model")
     check_int(steps, "steps", low=1)
     check_int(batch_size, "batch_size", low=1)
     device = next(model.parameters()).device
@@ -551,6 +555,7 @@ def train_classifier(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, s
 def train_lm(model: torch.nn.Module, ids: torch.Tensor, steps: int = 150, seq_len: int = 64, batch_size: int = 16,
              lr: float = 3e-3, seed: int = 0, progress: bool = True, desc: str = "training") -> list[float]:
     """Train a causal LM on random windows of a 1-D token tensor (AdamW, cosine schedule); returns the losses."""
+    check_module(model, "model")
     check_tensor(ids, "ids", ndim=1)
     check_int(steps, "steps", low=1)
     check_int(seq_len, "seq_len", low=2)

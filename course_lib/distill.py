@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .granularity import fake_quantize_weight
-from .validation import FLOAT_DTYPES, check_int, check_tensor
+from .validation import FLOAT_DTYPES, check_int, check_module, check_tensor
 
 __all__ = [
     "soft_target_loss",
@@ -321,6 +321,7 @@ def make_mlp(widths: Sequence[int], in_features: int = 64, classes: int = 10, se
 
 def set_weight_bits(model: torch.nn.Module, bits: int | None) -> torch.nn.Module:
     """Set ``bits`` of every :class:`QuantLinear` in ``model`` (None: float); returns the model."""
+    check_module(model, "model")
     if bits is not None:
         check_int(bits, "bits", low=2, high=8)
     for m in model.modules():
@@ -380,6 +381,7 @@ def train_classifier(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | 
     Returns:
         The loss of every step (Python floats). The model is left in eval mode.
     """
+    check_module(model, "model")
     check_int(steps, "steps", low=1)
     check_int(batch_size, "batch_size", low=1)
     check_tensor(X, "X", dtypes=FLOAT_DTYPES, ndim=2)
@@ -431,6 +433,7 @@ def student_vs_distilled(teacher: torch.nn.Module, X: torch.Tensor, y: torch.Ten
     Returns:
         list of dicts ``{"seed", "alone", "distilled"}`` (test accuracies).
     """
+    check_module(teacher, "teacher")
     from .evaluate import accuracy
 
     rows = []
@@ -496,6 +499,7 @@ def train_lm(model: torch.nn.Module, windows: torch.Tensor, teacher: torch.nn.Mo
     position: ``alpha * T**2 KL(teacher || student) + (1 - alpha) * CE``. AdamW with a cosine schedule;
     the window order is shuffled with ``seed``. Returns the loss of every step; the model ends in eval mode.
     """
+    check_module(model, "model")
     check_tensor(windows, "windows", ndim=2)
     if windows.is_floating_point():
         raise TypeError("windows must hold integer token ids")

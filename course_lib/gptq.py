@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from .granularity import weight_scale_zero_point
-from .validation import FLOAT_DTYPES, check_bits, check_divides, check_int, check_tensor
+from .validation import FLOAT_DTYPES, check_bits, check_divides, check_int, check_module, check_tensor
 
 __all__ = [
     "GPTQResult",
@@ -492,6 +492,7 @@ def sequential_groups(block: nn.Module, inputs: list[tuple[torch.Tensor, dict]],
     Returns:
         list[list[str]]: Linear names relative to ``block``, group by group.
     """
+    check_module(block, "block")
     from .lm_quant import linear_layers
 
     layers = linear_layers(block, skip)

@@ -53,7 +53,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .validation import FLOAT_DTYPES, check_bits, check_divides, check_int, check_tensor
+from .validation import FLOAT_DTYPES, check_bits, check_divides, check_int, check_module, check_tensor
 
 __all__ = [
     "DEFAULTS",
@@ -368,6 +368,7 @@ def quantize_model_hqq(model: nn.Module, tokenizer=None, bits: int = 4, group_si
     Returns:
         The model, its Linear weights replaced by their HQQ-dequantized values.
     """
+    check_module(model, "model")
     from .lm_quant import quantize_linear_weights
 
     check_bits(bits, "bits", low=MIN_BITS, high=MAX_BITS)

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from .affine import int32_matmul, int32_max_inner_dim
-from .validation import FLOAT_DTYPES, check_same_device, check_tensor
+from .validation import FLOAT_DTYPES, check_module, check_same_device, check_tensor
 
 __all__ = [
     "INT8_MAX",
@@ -428,6 +428,7 @@ def quantize_model_int8(model: nn.Module, mode: str = "llm.int8", threshold: flo
     Returns:
         The same model object, with its Linear layers replaced.
     """
+    check_module(model, "model")
     from .lm_quant import linear_layers
 
     if mode not in MODES:
@@ -450,6 +451,7 @@ def int8_layers(model: nn.Module) -> dict[str, Int8Linear]:
     Returns:
         dict[str, Int8Linear]: qualified name -> layer, in module order.
     """
+    check_module(model, "model")
     return {name: m for name, m in model.named_modules() if isinstance(m, Int8Linear)}
 
 
@@ -509,6 +511,7 @@ def linear_inputs(model: nn.Module, inputs: dict | torch.Tensor, names: Sequence
         ``{name: (tokens, in_features) float tensor}`` on the model's device (batch and sequence flattened;
         with a padded batch the padding positions are included).
     """
+    check_module(model, "model")
     captured: dict[str, torch.Tensor] = {}
     handles = []
     try:

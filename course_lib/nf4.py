@@ -681,6 +681,7 @@ def bnb_linear4bit_model(model: torch.nn.Module, quant_type: str = "nf4", blocks
     ``compress_statistics=True`` (bitsandbytes' default) is double quantization. Needs bitsandbytes; import
     ``course_lib`` before it (that silences its import warning). The layers are quantized on the model's device.
     """
+    check_module(model, "model")
     import bitsandbytes as bnb
 
     _check_quant_type(quant_type)
@@ -707,6 +708,7 @@ def add_lora(model: torch.nn.Module, rank: int = 4, alpha: float = 8.0, targets:
 
     Returns the model (changed in place); only the adapters' ``lora_A`` / ``lora_B`` are trainable.
     """
+    check_module(model, "model")
     check_int(rank, "rank", low=1)
     for p in model.parameters():
         p.requires_grad_(False)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from .validation import FLOAT_DTYPES, check_int, check_tensor
+from .validation import FLOAT_DTYPES, check_int, check_module, check_tensor
 
 __all__ = [
     "check_sparsity",
@@ -292,6 +292,9 @@ def apply_masks(layers: Mapping[str, nn.Linear], masks: Mapping[str, torch.Tenso
         layers: ``{name: nn.Linear}``.
         masks: ``{name: bool mask}``, each the shape of its layer's weight; layers without a mask are left alone.
     """
+    for arg, value in (("layers", layers), ("masks", masks)):
+        if not isinstance(value, Mapping):
+            raise TypeError(f"{arg} must be a mapping {{name: ...}}, got {type(value).__name__}")
     for name, mask in masks.items():
         lin = layers[name]
         if mask.shape != lin.weight.shape or mask.dtype != torch.bool:
@@ -312,6 +315,7 @@ def input_norms(block: nn.Module, inputs, layers: Mapping[str, nn.Linear] | None
     Returns:
         ``{name: float32 [in_features]}``: ``sqrt(sum over tokens of x_j^2)``.
     """
+    check_module(block, "block")
     from .lm_quant import linear_layers, run_block
 
     layers = dict(layers if layers is not None else linear_layers(block))
@@ -414,6 +418,7 @@ def sensitivity_scan(model: nn.Module, evaluate: Callable[[nn.Module], float], s
     Returns:
         ``{label: [evaluate(...) for each sparsity]}``.
     """
+    check_module(model, "model")
     from tqdm.auto import tqdm
 
     from .lm_quant import linear_layers
@@ -478,6 +483,7 @@ def train_classifier(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epochs:
     Returns:
         the mean training loss of every epoch.
     """
+    check_module(model, "model")
     from tqdm.auto import tqdm
 
     check_int(epochs, "epochs", low=0)

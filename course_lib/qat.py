@@ -22,7 +22,7 @@ from torch import nn
 
 from . import affine
 from .observers import OBSERVERS, Observer, make_observer
-from .validation import FLOAT_DTYPES, check_bits, check_int, check_tensor
+from .validation import FLOAT_DTYPES, check_bits, check_int, check_module, check_tensor
 
 __all__ = [
     "FakeQuantizeSTE",
@@ -117,6 +117,7 @@ def train_classifier(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epochs:
     Returns:
         The mean training loss of each epoch.
     """
+    check_module(model, "model")
     check_tensor(X, "X", dtypes=FLOAT_DTYPES)
     check_tensor(y, "y", dtypes=(torch.int64,), ndim=1)
     if X.shape[0] != y.shape[0]:
@@ -264,6 +265,7 @@ def calibrate(model: nn.Module, X: torch.Tensor, batch_size: int = 64) -> nn.Mod
     Returns:
         nn.Module: ``model`` itself, calibrated and quantizing.
     """
+    check_module(model, "model")
     check_tensor(X, "X", dtypes=FLOAT_DTYPES)
     check_int(batch_size, "batch_size", low=1)
     layers = _quant_layers(model)
@@ -299,6 +301,7 @@ def quantize_model(model: nn.Module, bits: int, observer: str = "min-max", X_cal
     Returns:
         The quantized copy, in eval mode.
     """
+    check_module(model, "model")
     check_bits(bits, "bits", low=2, high=16)
     qmodel = copy.deepcopy(model)
 
@@ -335,6 +338,7 @@ def qat_finetune(qmodel: nn.Module, X: torch.Tensor, y: torch.Tensor, epochs: in
     Returns:
         list[float]: the mean training loss of each epoch.
     """
+    check_module(qmodel, "qmodel")
     layers = _quant_layers(qmodel)
     if not layers:
         raise ValueError("qmodel has no QuantLinear layers: build it with quantize_model")

@@ -24,6 +24,10 @@ from course_lib import (affine, awq, bitnet, distill, formats, gptq, granularity
 MODULES = (formats, affine, granularity, observers, qat, nf4, llm_int8, gptq, awq, hqq, bitnet, prune, distill,
            kernels)
 
+def _name(fn) -> str:
+    return f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__name__}"
+
+
 NAN = float("nan")
 INF = float("inf")
 
@@ -488,6 +492,62 @@ ROWS = [
     (kernels.gemv_bytes, "group", dict(group_size=0), ValueError, None),
 ]
 
+# Model-level functions: the model (or block, layer) argument is not an nn.Module. The other arguments are
+# valid where a check of theirs could come first. (function, call, regex naming the argument)
+BAD = [1, 2]
+Y4 = torch.tensor([0, 1, 2, 3])
+IDS = torch.randint(0, 10, (2, 8))
+MODEL_ROWS = [
+    (qat.train_classifier, lambda: qat.train_classifier(BAD, X, Y4, epochs=1), "model"),
+    (qat.quantize_model, lambda: qat.quantize_model(BAD, 8), "model"),
+    (qat.calibrate, lambda: qat.calibrate(BAD, X), "model"),
+    (qat.qat_finetune, lambda: qat.qat_finetune(BAD, X, Y4, epochs=1), "qmodel"),
+    (granularity.granularity_sweep, lambda: granularity.granularity_sweep(BAD, None, ["a"], [(8, "channel", None)]),
+     "model"),
+    (nf4.quantize_linears_nf4, lambda: nf4.quantize_linears_nf4(BAD), "model"),
+    (nf4.fake_quantize_linears, lambda: nf4.fake_quantize_linears(BAD), "model"),
+    (nf4.bnb_linear4bit_model, lambda: nf4.bnb_linear4bit_model(BAD), "model"),
+    (nf4.add_lora, lambda: nf4.add_lora(BAD), "model"),
+    (llm_int8.quantize_model_int8, lambda: llm_int8.quantize_model_int8(BAD), "model"),
+    (llm_int8.int8_layers, lambda: llm_int8.int8_layers(BAD), "model"),
+    (llm_int8.inject_outlier_features, lambda: llm_int8.inject_outlier_features(BAD, [0], 10.0), "model"),
+    (llm_int8.linear_inputs, lambda: llm_int8.linear_inputs(BAD, IDS, ["fc"]), "model"),
+    (gptq.sequential_groups, lambda: gptq.sequential_groups(BAD, []), "block"),
+    (gptq.quantize_model_gptq, lambda: gptq.quantize_model_gptq(BAD, None, 4), "model"),
+    (awq.search_scale, lambda: awq.search_scale(BAD, [MLP[0]], X, 4, 8), "module"),
+    (awq.fold_scales, lambda: awq.fold_scales(BAD, [MLP[0]], ACT), "prev"),
+    (awq.block_linear_inputs, lambda: awq.block_linear_inputs(BAD, X), "block"),
+    (awq.scale_groups, lambda: awq.scale_groups(BAD), "block"),
+    (awq.collect_activation_scales, lambda: awq.collect_activation_scales(BAD, IDS), "model"),
+    (awq.quantize_model_keep_channels, lambda: awq.quantize_model_keep_channels(BAD, 4, 8, {}), "model"),
+    (awq.quantize_model_awq, lambda: awq.quantize_model_awq(BAD, None, 4), "model"),
+    (hqq.quantize_model_hqq, lambda: hqq.quantize_model_hqq(BAD), "model"),
+    (bitnet.pack_model, lambda: bitnet.pack_model(BAD), "model"),
+    (bitnet.set_quantization, lambda: bitnet.set_quantization(BAD, True, True), "model"),
+    (bitnet.bitlinear_layers, lambda: bitnet.bitlinear_layers(BAD), "model"),
+    (bitnet.train_classifier, lambda: bitnet.train_classifier(BAD, X, Y4, steps=1), "model"),
+    (bitnet.train_lm, lambda: bitnet.train_lm(BAD, torch.randint(0, 10, (200,)), steps=1), "model"),
+    (prune.prune_channels, lambda: prune.prune_channels(BAD, MLP[2], 0.5), "fc1"),
+    (prune.apply_masks, lambda: prune.apply_masks(BAD, {}), "layers"),
+    (prune.input_norms, lambda: prune.input_norms(BAD, X), "block"),
+    (prune.prune_model, lambda: prune.prune_model(BAD), "model"),
+    (prune.sensitivity_scan, lambda: prune.sensitivity_scan(BAD, lambda m: 0.0, [0.5]), "model"),
+    (prune.train_classifier, lambda: prune.train_classifier(BAD, X, Y4, epochs=1), "model"),
+    (distill.set_weight_bits, lambda: distill.set_weight_bits(BAD, 8), "model"),
+    (distill.mlp_hidden_and_logits, lambda: distill.mlp_hidden_and_logits(BAD, X), "model"),
+    (distill.train_classifier, lambda: distill.train_classifier(BAD, X, Y4, steps=1), "model"),
+    (distill.student_vs_distilled, lambda: distill.student_vs_distilled(BAD, X, Y4, X, Y4), "teacher"),
+    (distill.train_lm, lambda: distill.train_lm(BAD, torch.randint(0, 10, (4, 9))), "model"),
+]
+
+
+@pytest.mark.parametrize("fn, call, regex", MODEL_ROWS, ids=[_name(r[0]) for r in MODEL_ROWS])
+def test_model_level_functions_name_a_bad_model(fn, call, regex):
+    with pytest.raises(TypeError) as info:
+        call()
+    assert re.search(rf"\b{regex}\b", str(info.value)), f"{_name(fn)}: message {str(info.value)!r} does not name {regex!r}"
+
+
 # Non-contiguous views: each function either gives the same result as on .contiguous() or raises (a named
 # error). (function, argument to replace by a non-contiguous view of the same values)
 NONCONTIGUOUS = [
@@ -538,10 +598,6 @@ EXEMPT = {
     "distill.train_classifier": "model-level", "distill.student_vs_distilled": "model-level",
     "distill.make_student_lm": "model-level", "distill.train_lm": "model-level",
 }
-
-
-def _name(fn) -> str:
-    return f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__name__}"
 
 
 def _call(fn, overrides):
@@ -607,7 +663,7 @@ def test_the_table_covers_enough_kinds():
 
 
 def test_every_public_function_has_a_row():
-    covered = {_name(r[0]) for r in ROWS}
+    covered = {_name(r[0]) for r in ROWS} | {_name(r[0]) for r in MODEL_ROWS}
     missing = []
     for mod in MODULES:
         short = mod.__name__.rsplit(".", 1)[-1]
