@@ -132,7 +132,15 @@ def _absmax_int8(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tenso
 
 
 def fake_quant_weight(w: torch.Tensor, eps: float = SCALE_EPS) -> torch.Tensor:
-    """``gamma * codes`` of :func:`absmean_ternary`, in ``w``'s dtype (no gradient rule: see :func:`ste`)."""
+    """``gamma * codes`` of :func:`absmean_ternary`, in ``w``'s dtype (no gradient rule: see :func:`ste`).
+
+    Args:
+        w: weight, any float tensor.
+        eps: floor of the absmean scale.
+
+    Returns:
+        torch.Tensor: ``w``'s shape and dtype, values in ``gamma * {-1, 0, 1}``.
+    """
     check_tensor(w, "w", dtypes=FLOAT_DTYPES)
     _check_eps(eps)
     return _fake_quant_weight(w, eps)
@@ -144,7 +152,15 @@ def _fake_quant_weight(w: torch.Tensor, eps: float = SCALE_EPS) -> torch.Tensor:
 
 
 def fake_quant_activation(x: torch.Tensor, eps: float = SCALE_EPS) -> torch.Tensor:
-    """``delta * codes`` of :func:`absmax_int8`, in ``x``'s dtype (no gradient rule: see :func:`ste`)."""
+    """``delta * codes`` of :func:`absmax_int8`, in ``x``'s dtype (no gradient rule: see :func:`ste`).
+
+    Args:
+        x: activations ``[..., features]``.
+        eps: floor of the absmax scale.
+
+    Returns:
+        torch.Tensor: ``x``'s shape and dtype, 8-bit values per token.
+    """
     check_tensor(x, "x", dtypes=FLOAT_DTYPES)
     _check_eps(eps)
     return _fake_quant_activation(x, eps)
@@ -159,6 +175,13 @@ def ste(x: torch.Tensor, x_quant: torch.Tensor) -> torch.Tensor:
     """Straight-through estimator: the value of ``x_quant``, the gradient of the identity in ``x``.
 
     Returns ``x + (x_quant - x).detach()``.
+
+    Args:
+        x: the full-precision tensor (receives the gradient).
+        x_quant: its quantized value, same shape.
+
+    Returns:
+        torch.Tensor: equal to ``x_quant``, with the gradient of ``x``.
     """
     check_tensor(x, "x", allow_empty=True, allow_nonfinite=True)
     check_tensor(x_quant, "x_quant", allow_empty=True, allow_nonfinite=True)
@@ -443,13 +466,29 @@ def ternary_matmul(x: torch.Tensor, packed: torch.Tensor, scale, max_elements: i
 
 
 def bitlinear_layers(model: torch.nn.Module) -> list[tuple[str, BitLinear]]:
-    """The ``(name, module)`` pairs of every BitLinear in ``model``."""
+    """The ``(name, module)`` pairs of every BitLinear in ``model``.
+
+    Args:
+        model: any module.
+
+    Returns:
+        list[tuple[str, BitLinear]]: in module order.
+    """
     check_module(model, "model")
     return [(n, m) for n, m in model.named_modules() if isinstance(m, BitLinear)]
 
 
 def set_quantization(model: torch.nn.Module, weights: bool, activations: bool) -> torch.nn.Module:
-    """Switch the quantizers of every BitLinear in ``model`` (in place); returns ``model``."""
+    """Switch the quantizers of every BitLinear in ``model`` (in place); returns ``model``.
+
+    Args:
+        model: changed in place.
+        weights: quantize the weights (ternary).
+        activations: quantize the activations (int8).
+
+    Returns:
+        torch.nn.Module: ``model`` itself.
+    """
     check_module(model, "model")
     layers = bitlinear_layers(model)
     if not layers:
@@ -460,7 +499,14 @@ def set_quantization(model: torch.nn.Module, weights: bool, activations: bool) -
 
 
 def pack_model(model: torch.nn.Module) -> torch.nn.Module:
-    """Replace every BitLinear of ``model`` (in place) by its :class:`PackedBitLinear`; returns ``model``."""
+    """Replace every BitLinear of ``model`` (in place) by its :class:`PackedBitLinear`; returns ``model``.
+
+    Args:
+        model: changed in place; every BitLinear's in_features a multiple of 4.
+
+    Returns:
+        torch.nn.Module: ``model`` itself.
+    """
     check_module(model, "model")
     layers = bitlinear_layers(model)
     if not layers:
@@ -480,6 +526,9 @@ def make_digits_mlp(bitnet: bool, hidden: int = 256, seed: int = 0) -> torch.nn.
             shape (RMSNorm + linear, quantizers off).
         hidden: hidden width (a multiple of 4, so every layer packs).
         seed: initialization seed (the same seed gives both twins the same initial weights).
+
+    Returns:
+        torch.nn.Sequential: the MLP, float32, on the CPU.
     """
     check_int(hidden, "hidden", low=4)
     torch.manual_seed(seed)
@@ -529,7 +578,18 @@ def _progress(iterable, desc: str, progress: bool):
 
 def train_classifier(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int = 300, lr: float = 3e-3,
                      batch_size: int = 128, seed: int = 0, progress: bool = True, desc: str = "training") -> list[float]:
-    """Train a classifier with AdamW and cross-entropy on random mini-batches; returns the loss per step."""
+    """Train a classifier with AdamW and cross-entropy on random mini-batches; returns the loss per step.
+
+    Args:
+        model: trained in place.
+        X, y: inputs ``[N, features]`` and int64 labels ``[N]``.
+        steps, lr, batch_size: AdamW settings.
+        seed: seed of the batch sampling.
+        progress, desc: tqdm bar and its label.
+
+    Returns:
+        list[float]: the training loss of every step.
+    """
     check_module(model, "model")
     check_int(steps, "steps", low=1)
     check_int(batch_size, "batch_size", low=1)
@@ -554,7 +614,18 @@ def train_classifier(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, s
 
 def train_lm(model: torch.nn.Module, ids: torch.Tensor, steps: int = 150, seq_len: int = 64, batch_size: int = 16,
              lr: float = 3e-3, seed: int = 0, progress: bool = True, desc: str = "training") -> list[float]:
-    """Train a causal LM on random windows of a 1-D token tensor (AdamW, cosine schedule); returns the losses."""
+    """Train a causal LM on random windows of a 1-D token tensor (AdamW, cosine schedule); returns the losses.
+
+    Args:
+        model: a causal LM, trained in place.
+        ids: 1-D int64 token ids.
+        steps, seq_len, batch_size, lr: training settings.
+        seed: seed of the window sampling.
+        progress, desc: tqdm bar and its label.
+
+    Returns:
+        list[float]: the training loss of every step.
+    """
     check_module(model, "model")
     check_tensor(ids, "ids", ndim=1)
     check_int(steps, "steps", low=1)

@@ -213,7 +213,14 @@ _ALIASES = {
 
 
 def get_format(fmt) -> FloatFormat:
-    """A :class:`FloatFormat` from itself or a name (``"fp16"``, ``"bfloat16"``, ``"e4m3"``, ...)."""
+    """A :class:`FloatFormat` from itself or a name (``"fp16"``, ``"bfloat16"``, ``"e4m3"``, ...).
+
+    Args:
+        fmt: a :class:`FloatFormat`, a torch float dtype or a name (``"fp16"``, ``"bf16"``, ``"fp8_e4m3"``, ...).
+
+    Returns:
+        FloatFormat: the format.
+    """
     if isinstance(fmt, FloatFormat):
         return fmt
     if isinstance(fmt, torch.dtype):
@@ -389,6 +396,13 @@ def encode(x: torch.Tensor, fmt) -> torch.Tensor:
     The pattern is ``sign << (E + M) | exponent << M | mantissa``, the same bits that torch
     stores (``torch_encode``), except that NaN has many patterns: this writes the input's sign,
     an all-ones exponent and ``fmt.nan_mantissa``.
+
+    Args:
+        x: float tensor, any shape.
+        fmt: a :class:`FloatFormat` or its name (``"fp16"``, ``"bf16"``, ``"fp8_e4m3"``, ...).
+
+    Returns:
+        torch.Tensor: int64, ``x``'s shape, each value in [0, 2**total_bits).
     """
     fmt = get_format(fmt)
     s, e, m = _fields(_as_float64(x, fmt), fmt)
@@ -396,7 +410,15 @@ def encode(x: torch.Tensor, fmt) -> torch.Tensor:
 
 
 def decode(bits: torch.Tensor, fmt) -> torch.Tensor:
-    """The float32 value of each bit pattern (0 .. 2^total_bits - 1) of ``fmt``."""
+    """The float32 value of each bit pattern (0 .. 2^total_bits - 1) of ``fmt``.
+
+    Args:
+        bits: integer tensor of bit patterns, any shape.
+        fmt: a :class:`FloatFormat` or its name (``"fp16"``, ``"bf16"``, ``"fp8_e4m3"``, ...).
+
+    Returns:
+        torch.Tensor: float32, ``bits``' shape.
+    """
     fmt = get_format(fmt)
     check_tensor(bits, "bits", dtypes=INT_DTYPES)
     b = bits.to(torch.int64)
@@ -427,7 +449,14 @@ def ulp(x: torch.Tensor, fmt) -> torch.Tensor:
 
 
 def format_range(fmt) -> dict:
-    """Key numbers of a format: ``max``, ``min_normal``, ``min_subnormal``, ``eps`` (= ulp(1)), ``bits``."""
+    """Key numbers of a format: ``max``, ``min_normal``, ``min_subnormal``, ``eps`` (= ulp(1)), ``bits``.
+
+    Args:
+        fmt: a :class:`FloatFormat` or its name (``"fp16"``, ``"bf16"``, ``"fp8_e4m3"``, ...).
+
+    Returns:
+        dict: ``max``, ``min_normal``, ``min_subnormal``, ``eps`` (floats) and ``bits`` (int).
+    """
     fmt = get_format(fmt)
     return {
         "bits": fmt.total_bits,
@@ -442,6 +471,13 @@ def representable_values(fmt, *, finite_only: bool = True) -> torch.Tensor:
     """Every value of a format of at most 16 bits, sorted, without duplicates (float32).
 
     ``+0.0`` and ``-0.0`` count as one value; NaN (and, unless ``finite_only``, Inf) are dropped / kept.
+
+    Args:
+        fmt: a :class:`FloatFormat` or its name (``"fp16"``, ``"bf16"``, ``"fp8_e4m3"``, ...).
+        finite_only: drop Inf as well as NaN.
+
+    Returns:
+        torch.Tensor: float32, 1-D, ascending.
     """
     fmt = get_format(fmt)
     if fmt.total_bits > 16:
@@ -459,6 +495,14 @@ def probe_values(fmt, n: int = 10_000, seed: int = 0) -> torch.Tensor:
     largest value; for formats of at most 16 bits every value, every tie halfway between neighbours
     and the float32 numbers just above and below each tie (ties to even, the subnormal ties, the
     overflow threshold); 0, Inf and NaN (NaN only where the format has one).
+
+    Args:
+        fmt: a :class:`FloatFormat` or its name (``"fp16"``, ``"bf16"``, ``"fp8_e4m3"``, ...).
+        n: number of random log-uniform magnitudes.
+        seed: seed of the random part.
+
+    Returns:
+        torch.Tensor: float32, 1-D, on the CPU.
     """
     fmt = get_format(fmt)
     check_int(n, "n", low=0)
@@ -485,6 +529,14 @@ def bit_string(value: float, fmt, sep: str = " ") -> str:
     """The bits of one number stored in ``fmt`` as text: sign, exponent and mantissa separated by ``sep``.
 
     Example: ``bit_string(0.1, "fp16")`` is ``"0 01011 1001100110"``.
+
+    Args:
+        value: the number (rounded to ``fmt`` first).
+        fmt: a :class:`FloatFormat` or its name (``"fp16"``, ``"bf16"``, ``"fp8_e4m3"``, ...).
+        sep: separator between the three fields.
+
+    Returns:
+        str: the bits, most significant first.
     """
     fmt = get_format(fmt)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -499,6 +551,9 @@ def int_range(bits: int, signed: bool = True) -> tuple[int, int]:
     Args:
         bits: width, an int in [1, 64].
         signed: two's complement (-2^(bits-1) .. 2^(bits-1) - 1) or unsigned (0 .. 2^bits - 1).
+
+    Returns:
+        tuple[int, int]: ``(qmin, qmax)``.
     """
     check_int(bits, "bits", low=1, high=64)
     if not isinstance(signed, bool):
@@ -545,7 +600,15 @@ MEMORY_FORMATS = (("fp32", 32), ("fp16/bf16", 16), ("int8", 8), ("int4", 4))
 
 
 def memory_table(num_params, formats=MEMORY_FORMATS) -> list[dict]:
-    """One row per format: ``format``, ``bits``, ``bytes``, ``GB`` (10^9 bytes), ``GiB`` (2^30 bytes)."""
+    """One row per format: ``format``, ``bits``, ``bytes``, ``GB`` (10^9 bytes), ``GiB`` (2^30 bytes).
+
+    Args:
+        num_params: number of parameters (a non-negative int).
+        formats: ``(name, bits per parameter)`` pairs, one per row.
+
+    Returns:
+        list[dict]: one row per format.
+    """
     rows = []
     for name, bits in formats:
         nbytes = model_memory_bytes(num_params, bits)
@@ -555,7 +618,15 @@ def memory_table(num_params, formats=MEMORY_FORMATS) -> list[dict]:
 
 def max_tokens_per_second(model_bytes, bandwidth_bytes_per_s) -> float:
     """Upper bound on batch-1 decoding speed: each token reads every weight once, so
-    tokens/s <= bandwidth / model bytes (KV cache, activations and imperfect bandwidth only lower it)."""
+    tokens/s <= bandwidth / model bytes (KV cache, activations and imperfect bandwidth only lower it).
+
+    Args:
+        model_bytes: bytes read per token (the weights).
+        bandwidth_bytes_per_s: memory bandwidth in bytes per second.
+
+    Returns:
+        float: the upper bound in tokens per second.
+    """
     nbytes = _check_count(model_bytes, "model_bytes")
     if nbytes == 0:
         raise ValueError("model_bytes must be > 0")
@@ -578,14 +649,30 @@ def _torch_dtype(fmt: FloatFormat) -> torch.dtype:
 
 
 def torch_round(x: torch.Tensor, fmt) -> torch.Tensor:
-    """torch's cast: ``x.to(fmt's dtype).to(torch.float32)``."""
+    """torch's cast: ``x.to(fmt's dtype).to(torch.float32)``.
+
+    Args:
+        x: float tensor, any shape.
+        fmt: a :class:`FloatFormat` or its name (``"fp16"``, ``"bf16"``, ``"fp8_e4m3"``, ...). torch must have its dtype.
+
+    Returns:
+        torch.Tensor: float32, ``x``'s shape.
+    """
     fmt = get_format(fmt)
     check_tensor(x, "x", dtypes=INPUT_DTYPES, allow_nonfinite=True)
     return x.to(_torch_dtype(fmt)).to(torch.float32)
 
 
 def torch_encode(x: torch.Tensor, fmt) -> torch.Tensor:
-    """The bits torch stores for ``x.to(fmt's dtype)``, as unsigned integers in an int64 tensor."""
+    """The bits torch stores for ``x.to(fmt's dtype)``, as unsigned integers in an int64 tensor.
+
+    Args:
+        x: float tensor, any shape.
+        fmt: a :class:`FloatFormat` or its name (``"fp16"``, ``"bf16"``, ``"fp8_e4m3"``, ...). torch must have its dtype.
+
+    Returns:
+        torch.Tensor: int64, ``x``'s shape.
+    """
     fmt = get_format(fmt)
     check_tensor(x, "x", dtypes=INPUT_DTYPES, allow_nonfinite=True)
     as_int = {8: torch.uint8, 16: torch.int16, 32: torch.int32}[fmt.total_bits]
@@ -595,7 +682,15 @@ def torch_encode(x: torch.Tensor, fmt) -> torch.Tensor:
 
 def torch_overflow_mode(fmt, device="cpu") -> str:
     """What the installed torch's cast on ``device`` does above ``fmt``'s maximum: ``"inf"``,
-    ``"saturate"`` or ``"nan"`` (torch 2.13 saturates float8_e4m3fn; older releases gave NaN)."""
+    ``"saturate"`` or ``"nan"`` (torch 2.13 saturates float8_e4m3fn; older releases gave NaN).
+
+    Args:
+        fmt: a :class:`FloatFormat` or its name (``"fp16"``, ``"bf16"``, ``"fp8_e4m3"``, ...).
+        device: where the cast runs.
+
+    Returns:
+        str: ``"inf"``, ``"saturate"`` or ``"nan"``.
+    """
     fmt = get_format(fmt)
     y = torch_round(torch.tensor([fmt.max_value * 4], device=device), fmt)
     if torch.isinf(y).all():
@@ -607,7 +702,15 @@ def torch_overflow_mode(fmt, device="cpu") -> str:
 
 def cast_agreement(x: torch.Tensor, fmt) -> float:
     """Fraction of elements where :func:`round_to_format` and torch's cast agree bit for bit
-    (NaN counts as agreeing with NaN; +0.0 and -0.0 differ)."""
+    (NaN counts as agreeing with NaN; +0.0 and -0.0 differ).
+
+    Args:
+        x: float tensor, any shape.
+        fmt: a :class:`FloatFormat` or its name (``"fp16"``, ``"bf16"``, ``"fp8_e4m3"``, ...).
+
+    Returns:
+        float: the agreeing fraction, in [0, 1].
+    """
     fmt = get_format(fmt)
     ours = round_to_format(x, fmt)
     theirs = torch_round(x, fmt)
