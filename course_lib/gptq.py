@@ -404,6 +404,15 @@ def dequantize_gptq(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor
     check_tensor(g_idx, "g_idx", ndim=1)
     if g_idx.numel() != codes.shape[1]:
         raise ValueError(f"g_idx must have in_features={codes.shape[1]} entries, got {g_idx.numel()}")
+    if g_idx.is_floating_point():
+        raise TypeError(f"g_idx must be an integer tensor, got dtype {str(g_idx.dtype).replace('torch.', '')}")
+    check_tensor(zero, "zero", ndim=2)
+    if zero.shape != scale.shape or scale.shape[0] != codes.shape[0]:
+        raise ValueError(f"scale and zero must have shape ({codes.shape[0]}, n_groups), got {tuple(scale.shape)} "
+                         f"and {tuple(zero.shape)}")
+    if int(g_idx.min()) < 0 or int(g_idx.max()) >= scale.shape[1]:
+        raise ValueError(f"g_idx must be in [0, n_groups - 1] = [0, {scale.shape[1] - 1}], "
+                         f"got [{int(g_idx.min())}, {int(g_idx.max())}]")
     gi = g_idx.long()
     return (codes.to(torch.float32) - zero[:, gi].to(torch.float32)) * scale[:, gi].to(torch.float32)
 

@@ -72,6 +72,8 @@ LABELS = torch.tensor([0, 1, 2, 3])
 ACT = _w(16, seed=7).abs() + 0.1
 INT4_PACKED, INT4_SCALE, INT4_ZERO = kernels.pack_int4(W, 8)
 ROWQ, ROWABS = kernels.quantize_rows_int8(X, backend="torch")
+QABS, ABS2, ABS_OFFSET = nf4.double_quantize_absmax(_w(512).abs(), 256)
+G_IDX = torch.arange(16) // 8
 NONCONTIG = _w(16, 8).t()         # an [8, 16] view whose rows are not contiguous
 MLP = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
 
@@ -140,6 +142,7 @@ GOOD = {
     nf4.quantize_fp4: dict(w=W, blocksize=64),
     nf4.dequantize_fp4: dict(packed=PACKED_NF4, absmax=ABSMAX_NF4, shape=(8, 16), blocksize=64),
     nf4.double_quantize_absmax: dict(absmax=_w(512).abs(), blocksize=256),
+    nf4.dequantize_absmax: dict(qabsmax=QABS, absmax2=ABS2, offset=ABS_OFFSET, blocksize=256),
     nf4.bits_per_parameter: dict(blocksize=64),
     nf4.fake_quantize_4bit: dict(w=W, scheme="nf4", blocksize=64),
     nf4.count_parameters: dict(model=MLP),
@@ -157,6 +160,7 @@ GOOD = {
     gptq.gptq_quantize_weight_unblocked: dict(W=W, H=H, bits=4, group_size=8),
     gptq.gptq_quantize_weight: dict(W=W, H=H, bits=4, group_size=8, blocksize=8),
     gptq.layer_output_error: dict(W=W, Q=W.clone(), x=X),
+    gptq.dequantize_gptq: dict(codes=G_Q, scale=G_SCALE, zero=G_ZERO, g_idx=G_IDX),
     awq.activation_scales: dict(x=X),
     awq.awq_scales: dict(act_scale=ACT, ratio=0.5),
     awq.scaled_fake_quantize: dict(w=W, scales=ACT, bits=4, group_size=8),
@@ -171,6 +175,7 @@ GOOD = {
     hqq.optimize_zero_point: dict(W=HQ_W, inv_scale=HQ_INV, zero=HQ_Z, bits=4, iters=2),
     hqq.hqq_quantize: dict(W=W, bits=4, group_size=8, iters=2),
     hqq.hqq_quantize_weight: dict(W=W, bits=4, group_size=8, iters=2),
+    hqq.package_quantize_weight: dict(W=W, bits=4, group_size=8),
     bitnet.absmean_ternary: dict(w=W),
     bitnet.absmax_int8: dict(x=X),
     bitnet.fake_quant_weight: dict(w=W),
@@ -352,6 +357,9 @@ ROWS = [
     (nf4.dequantize_fp4, "dtype", dict(absmax=ABSMAX_NF4.to(torch.int32)), TypeError, None),
     (nf4.double_quantize_absmax, "group", dict(blocksize=0), ValueError, None),
     (nf4.double_quantize_absmax, "nan", dict(absmax=_nan(512)), ValueError, None),
+    (nf4.dequantize_absmax, "dtype", dict(qabsmax=QABS.float()), TypeError, None),
+    (nf4.dequantize_absmax, "shape", dict(absmax2=ABS2.repeat(2)), ValueError, None),
+    (nf4.dequantize_absmax, "nan", dict(offset=NAN), ValueError, "offset"),
     (nf4.bits_per_parameter, "group", dict(blocksize=0), ValueError, None),
     (nf4.fake_quantize_4bit, "value", dict(scheme="int3"), ValueError, None),
     (nf4.fake_quantize_4bit, "nan", dict(w=_nan(8, 16)), ValueError, None),
@@ -389,6 +397,9 @@ ROWS = [
     (gptq.gptq_quantize_weight, "bits", dict(bits=17), ValueError, None),
     (gptq.layer_output_error, "shape", dict(Q=_w(8, 15)), ValueError, "Q"),
     (gptq.layer_output_error, "shape", dict(x=_w(4, 15)), ValueError, "x"),
+    (gptq.dequantize_gptq, "dtype", dict(codes=G_Q.float()), TypeError, None),
+    (gptq.dequantize_gptq, "shape", dict(g_idx=G_IDX[:8]), ValueError, "g_idx"),
+    (gptq.dequantize_gptq, "range", dict(g_idx=G_IDX + 5), ValueError, "g_idx"),
     # awq
     (awq.activation_scales, "nan", dict(x=_nan(4, 16)), ValueError, None),
     (awq.activation_scales, "empty", dict(x=torch.zeros(0, 16)), ValueError, None),
@@ -420,6 +431,8 @@ ROWS = [
     (hqq.hqq_quantize, "bits", dict(bits=9), ValueError, None),
     (hqq.hqq_quantize_weight, "nan", dict(W=_nan(8, 16)), ValueError, None),
     (hqq.hqq_quantize_weight, "type", dict(W=W.tolist()), TypeError, None),
+    (hqq.package_quantize_weight, "nan", dict(W=_nan(8, 16)), ValueError, None),
+    (hqq.package_quantize_weight, "group", dict(group_size=5), ValueError, None),
     # bitnet
     (bitnet.absmean_ternary, "nan", dict(w=_nan(8, 16)), ValueError, None),
     (bitnet.absmean_ternary, "range", dict(eps=0.0), ValueError, None),
@@ -561,9 +574,8 @@ NONCONTIGUOUS = [
     (kernels.quantize_rows_int8, "x"),
 ]
 
-# Functions with no row, and why. Those marked "no tensor" take no tensor input at all (a constant table or an
-# environment probe); "model-level" take a model/tokenizer and compose the row-covered functions above (their
-# argument checks are tested in tests/test_<module>.py and through the functions they call).
+# Functions with no row, and why: "no tensor" ones take no tensor input at all (a constant table, an
+# environment probe, a model built from sizes); the others need what this machine may lack.
 EXEMPT = {
     # no tensor
     "hqq.package_available": "no tensor: an import probe",
@@ -571,32 +583,12 @@ EXEMPT = {
     "kernels.backend_status": "no tensor: an environment probe",
     "kernels.load_extension": "no tensor: builds/loads a compiled extension",
     "kernels.build_c_kernel": "no tensor: compiles C source",
-    "kernels.call_rows_int8_c": "needs a compiled C library (tests/test_kernels.py)",
-    # model-level
-    "qat.train_classifier": "model-level", "qat.quantize_model": "model-level", "qat.calibrate": "model-level",
-    "qat.qat_finetune": "model-level",
-    "granularity.granularity_sweep": "model-level (needs the course LM and a tokenizer)",
-    "nf4.quantize_linears_nf4": "model-level", "nf4.fake_quantize_linears": "model-level",
-    "nf4.bnb_linear4bit_model": "model-level (bitsandbytes)", "nf4.add_lora": "model-level",
-    "nf4.dequantize_absmax": "covered through double_quantize_absmax's round trip (tests/test_nf4.py)",
-    "llm_int8.quantize_model_int8": "model-level", "llm_int8.int8_layers": "model-level",
-    "llm_int8.inject_outlier_features": "model-level", "llm_int8.linear_inputs": "model-level",
-    "gptq.dequantize_gptq": "takes gptq_quantize_weight's outputs (tests/test_gptq.py)",
-    "gptq.gptqmodel_quantize_weight": "the gptqmodel package, side by side",
-    "gptq.sequential_groups": "model-level", "gptq.quantize_model_gptq": "model-level",
-    "awq.search_scale": "model-level", "awq.fold_scales": "model-level", "awq.block_linear_inputs": "model-level",
-    "awq.scale_groups": "model-level", "awq.collect_activation_scales": "model-level",
-    "awq.quantize_model_keep_channels": "model-level", "awq.quantize_model_awq": "model-level",
-    "hqq.quantize_model_hqq": "model-level", "hqq.package_quantize_weight": "the hqq package, side by side",
-    "bitnet.pack_model": "model-level", "bitnet.set_quantization": "model-level",
-    "bitnet.bitlinear_layers": "model-level", "bitnet.make_digits_mlp": "model-level",
-    "bitnet.make_tiny_lm": "model-level", "bitnet.train_classifier": "model-level", "bitnet.train_lm": "model-level",
-    "prune.prune_channels": "model-level", "prune.apply_masks": "model-level", "prune.input_norms": "model-level",
-    "prune.prune_model": "model-level", "prune.sensitivity_scan": "model-level",
-    "prune.train_classifier": "model-level",
-    "distill.set_weight_bits": "model-level", "distill.mlp_hidden_and_logits": "model-level",
-    "distill.train_classifier": "model-level", "distill.student_vs_distilled": "model-level",
-    "distill.make_student_lm": "model-level", "distill.train_lm": "model-level",
+    "bitnet.make_digits_mlp": "no tensor: builds a model from sizes",
+    "bitnet.make_tiny_lm": "no tensor: builds a model from sizes",
+    "distill.make_student_lm": "no tensor: builds a model from sizes",
+    # not run here
+    "kernels.call_rows_int8_c": "needs a C library compiled by build_c_kernel (tests/test_kernels.py)",
+    "gptq.gptqmodel_quantize_weight": "the gptqmodel package, side by side (not installed on every machine)",
 }
 
 
@@ -677,6 +669,11 @@ def test_every_public_function_has_a_row():
             if key not in covered and key not in EXEMPT:
                 missing.append(key)
     assert missing == [], f"public functions without a bad-input row (add one, or an EXEMPT entry): {missing}"
+
+
+def test_exemptions_have_no_rows():
+    covered = {_name(r[0]) for r in ROWS} | {_name(r[0]) for r in MODEL_ROWS}
+    assert covered.isdisjoint(EXEMPT), covered & set(EXEMPT)
 
 
 def test_exemptions_are_real_functions():
