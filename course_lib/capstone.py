@@ -253,6 +253,12 @@ def unquantized_bytes(model: nn.Module) -> int:
 
     ``evaluate.model_size_bytes(model)`` (each tensor once, as stored) minus the stored bytes of the
     weights of ``lm_quant.linear_layers(model)``.
+
+    Args:
+        model: a causal LM.
+
+    Returns:
+        int: bytes.
     """
     from .evaluate import model_size_bytes
 
@@ -306,6 +312,14 @@ def apply_recipe(model: nn.Module, recipe: Mapping, progress: bool = False) -> n
     outputs of a packed kernel up to summation order); int8 replaces the layer by an
     ``llm_int8.Int8Linear`` (LLM.int8(), outliers through the int8 weights as in bitsandbytes).
     Pass a copy (``copy.deepcopy``) to keep the float model.
+
+    Args:
+        model: changed in place.
+        recipe: ``{layer name or pattern: (method, bits, group_size)}``.
+        progress: show a tqdm bar.
+
+    Returns:
+        nn.Module: ``model`` itself.
     """
     from tqdm.auto import tqdm
 
@@ -339,6 +353,12 @@ def eval_text(max_tokens: int | None = None) -> str:
     ``perplexity`` tokenizes the whole text before keeping ``max_tokens`` tokens; a prefix cut at
     a line break, with about 4x the characters needed, gives the same first ``max_tokens`` tokens
     (tests/test_capstone.py checks it) in a fraction of the time.
+
+    Args:
+        max_tokens: tokens needed, or None for the whole split.
+
+    Returns:
+        str: the text.
     """
     from .data import corpus_text
 
@@ -483,7 +503,17 @@ def extrapolate_sensitivity(probe: Mapping[str, float], probe_bits: int, options
 
 def layer_bytes_table(model: nn.Module, options: Sequence[int] = (3, 4, 8), method: str = "rtn",
                       group_size: int | None = 128) -> dict[str, dict[int, int]]:
-    """``{layer: {bits: layer_size_bytes(shape, (method, bits, group_size))}}`` for every Linear of ``model``."""
+    """``{layer: {bits: layer_size_bytes(shape, (method, bits, group_size))}}`` for every Linear of ``model``.
+
+    Args:
+        model: a causal LM.
+        options: bit widths to price.
+        method: the storage format's method.
+        group_size: None (per channel) or the group length.
+
+    Returns:
+        dict[str, dict[int, int]]: bytes per layer and bit width.
+    """
     layers = _linear_layers(model)
     return {name: {b: layer_size_bytes(tuple(lin.weight.shape), (method, b, group_size)) for b in options}
             for name, lin in layers.items()}
@@ -555,7 +585,15 @@ def choose_bits(sensitivity: Mapping[str, Mapping], layer_bytes: Mapping[str, Ma
 
 
 def predicted_increase(sensitivity: Mapping[str, Mapping], choice: Mapping) -> float:
-    """Sum of ``sensitivity[layer][choice[layer]]`` over the layers (the additive model of the loss increase)."""
+    """Sum of ``sensitivity[layer][choice[layer]]`` over the layers (the additive model of the loss increase).
+
+    Args:
+        sensitivity: ``{layer: {bits: loss increase}}``.
+        choice: ``{layer: bits}``.
+
+    Returns:
+        float: the predicted increase.
+    """
     if not isinstance(choice, Mapping) or set(choice) != set(sensitivity):
         raise ValueError("choice must be a dict with exactly the layers of sensitivity")
     for n, o in choice.items():
@@ -565,7 +603,16 @@ def predicted_increase(sensitivity: Mapping[str, Mapping], choice: Mapping) -> f
 
 
 def bits_recipe(choice: Mapping[str, int], method: str = "rtn", group_size: int | None = 128) -> dict:
-    """``{layer: (method, bits, group_size)}`` from ``choose_bits``' ``{layer: bits}``."""
+    """``{layer: (method, bits, group_size)}`` from ``choose_bits``' ``{layer: bits}``.
+
+    Args:
+        choice: ``{layer: bits}``.
+        method: the method of every layer.
+        group_size: None (per channel) or the group length.
+
+    Returns:
+        dict: the recipe.
+    """
     if not isinstance(choice, Mapping) or not choice:
         raise TypeError("choice must be a non-empty dict {layer: bits}")
     return {name: (method, bits, group_size) for name, bits in choice.items()}
@@ -639,6 +686,16 @@ def uniform_points(model: nn.Module, tokenizer, *, max_tokens: int | None = 2048
     a few seconds instead of a minute; see ``benchmarks/quant_methods.py`` for the full setting).
     ``calib_kwargs`` adds keyword arguments per method, e.g. ``{"AWQ": {"n_grid": 5}}``.
 
+    Args:
+        model, tokenizer: the course LM and its tokenizer (copied per row; the model is not changed).
+        max_tokens: evaluation tokens (None: all).
+        text: evaluation text (default: :func:`eval_text`).
+        settings: ``(bits, group_size)`` of the RTN and HQQ rows.
+        calibrated: ``(bits, group_size)`` of the GPTQ and AWQ rows.
+        n_calib: calibration windows.
+        calib_kwargs: extra keyword arguments per method.
+        progress: show a tqdm bar.
+
     Returns:
         One dict per row: ``method``, ``bits``, ``group_size``, ``perplexity``, ``size_mb``, ``seconds``.
         Sizes of GPTQ and AWQ rows count the same storage as RTN (codes + fp16 scale and zero point).
@@ -701,6 +758,18 @@ def reference_recipe(model: nn.Module, tokenizer, budget_mb: float = BUDGET_MB, 
     ``layer_sensitivity`` at ``probe`` (or the given ``sensitivity``) -> ``extrapolate_sensitivity`` to
     ``options`` -> ``choose_bits`` within ``budget_mb * 1e6 - unquantized_bytes(model)`` bytes ->
     ``{layer: (method, bits, group_size)}``.
+
+    Args:
+        model, tokenizer: the float course LM and its tokenizer (not changed).
+        budget_mb: the size budget in MB (10^6 bytes).
+        probe: ``(method, bits, group_size)`` of the sensitivity probe.
+        options: bit widths to choose from.
+        method, group_size: the method and grouping of the recipe.
+        sensitivity: precomputed probe sensitivities (skips the probe).
+        progress: show a tqdm bar.
+
+    Returns:
+        dict: the recipe ``{layer: (method, bits, group_size)}``.
     """
     if isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float)) or not budget_mb > 0:
         raise ValueError(f"budget_mb must be a positive number, got {budget_mb!r}")
@@ -720,6 +789,9 @@ def my_recipe() -> dict:
     groups of 128, 3 bits by default, 4 bits for every ``o_proj`` and ``down_proj`` (the layers whose
     outputs go straight back into the residual stream) and for six more layers the probe singled out.
     On the reference run: 5.248 MB, perplexity 28.55 (``TARGET_PERPLEXITY`` = 29.0).
+
+    Returns:
+        dict: the recipe, ``{pattern: (method, bits, group_size)}``.
     """
     four = ("hqq", 4, 128)
     return {"*": ("hqq", 3, 128), "*.o_proj": four, "*.down_proj": four,
@@ -733,6 +805,16 @@ def check_recipe(recipe: Mapping, model: nn.Module, tokenizer, *, budget_mb: flo
     """Grade a recipe: re-evaluate it with course_lib and assert size <= budget and perplexity <= target.
 
     Returns ``evaluate_recipe``'s dict when both hold; raises AssertionError saying which failed.
+
+    Args:
+        recipe: ``{layer name or pattern: (method, bits, group_size)}``.
+        model, tokenizer: the float course LM and its tokenizer (not changed).
+        budget_mb: the size budget in MB.
+        target: the perplexity to reach.
+        max_tokens: evaluation tokens.
+
+    Returns:
+        dict: ``evaluate_recipe``'s numbers.
     """
     try:
         specs = resolve_recipe(model, recipe)

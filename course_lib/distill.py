@@ -241,6 +241,15 @@ def soft_target_grad_norm(student_logits: torch.Tensor, teacher_logits: torch.Te
 
     ``times_t_squared=False`` drops the ``T**2`` factor (plain KL at temperature ``T``), to show that
     its gradient shrinks like ``1 / T**2`` while the scaled one stays roughly constant.
+
+    Args:
+        student_logits: ``[batch, classes]``.
+        teacher_logits: same shape.
+        temperature: softmax temperature T > 0.
+        times_t_squared: multiply the loss by ``T**2`` (Hinton et al.).
+
+    Returns:
+        float: the L2 norm of the gradient.
     """
     t = _check_temperature(temperature)
     z = student_logits.detach().clone().requires_grad_(True)
@@ -303,6 +312,9 @@ def make_mlp(widths: Sequence[int], in_features: int = 64, classes: int = 10, se
         in_features, classes: input size (64 pixels for digits) and number of classes.
         seed: initialization seed.
         bits: weight bits of every layer (None: float).
+
+    Returns:
+        torch.nn.Sequential: the MLP, float32, on the CPU.
     """
     widths = list(widths)
     for i, w in enumerate(widths):
@@ -320,7 +332,15 @@ def make_mlp(widths: Sequence[int], in_features: int = 64, classes: int = 10, se
 
 
 def set_weight_bits(model: torch.nn.Module, bits: int | None) -> torch.nn.Module:
-    """Set ``bits`` of every :class:`QuantLinear` in ``model`` (None: float); returns the model."""
+    """Set ``bits`` of every :class:`QuantLinear` in ``model`` (None: float); returns the model.
+
+    Args:
+        model: changed in place.
+        bits: weight bits, or None for float.
+
+    Returns:
+        torch.nn.Module: ``model`` itself.
+    """
     check_module(model, "model")
     if bits is not None:
         check_int(bits, "bits", low=2, high=8)
@@ -331,7 +351,15 @@ def set_weight_bits(model: torch.nn.Module, bits: int | None) -> torch.nn.Module
 
 
 def mlp_hidden_and_logits(model: torch.nn.Sequential, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(hidden, logits)``: the last hidden layer's output (after its ReLU) and the logits of an MLP."""
+    """``(hidden, logits)``: the last hidden layer's output (after its ReLU) and the logits of an MLP.
+
+    Args:
+        model: a :func:`make_mlp` MLP.
+        x: inputs ``[batch, in_features]``.
+
+    Returns:
+        tuple[torch.Tensor, torch.Tensor]: ``[batch, last width]`` and ``[batch, classes]``.
+    """
     if not isinstance(model, torch.nn.Sequential) or len(model) < 2:
         raise TypeError("model must be an nn.Sequential MLP with at least one hidden layer (from make_mlp)")
     hidden = model[:-1](x)
@@ -377,6 +405,17 @@ def train_classifier(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | 
     - ``feature_weight > 0``: plus ``feature_weight *`` :func:`feature_distillation_loss` between the
       student's and the teacher's last hidden layers (both :func:`make_mlp` MLPs), through ``projection``
       (trained with the student).
+
+    Args:
+        model: the student, trained in place.
+        X, y: inputs ``[N, features]`` and int64 labels ``[N]`` (y may be None when ``alpha=1``).
+        teacher: the teacher, or None.
+        temperature, alpha: :func:`distillation_loss` settings.
+        steps, lr, batch_size: AdamW settings.
+        seed: seed of the batch sampling.
+        projection: maps the student's hidden layer to the teacher's (feature distillation).
+        feature_weight: weight of the feature loss (0: off).
+        progress, desc: tqdm bar and its label.
 
     Returns:
         The loss of every step (Python floats). The model is left in eval mode.
@@ -430,6 +469,16 @@ def student_vs_distilled(teacher: torch.nn.Module, X: torch.Tensor, y: torch.Ten
     ``n_train`` training images the student sees; both students of a seed share all three, so the
     difference between them is the teacher's alone.
 
+    Args:
+        teacher: the trained teacher.
+        X, y: training inputs and labels.
+        X_test, y_test: test inputs and labels.
+        widths: the student's hidden widths.
+        seeds: one pair of students per seed.
+        n_train: train on this many images only (None: all).
+        progress: show a tqdm bar.
+        **train_kwargs: passed to :func:`train_classifier`.
+
     Returns:
         list of dicts ``{"seed", "alone", "distilled"}`` (test accuracies).
     """
@@ -454,7 +503,14 @@ def student_vs_distilled(teacher: torch.nn.Module, X: torch.Tensor, y: torch.Ten
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1; 0 for a single value)."""
+    """Mean and sample standard deviation (n - 1; 0 for a single value).
+
+    Args:
+        values: the numbers.
+
+    Returns:
+        tuple[float, float]: mean and standard deviation.
+    """
     v = [float(x) for x in values]
     if not v:
         raise ValueError("values must not be empty")
@@ -474,6 +530,13 @@ def make_student_lm(vocab_size: int = 4096, hidden: int = 128, layers: int = 2, 
     The course LM is hidden 256, intermediate 384, 4 blocks, 4 heads, vocabulary 4096, tied embedding;
     the default sibling halves the width and the depth (about 0.8M parameters, most of them the
     4096 x 128 embedding). Same tokenizer, so its logits line up with the teacher's token by token.
+
+    Args:
+        vocab_size, hidden, layers, heads, intermediate, max_positions: the Llama config's sizes.
+        seed: initialization seed.
+
+    Returns:
+        LlamaForCausalLM: float32, on the CPU, in train mode.
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -498,6 +561,18 @@ def train_lm(model: torch.nn.Module, windows: torch.Tensor, teacher: torch.nn.Mo
     Next-token cross-entropy alone, or with a teacher (same vocabulary) :func:`distillation_loss` on every
     position: ``alpha * T**2 KL(teacher || student) + (1 - alpha) * CE``. AdamW with a cosine schedule;
     the window order is shuffled with ``seed``. Returns the loss of every step; the model ends in eval mode.
+
+    Args:
+        model: the student, trained in place.
+        windows: int64 token ids ``[n, seq_len]``.
+        teacher: a causal LM with the same vocabulary, or None.
+        temperature, alpha: :func:`distillation_loss` settings.
+        batch_size, lr: AdamW settings.
+        seed: seed of the shuffling.
+        progress, desc: tqdm bar and its label.
+
+    Returns:
+        list[float]: the loss of every step.
     """
     check_module(model, "model")
     check_tensor(windows, "windows", ndim=2)

@@ -159,6 +159,9 @@ def nf4_codebook(offset: float = NF4_OFFSET, device=None) -> torch.Tensor:
 def fp4_codebook(device=None) -> torch.Tensor:
     """bitsandbytes' FP4 values in bit-pattern order: code ``s.eem`` (sign bit 3) -> value.
 
+    Args:
+        device: where the returned tensor lives (default CPU).
+
     Returns:
         float32 tensor ``[16]``: codes 0..7 are ``[0, 0.0625, 8, 12, 4, 6, 2, 3] / 12``, codes 8..15
         the same with a minus sign (code 8 is -0.0). Not OCP E2M1 (whose magnitudes are
@@ -170,7 +173,15 @@ def fp4_codebook(device=None) -> torch.Tensor:
 
 
 def codebook(quant_type: str = "nf4", device=None) -> torch.Tensor:
-    """The 16-entry codebook of ``quant_type`` ("nf4" or "fp4"), indexed by the 4-bit code."""
+    """The 16-entry codebook of ``quant_type`` ("nf4" or "fp4"), indexed by the 4-bit code.
+
+    Args:
+        quant_type: ``"nf4"`` or ``"fp4"``.
+        device: where the returned tensor lives (default CPU).
+
+    Returns:
+        torch.Tensor: float32 ``[16]``.
+    """
     _check_quant_type(quant_type)
     return nf4_codebook(device=device) if quant_type == "nf4" else fp4_codebook(device=device)
 
@@ -181,6 +192,12 @@ def dynamic_map(device=None) -> torch.Tensor:
     A dynamic-exponent format (Dettmers 2015): for exponents 10^-6 .. 10^0, a linear fraction grid of
     2^i midpoints in [0.1, 1], both signs, plus 0 and 1.0. Range [-0.99297, 1.0]; 0.0 is code 127.
     Used for the second level of double quantization.
+
+    Args:
+        device: where the returned tensor lives (default CPU).
+
+    Returns:
+        torch.Tensor: float32 ``[256]``, ascending.
     """
     data: list[float] = []
     max_exponent_bits, non_sign_bits = 7, 7
@@ -261,6 +278,13 @@ def _pack(flat: torch.Tensor, pad: int) -> torch.Tensor:
 def unpack_4bit(packed: torch.Tensor, n: int) -> torch.Tensor:
     """Undo ``pack_4bit``: the first ``n`` codes (high nibble first) as a uint8 tensor ``[n]``.
 
+    Args:
+        packed: uint8 bytes, two codes each.
+        n: number of codes to return.
+
+    Returns:
+        torch.Tensor: uint8 ``[n]``, values 0..15.
+
     Raises:
         ValueError: when ``packed`` does not hold exactly ``ceil(n / 2)`` bytes.
     """
@@ -285,6 +309,10 @@ def _unpack(packed: torch.Tensor, n: int) -> torch.Tensor:
 
 def blockwise_absmax(w: torch.Tensor, blocksize: int = 64) -> torch.Tensor:
     """``max|w|`` of every block of ``blocksize`` consecutive values of the flattened tensor.
+
+    Args:
+        w: any float tensor (flattened).
+        blocksize: values per block.
 
     Returns:
         float32 tensor ``[ceil(n / blocksize)]``; the last (ragged) block covers only the
@@ -407,22 +435,58 @@ def _times_block_scale(values: torch.Tensor, scales: torch.Tensor, blocksize: in
 
 
 def quantize_nf4(w: torch.Tensor, blocksize: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """NF4: ``quantize_4bit(w, blocksize, "nf4")``; returns (packed uint8 ``[ceil(n/2)]``, absmax float32 ``[n_blocks]``)."""
+    """NF4: ``quantize_4bit(w, blocksize, "nf4")``; returns (packed uint8 ``[ceil(n/2)]``, absmax float32 ``[n_blocks]``).
+
+    Args:
+        w: any float tensor (flattened).
+        blocksize: values per block.
+
+    Returns:
+        tuple[torch.Tensor, torch.Tensor]: packed codes and absmax.
+    """
     return quantize_4bit(w, blocksize, "nf4")
 
 
 def dequantize_nf4(packed: torch.Tensor, absmax: torch.Tensor, shape: Sequence[int], blocksize: int = 64) -> torch.Tensor:
-    """Float32 tensor of ``shape`` from NF4 ``packed`` codes and per-block ``absmax``."""
+    """Float32 tensor of ``shape`` from NF4 ``packed`` codes and per-block ``absmax``.
+
+    Args:
+        packed: uint8 ``[ceil(n / 2)]`` codes, two per byte (from ``pack_4bit``).
+        absmax: float32 ``[n_blocks]``, one per block.
+        shape: shape of the original tensor (``n`` = its number of elements).
+        blocksize: values per block.
+
+    Returns:
+        torch.Tensor: float32 of ``shape``.
+    """
     return dequantize_4bit(packed, absmax, shape, blocksize, "nf4")
 
 
 def quantize_fp4(w: torch.Tensor, blocksize: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """bitsandbytes' FP4: ``quantize_4bit(w, blocksize, "fp4")``."""
+    """bitsandbytes' FP4: ``quantize_4bit(w, blocksize, "fp4")``.
+
+    Args:
+        w: any float tensor (flattened).
+        blocksize: values per block.
+
+    Returns:
+        tuple[torch.Tensor, torch.Tensor]: packed uint8 ``[ceil(n/2)]`` codes and float32 absmax ``[n_blocks]``.
+    """
     return quantize_4bit(w, blocksize, "fp4")
 
 
 def dequantize_fp4(packed: torch.Tensor, absmax: torch.Tensor, shape: Sequence[int], blocksize: int = 64) -> torch.Tensor:
-    """Float32 tensor of ``shape`` from FP4 ``packed`` codes and per-block ``absmax``."""
+    """Float32 tensor of ``shape`` from FP4 ``packed`` codes and per-block ``absmax``.
+
+    Args:
+        packed: uint8 ``[ceil(n / 2)]`` codes, two per byte (from ``pack_4bit``).
+        absmax: float32 ``[n_blocks]``, one per block.
+        shape: shape of the original tensor (``n`` = its number of elements).
+        blocksize: values per block.
+
+    Returns:
+        torch.Tensor: float32 of ``shape``.
+    """
     return dequantize_4bit(packed, absmax, shape, blocksize, "fp4")
 
 
@@ -463,7 +527,17 @@ def double_quantize_absmax(absmax: torch.Tensor, blocksize: int = 256) -> tuple[
 
 
 def dequantize_absmax(qabsmax: torch.Tensor, absmax2: torch.Tensor, offset, blocksize: int = 256) -> torch.Tensor:
-    """Undo ``double_quantize_absmax``: ``dynamic_map()[q] * absmax2[block] + offset``, float32 ``[n_blocks]``."""
+    """Undo ``double_quantize_absmax``: ``dynamic_map()[q] * absmax2[block] + offset``, float32 ``[n_blocks]``.
+
+    Args:
+        qabsmax: uint8 ``[n_blocks]``, codes into ``dynamic_map()``.
+        absmax2: float32, one per block of ``blocksize`` codes.
+        offset: the mean subtracted before quantizing (a float).
+        blocksize: absmax values per second-level block.
+
+    Returns:
+        torch.Tensor: float32 ``[n_blocks]``.
+    """
     check_tensor(qabsmax, "qabsmax", dtypes=(torch.uint8,))
     check_tensor(absmax2, "absmax2", dtypes=FLOAT_DTYPES)
     _check_blocksize(blocksize)
@@ -484,6 +558,14 @@ def bits_per_parameter(blocksize: int = 64, double_quant: bool = False, blocksiz
     8 bits and each block of ``blocksize2`` absmax values adds a float32 ``absmax2``:
     ``4 + 8 / blocksize + 32 / (blocksize * blocksize2)`` (the one float32 offset is not counted).
     Block 64: 4.5 without, 4.127 with (QLoRA: the absmax cost drops from 0.5 to 0.127 bits).
+
+    Args:
+        blocksize: weights per absmax.
+        double_quant: absmax stored in 8 bits (QLoRA).
+        blocksize2: absmax values per second-level block.
+
+    Returns:
+        float: bits per weight.
     """
     _check_blocksize(blocksize)
     _check_blocksize(blocksize2, "blocksize2")
@@ -535,6 +617,14 @@ def fake_quantize_4bit(w: torch.Tensor, scheme: str = "nf4", blocksize: int = 64
     Schemes: "nf4" and "fp4" (codebook times absmax, as ``quantize_4bit``), "int4" (symmetric absmax,
     codes -7..7), "int4_asym" (min-max per block, codes 0..15, one float scale and zero point per block:
     twice the metadata of the others).
+
+    Args:
+        w: any float tensor (flattened in blocks).
+        scheme: ``"nf4"``, ``"fp4"``, ``"int4"`` or ``"int4_asym"``.
+        blocksize: values per block.
+
+    Returns:
+        torch.Tensor: float32, ``w``'s shape.
     """
     check_tensor(w, "w", dtypes=FLOAT_DTYPES)
     _check_blocksize(blocksize)
@@ -649,6 +739,9 @@ def quantize_linears_nf4(model: torch.nn.Module, blocksize: int = 64, double_qua
 
     Args:
         skip: substrings of module names to leave in float (e.g. ``("classifier",)``).
+
+    Returns:
+        torch.nn.Module: ``model`` itself.
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -662,6 +755,14 @@ def fake_quantize_linears(model: torch.nn.Module, scheme: str = "nf4", blocksize
     """Replace the weight of every ``nn.Linear`` (in place) by ``fake_quantize_4bit(weight, scheme)``; returns the model.
 
     The layers stay float ``nn.Linear``: a quick way to measure a scheme's effect on a model's outputs.
+
+    Args:
+        model: changed in place.
+        scheme, blocksize: as in :func:`fake_quantize_4bit`.
+        skip: substrings of module names to leave unchanged.
+
+    Returns:
+        torch.nn.Module: ``model`` itself.
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -680,6 +781,16 @@ def bnb_linear4bit_model(model: torch.nn.Module, quant_type: str = "nf4", blocks
 
     ``compress_statistics=True`` (bitsandbytes' default) is double quantization. Needs bitsandbytes; import
     ``course_lib`` before it (that silences its import warning). The layers are quantized on the model's device.
+
+    Args:
+        model: changed in place.
+        quant_type: ``"nf4"`` or ``"fp4"``.
+        blocksize: values per block.
+        compress_statistics: double quantization of the absmax.
+        skip: substrings of module names to leave in float.
+
+    Returns:
+        torch.nn.Module: ``model`` itself.
     """
     check_module(model, "model")
     import bitsandbytes as bnb
@@ -707,6 +818,16 @@ def add_lora(model: torch.nn.Module, rank: int = 4, alpha: float = 8.0, targets:
     """Freeze every parameter of ``model`` and wrap each module of a ``targets`` type in a ``LoRALinear``.
 
     Returns the model (changed in place); only the adapters' ``lora_A`` / ``lora_B`` are trainable.
+
+    Args:
+        model: changed in place.
+        rank: rank r of the adapters.
+        alpha: scaling numerator (the update is ``alpha / rank * B A``).
+        targets: module types to wrap.
+        seed: initialization seed of ``lora_A``.
+
+    Returns:
+        torch.nn.Module: ``model`` itself.
     """
     check_module(model, "model")
     check_int(rank, "rank", low=1)
@@ -724,7 +845,14 @@ def add_lora(model: torch.nn.Module, rank: int = 4, alpha: float = 8.0, targets:
 
 
 def count_parameters(model: torch.nn.Module) -> dict:
-    """``{"trainable": ..., "frozen": ..., "total": ...}`` over parameters (packed NF4 buffers not included)."""
+    """``{"trainable": ..., "frozen": ..., "total": ...}`` over parameters (packed NF4 buffers not included).
+
+    Args:
+        model: any module.
+
+    Returns:
+        dict: ints ``trainable``, ``frozen``, ``total``.
+    """
     check_module(model, "model")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
