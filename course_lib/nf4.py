@@ -479,10 +479,7 @@ def dequantize_fp4(packed: torch.Tensor, absmax: torch.Tensor, shape: Sequence[i
     """Float32 tensor of ``shape`` from FP4 ``packed`` codes and per-block ``absmax``.
 
     Args:
-        packed: uint8 ``[ceil(n / 2)]`` codes, two per byte (from ``pack_4bit``).
-        absmax: float32 ``[n_blocks]``, one per block.
-        shape: shape of the original tensor (``n`` = its number of elements).
-        blocksize: values per block.
+        packed, absmax, shape, blocksize: as in :func:`dequantize_nf4`, with FP4 codes.
 
     Returns:
         torch.Tensor: float32 of ``shape``.
