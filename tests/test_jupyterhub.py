@@ -270,8 +270,7 @@ def test_course_on_jupyterhub_with_the_nbgrader_exchange(system):
             f"c.CourseDirectory.root = {str(course)!r}\n"
             f"c.CourseDirectory.course_id = {COURSE_ID!r}\n"
             f"c.Exchange.root = {str(exchange)!r}\n"
-            # 120 s, not the course's 600: under load the ungraded rounding_explorer() widget cell sometimes
-            # leaves nbclient waiting on an idle kernel until the timeout (interrupted; scores unchanged).
+            # 120 s, not the course's 600: bounds a lost kernel reply (seen once with TCP kernels under load).
             "c.Execute.timeout = 120\nc.Execute.interrupt_on_timeout = True\n"
             "c.OverwriteCells.add_missing_cells = True\n")
         shutil.chown(course / "nbgrader_config.py", INSTRUCTOR, INSTRUCTOR)
