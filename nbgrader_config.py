@@ -28,3 +28,11 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
 # A learner who deletes a locked or graded cell gets it back at autograde time.
 c.OverwriteCells.add_missing_cells = True
+
+# Grading that cannot be fooled or broken (course_lib/nbgrader_hooks.py, INSTRUCTORS.md "Grading safely"):
+# before every test cell the kernel's grading helpers, references, builtins and IPython hooks are
+# restored; a dead kernel costs only its cells; duplicated grade ids no longer fail a submission;
+# feedback shows no hidden tests. A kernel memory limit: COURSE_GRADING_MEMORY_MB (MiB).
+from course_lib import nbgrader_hooks  # noqa: E402
+
+nbgrader_hooks.configure(c, memory_limit_mb=int(os.environ.get("COURSE_GRADING_MEMORY_MB", "0")) or None)

@@ -62,8 +62,11 @@ def with_test_cells(nb: nbformat.NotebookNode, source: str) -> nbformat.Notebook
 class Course:
     """A scratch course directory with one assignment generated (so the gradebook knows its cells)."""
 
-    def __init__(self, root: Path, assignment: str, timeout: int = 300):
+    def __init__(self, root: Path, assignment: str, timeout: int = 300, memory_limit_mb: int | None = None,
+                 graded_cell_timeout: int | None = None):
         from nbgrader.apps import NbGraderAPI
+
+        from course_lib import nbgrader_hooks
 
         self.root, self.assignment = root, assignment
         self.notebook = notebook_name(assignment)
@@ -72,6 +75,8 @@ class Course:
         config.Execute.timeout = timeout
         config.Execute.interrupt_on_timeout = True
         config.OverwriteCells.add_missing_cells = True  # as in the course's nbgrader_config.py
+        nbgrader_hooks.configure(config, memory_limit_mb=memory_limit_mb)  # as nbgrader_config.py does
+        config.GuardedExecute.graded_cell_timeout = graded_cell_timeout
         self.config = config
         self.api = NbGraderAPI(config=config)
         result = self.api.generate_assignment(assignment, force=True, create=True)
@@ -85,11 +90,20 @@ class Course:
 
     def autograde(self, student: str) -> dict[str, tuple[float | None, float]]:
         """Autograde one submission; returns {grade_id: (auto_score, max_score)} read from the gradebook."""
-        from nbgrader.api import Gradebook
-
         result = self.api.autograde(self.assignment, student, force=True, create=True)
         if not result["success"]:
             raise RuntimeError(f"autograde failed for {student}:\n{result['log']}")
+        return self.scores(student)
+
+    def autograde_all(self) -> dict:
+        """Autograde every submission in one nbgrader call, as ``nbgrader autograde <assignment>`` does;
+        returns nbgrader's result (``success`` is False when any student failed, ``log``)."""
+        return self.api.autograde(self.assignment, "*", force=True, create=True)
+
+    def scores(self, student: str) -> dict[str, tuple[float | None, float]]:
+        """{grade_id: (auto_score, max_score)} of one student, read from the gradebook."""
+        from nbgrader.api import Gradebook
+
         with Gradebook(self.config.CourseDirectory.db_url) as gb:
             submission = gb.find_submission_notebook(self.notebook, self.assignment, student)
             return {g.name: (g.auto_score, g.max_score) for g in submission.grades if g.auto_score is not None

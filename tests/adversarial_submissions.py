@@ -1,0 +1,225 @@
+"""Adversarial submissions built from a release notebook: what a careless, unlucky or cheating learner hands in.
+
+Each builder returns ``(notebook, expected)`` where ``expected`` maps every graded cell's grade_id to the
+score it must get. Cases that do not interfere share one submission (one exercise gets stderr spam,
+another a warning), so that one autograde run of one scratch course covers them all.
+The exercise functions are taken from notebook 00 (relative_error, sqnr_db, count_parameters): the
+builders only need the grade ids ``<fn>`` (answer) and ``test_<fn>`` (test), which every notebook has.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import nbformat
+
+from nbgrader_course import release_path, solution_path, typed_solutions
+
+
+def _meta(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def index_of(nb: nbformat.NotebookNode, grade_id: str) -> int:
+    (i,) = [i for i, c in enumerate(nb.cells) if _meta(c).get("grade_id") == grade_id]
+    return i
+
+
+def correct(assignment: str) -> nbformat.NotebookNode:
+    """The release notebook with the solutions typed in."""
+    release = nbformat.read(release_path(assignment), as_version=4)
+    return typed_solutions(release, nbformat.read(solution_path(assignment), as_version=4))
+
+
+def answer(nb: nbformat.NotebookNode, fn: str) -> str:
+    return nb.cells[index_of(nb, fn)].source
+
+
+def set_answer(nb: nbformat.NotebookNode, fn: str, source: str) -> None:
+    nb.cells[index_of(nb, fn)].source = source
+
+
+def wrapped(nb: nbformat.NotebookNode, fn: str, prelude: str = "", result: str = "result") -> str:
+    """The correct answer of ``fn`` renamed, behind a wrapper that runs ``prelude`` and returns ``result``."""
+    body = textwrap.indent(textwrap.dedent(prelude).strip() or "pass", "    ")
+    return (answer(nb, fn).replace(f"def {fn}(", f"def _{fn}_impl(", 1)
+            + f"\n\n\ndef {fn}(*args, **kwargs):\n{body}\n    result = _{fn}_impl(*args, **kwargs)\n"
+            f"    return {result}\n")
+
+
+def wrong(nb: nbformat.NotebookNode, fn: str) -> str:
+    """An answer that is off by one on every input (also on zeros)."""
+    return wrapped(nb, fn, result="result + 1")
+
+
+def delete(nb: nbformat.NotebookNode, grade_id: str) -> None:
+    del nb.cells[index_of(nb, grade_id)]
+
+
+def strip_metadata(nb: nbformat.NotebookNode, grade_id: str, source: str | None = None) -> None:
+    cell = nb.cells[index_of(nb, grade_id)]
+    cell.metadata.pop("nbgrader")
+    if source is not None:
+        cell.source = source
+
+
+def code_cell(source: str, like: nbformat.NotebookNode | None = None) -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_code_cell(source)
+    if like is not None:
+        cell.metadata = nbformat.from_dict(dict(like.metadata))
+    return cell
+
+
+def full(nb: nbformat.NotebookNode) -> dict[str, float]:
+    return {_meta(c)["grade_id"]: float(_meta(c)["points"]) for c in nb.cells if _meta(c).get("grade")}
+
+
+# ----------------------------------------------------------------------------------------------
+# the submissions (notebook 00: relative_error, sqnr_db, count_parameters, 2 points each)
+
+STDERR = 'import sys, warnings\nprint("debug output", file=sys.stderr)\nwarnings.warn("a learner warning")'
+
+
+def noisy_but_correct(assignment: str):
+    """Case 1: correct work that writes to stderr and warns, at the top of an answer cell and inside the
+    function when the test calls it (through check_function, and directly as count_parameters' test does)."""
+    nb = correct(assignment)
+    set_answer(nb, "relative_error", STDERR + "\n\n" + answer(nb, "relative_error"))
+    set_answer(nb, "sqnr_db", wrapped(nb, "sqnr_db", 'import warnings\nwarnings.warn("inside sqnr_db")'))
+    set_answer(nb, "count_parameters", wrapped(nb, "count_parameters", STDERR))
+    return nb, full(nb)
+
+
+def wrong_and_tests_tampered(assignment: str):
+    """Cases 2 and 3: wrong work with its test cell edited to ``pass`` (0: the original test is restored);
+    correct work whose test cell was deleted (restored: full marks); wrong work whose test cell lost its
+    nbgrader metadata and was replaced by ``pass`` (the original is added back: 0)."""
+    nb = correct(assignment)
+    set_answer(nb, "relative_error", wrong(nb, "relative_error"))
+    nb.cells[index_of(nb, "test_relative_error")].source = "pass"
+    delete(nb, "test_sqnr_db")
+    set_answer(nb, "count_parameters", wrong(nb, "count_parameters"))
+    strip_metadata(nb, "test_count_parameters", source="pass")
+    return nb, {"test_relative_error": 0.0, "test_sqnr_db": 2.0, "test_count_parameters": 0.0}
+
+
+def wrong_plain(assignment: str):
+    """Case 2: wrong work under untouched tests; one answer is wrong only on the hidden tests' fp16 input."""
+    nb = correct(assignment)
+    set_answer(nb, "relative_error", wrong(nb, "relative_error"))
+    set_answer(nb, "sqnr_db", wrapped(nb, "sqnr_db", result="result if args[0].dtype != torch.float16 else 0.0"))
+    set_answer(nb, "count_parameters", answer(nb, "count_parameters").replace("p.requires_grad or not trainable_only",
+                                                                              "True"))
+    return nb, {"test_relative_error": 0.0, "test_sqnr_db": 0.0, "test_count_parameters": 0.0}
+
+
+PATCH_GRADING = """
+from course_lib import basics
+import builtins
+grading.check_function = lambda *a, **k: None
+grading.check_raises = lambda *a, **k: None
+grading.assert_close = lambda *a, **k: None
+basics.relative_error = relative_error          # the reference now agrees with me
+builtins.AssertionError = type("AssertionError", (Exception,), {})
+"""
+
+PATCH_DISPLAY = """
+import sys, types
+_real = grading
+grading = types.SimpleNamespace(check_function=lambda *a, **k: None, check_raises=lambda *a, **k: None,
+                                randn=_real.randn, call_learner=_real.call_learner)
+get_ipython().showtraceback = lambda *a, **k: None
+get_ipython()._showtraceback = lambda *a, **k: None
+type(get_ipython())._showtraceback = lambda *a, **k: None
+get_ipython().set_custom_exc((BaseException,), lambda *a, **k: None)
+sys.excepthook = lambda *a, **k: None
+"""
+
+PATCH_TRANSFORMERS = """
+get_ipython().input_transformers_cleanup.append(
+    lambda lines: ["pass\\n"] if any("count_parameters(" in ln for ln in lines) else lines)
+get_ipython().events.register("pre_run_cell", lambda *a: setattr(__import__("course_lib.grading").grading,
+                                                                  "call_learner", lambda fn, *a, **k: 1600))
+"""
+
+
+def monkeypatching(assignment: str):
+    """Case 6: wrong work plus learner code that disables the checker: patched grading helpers, a patched
+    reference, a fake ``grading``, a patched builtins.AssertionError, silenced tracebacks and exception
+    hooks, an input transformer that empties the test cell, an event callback that re-patches. All 0."""
+    nb = correct(assignment)
+    set_answer(nb, "relative_error", wrong(nb, "relative_error") + PATCH_GRADING)
+    set_answer(nb, "sqnr_db", wrong(nb, "sqnr_db") + PATCH_DISPLAY)
+    set_answer(nb, "count_parameters", wrong(nb, "count_parameters") + PATCH_TRANSFORMERS)
+    return nb, {"test_relative_error": 0.0, "test_sqnr_db": 0.0, "test_count_parameters": 0.0}
+
+
+def delegating(assignment: str):
+    """Case 7: answers that call the course_lib reference instead of computing. check_function detects it
+    (0); count_parameters' test checks values with bare asserts, without check_function, so delegation
+    there is not detected (full marks: a known gap, see INSTRUCTORS.md)."""
+    nb = correct(assignment)
+    set_answer(nb, "relative_error", "def relative_error(x, x_hat):\n"
+               "    from course_lib.basics import relative_error as r\n    return r(x, x_hat)\n")
+    set_answer(nb, "sqnr_db", "from course_lib import basics as _b\n_ref = _b.sqnr_db\n\n\n"
+               "def sqnr_db(x, x_hat):\n    try:\n        return _ref(x, x_hat)\n    except AssertionError:\n"
+               "        return _ref(x, x_hat)\n")
+    set_answer(nb, "count_parameters", "def count_parameters(model, trainable_only=False):\n"
+               "    from course_lib.basics import count_parameters as r\n    return r(model, trainable_only)\n")
+    return nb, {"test_relative_error": 0.0, "test_sqnr_db": 0.0, "test_count_parameters": 2.0}
+
+
+def crash_segfault_then_exit(assignment: str):
+    """Case 5: a segfault inside relative_error when the test calls it (0), correct sqnr_db (2: the kernel
+    was restarted and the earlier cells replayed), os._exit inside count_parameters (0)."""
+    nb = correct(assignment)
+    set_answer(nb, "relative_error", wrapped(nb, "relative_error", "import ctypes\nctypes.string_at(0)"))
+    set_answer(nb, "count_parameters", wrapped(nb, "count_parameters", "import os\nos._exit(3)"))
+    return nb, {"test_relative_error": 0.0, "test_sqnr_db": 2.0, "test_count_parameters": 0.0}
+
+
+def crash_loop_and_memory(assignment: str):
+    """Case 5: an infinite loop inside relative_error (stopped by Execute.timeout: 0), a memory bomb inside
+    sqnr_db (stopped by the kernel's memory limit: 0), correct count_parameters (2)."""
+    nb = correct(assignment)
+    set_answer(nb, "relative_error", wrapped(nb, "relative_error", "while True:\n    pass"))
+    set_answer(nb, "sqnr_db", wrapped(nb, "sqnr_db", "hog = []\nwhile True:\n    hog.append(bytearray(50_000_000))"))
+    return nb, {"test_relative_error": 0.0, "test_sqnr_db": 0.0, "test_count_parameters": 2.0}
+
+
+def crash_exit_calls(assignment: str):
+    """Case 5: os._exit at the top of relative_error's answer cell (the kernel dies before the function
+    exists: 0), sys.exit() inside sqnr_db (SystemExit: 0), correct count_parameters (2)."""
+    nb = correct(assignment)
+    set_answer(nb, "relative_error", "import os\nos._exit(0)\n\n" + answer(nb, "relative_error"))
+    set_answer(nb, "sqnr_db", wrapped(nb, "sqnr_db", "import sys\nsys.exit(0)"))
+    return nb, {"test_relative_error": 0.0, "test_sqnr_db": 0.0, "test_count_parameters": 2.0}
+
+
+def duplicated_cells(assignment: str):
+    """Case 4: an answer cell copied (a wrong first copy, the correct second: the later definition runs),
+    an answer cell split in two cells with the same grade_id, a copy of a test cell pasted above its
+    answer. nbgrader keeps the last cell of each grade_id: full marks, and the batch goes on."""
+    nb = correct(assignment)
+    i = index_of(nb, "relative_error")
+    nb.cells.insert(i, code_cell(wrong(nb, "relative_error"), like=nb.cells[i]))
+    j = index_of(nb, "sqnr_db")
+    helper = "def _signal(x):\n    return x.double().pow(2).sum().item()\n"
+    nb.cells.insert(j, code_cell(helper, like=nb.cells[j]))
+    k = index_of(nb, "count_parameters")
+    nb.cells.insert(k, code_cell(nb.cells[index_of(nb, "test_count_parameters")].source,
+                                 like=nb.cells[index_of(nb, "test_count_parameters")]))
+    return nb, full(nb)
+
+
+SUBMISSIONS = {
+    "noisy": noisy_but_correct,
+    "wrong": wrong_plain,
+    "tampered_tests": wrong_and_tests_tampered,
+    "monkeypatch": monkeypatching,
+    "delegate": delegating,
+    "crash_segv": crash_segfault_then_exit,
+    "crash_loop_mem": crash_loop_and_memory,
+    "crash_exit": crash_exit_calls,
+    "duplicates": duplicated_cells,
+}
