@@ -9,6 +9,9 @@ scores are then read from the gradebook. The submissions and what each must scor
 
 from __future__ import annotations
 
+import json
+
+import nbformat
 import pytest
 
 from adversarial_submissions import SUBMISSIONS
@@ -46,3 +49,37 @@ class TestAdversarialGrading:
         assert result["success"], result["log"][-4000:]
         for student in expected:
             assert (course.root / "autograded" / student / ASSIGNMENT).is_dir(), f"{student} was not autograded"
+
+    def test_tampering_is_flagged_in_the_autograded_notebook(self, graded):
+        course, _, _ = graded
+        nb = nbformat.read(course.root / "autograded" / "monkeypatch" / ASSIGNMENT / f"{course.notebook}.ipynb", 4)
+        restored = {c.metadata.get("nbgrader", {}).get("grade_id"): c.metadata.get("course_guard", {}).get("restored")
+                    for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")}
+        assert {"course_lib.grading.check_function", "builtins.AssertionError", "course_lib.basics.relative_error"} <= \
+            set(restored["test_relative_error"])
+        assert {"name grading", "ZMQInteractiveShell().showtraceback", "custom exception handlers"} <= \
+            set(restored["test_sqnr_db"])
+        assert {"input_transformers_cleanup", "events.pre_run_cell"} <= set(restored["test_count_parameters"])
+        honest = nbformat.read(course.root / "autograded" / "noisy" / ASSIGNMENT / f"{course.notebook}.ipynb", 4)
+        assert not [c for c in honest.cells if "course_guard" in c.metadata], "an honest submission was flagged"
+
+
+def test_hooks_units():
+    """The pieces of the hooks that need no kernel: imports of a dead cell, duplicate ids, hidden tests."""
+    from nbgrader.preprocessors import ClearHiddenTests  # noqa: F401  (nbgrader is installed)
+
+    from course_lib import nbgrader_hooks as hooks
+
+    assert hooks._imports_of("import os\nfrom course_lib import basics\nos._exit(1)\n%time x") == \
+        "import os\nfrom course_lib import basics"
+    assert hooks._imports_of("def (") == ""
+    meta = {"nbgrader": {"grade_id": "f", "solution": True, "grade": False, "locked": False}}
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("a", metadata=json.loads(json.dumps(meta))),
+                                         nbformat.v4.new_code_cell("b", metadata=json.loads(json.dumps(meta)))])
+    nb, _ = hooks.DeduplicateIdsFully().preprocess(nb, {})
+    assert "nbgrader" not in nb.cells[0].metadata and nb.cells[1].metadata["nbgrader"]["grade_id"] == "f"
+    cell = nbformat.v4.new_code_cell("check()\n### BEGIN HIDDEN TESTS\nsecret()\n### END HIDDEN TESTS")
+    cell.outputs = [nbformat.v4.new_output("error", ename="AssertionError", evalue="msg",
+                                           traceback=["----> 3 secret()", "AssertionError: msg"])]
+    cell, _ = hooks.HideHiddenTests().preprocess_cell(cell, {}, 0)
+    assert "secret" not in cell.source and "secret" not in "".join(cell.outputs[0].traceback)
