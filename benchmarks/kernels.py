@@ -118,6 +118,8 @@ def validate(ext, dtype=torch.float16) -> list[str]:
                 "nf4 v3": (K.gemv_nf4(x, packed, absmax, n, backend="cuda", version=3), K.gemv_nf4(x, packed, absmax, n, backend="torch")),
                 "nf4 v4": (K.gemv_nf4(x, packed, absmax, n, backend="cuda", version=4), K.gemv_nf4(x, packed, absmax, n, backend="torch")),
                 "nf4 v5": (K.gemv_nf4(x, packed, absmax, n, backend="cuda", version=5), K.gemv_nf4(x, packed, absmax, n, backend="torch")),
+                "nf4 v6": (K.gemv_nf4(x, packed, absmax, n, backend="cuda", version=6), K.gemv_nf4(x, packed, absmax, n, backend="torch")),
+                "nf4 v7": (K.gemv_nf4(x, packed, absmax, n, backend="cuda", version=7), K.gemv_nf4(x, packed, absmax, n, backend="torch")),
                 "int4": (K.gemv_int4(x, p4, s4, z4, g4, backend="cuda"), K.gemv_int4(x, p4, s4, z4, g4, backend="torch")),
                 "ternary": (K.gemv_ternary(x, t, 0.1, backend="cuda"), K.gemv_ternary(x, t, 0.1, backend="torch")),
             }
@@ -164,10 +166,13 @@ def bench_gemv(ext, bnb, copy_bw: float, shapes, batches, dtype=torch.float16) -
             io = b * k * 2 + b * n * 2
             contenders = {
                 "cuBLAS fp16": (fp16_bytes, [lambda w=w: x @ w.t() for w in fp16_ws]),
+                "ours NF4 v7 mma": (nf4_bytes, [lambda p=p, a=a: ext.gemv_nf4(x, p, a, n, 64, code, 7) for p, a in nf4_ws]),
+                "ours NF4 v6 persistent": (nf4_bytes, [lambda p=p, a=a: ext.gemv_nf4(x, p, a, n, 64, code, 6) for p, a in nf4_ws]),
                 "ours NF4 v4 block": (nf4_bytes, [lambda p=p, a=a: ext.gemv_nf4(x, p, a, n, 64, code, 4) for p, a in nf4_ws]),
                 "ours NF4 v5 block8": (nf4_bytes, [lambda p=p, a=a: ext.gemv_nf4(x, p, a, n, 64, code, 5) for p, a in nf4_ws]),
                 "ours NF4 v3 fused": (nf4_bytes, [lambda p=p, a=a: ext.gemv_nf4(x, p, a, n, 64, code, 3) for p, a in nf4_ws]),
-                "ours int4 g128": (int4_bytes, [lambda p=p, s=s, z=z: ext.gemv_int4(x, p, s, z, 128) for p, s, z in int4_ws]),
+                "ours int4 g128 v6": (int4_bytes, [lambda p=p, s=s, z=z: ext.gemv_int4(x, p, s, z, 128, 6) for p, s, z in int4_ws]),
+                "ours int4 g128 v4": (int4_bytes, [lambda p=p, s=s, z=z: ext.gemv_int4(x, p, s, z, 128, 4) for p, s, z in int4_ws]),
                 "ours ternary": (tern_bytes, [lambda t=t: ext.gemv_ternary(x, t, 0.1) for t in tern_ws]),
             }
             if b == 1:
@@ -241,7 +246,7 @@ def main(argv=None) -> int:
         w = torch.randn(8192, 8192, device="cuda") * 0.02
         packed, absmax = quantize_nf4(w, 64)
         x = torch.randn(1, 8192, device="cuda", dtype=torch.float16)
-        for version in (3, 4, 5):
+        for version in (4, 6, 7):
             ext.gemv_nf4(x, packed, absmax, 8192, 64, K._nf4_code(), version)
         torch.cuda.synchronize()
         return 0

@@ -269,7 +269,10 @@ def _forbid_reference(reference_fn: Callable, learner_name: str):
     code is reported too.
     """
     code = _code_of(reference_fn)
-    if code is None:
+    # Only a course_lib function is "the reference": a test cell may wrap learner and reference in the
+    # same local helper (e.g. forward_backward(fn) in notebook 04), whose shared code is no delegation.
+    module = inspect.getmodule(code) if code is not None else None
+    if code is None or not (module and module.__name__.startswith("course_lib")):
         yield
         return
     calls = []

@@ -86,14 +86,15 @@ def _tol(dtype):
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3, 5, 16, 17])
-@pytest.mark.parametrize("n, k", [(256, 512), (37, 128), (64, 4096)])
+# (8, 16448): K / 32 > 512 threads, where v6 hands over to v4.
+@pytest.mark.parametrize("n, k", [(256, 512), (37, 128), (64, 4096), (8, 16448), (40, 384)])
 def test_gemv_nf4_matches_reference(device, batch, n, k):
     w = torch.randn(n, k, generator=_gen(3)) * 0.05
     packed, absmax = (t.to(device) for t in quantize_nf4(w, 64))
     for dtype in _act_dtype(device):
         x = torch.randn(batch, k, generator=_gen(4)).to(dtype).to(device)
         ref = K.gemv_nf4(x, packed, absmax, n, 64, backend="torch").float()
-        versions = (1, 3, 4, 5) + ((2,) if batch == 1 else ()) if device == "cuda" else (4,)
+        versions = (None, 1, 3, 4, 5, 6, 7) + ((2,) if batch == 1 else ()) if device == "cuda" else (None,)
         for version in versions:
             out = K.gemv_nf4(x, packed, absmax, n, 64, backend=_backend(device), version=version)
             assert out.shape == (batch, n) and out.dtype == dtype
@@ -108,8 +109,9 @@ def test_gemv_int4_matches_reference(device, batch, n, k, group):
     for dtype in _act_dtype(device):
         x = torch.randn(batch, k, generator=_gen(6)).to(dtype).to(device)
         ref = K.gemv_int4(x, packed, scale, zero, group, backend="torch").float()
-        out = K.gemv_int4(x, packed, scale, zero, group, backend=_backend(device))
-        torch.testing.assert_close(out.float(), ref, **_tol(dtype))
+        for version in (4, 6) if device == "cuda" else (6,):
+            out = K.gemv_int4(x, packed, scale, zero, group, backend=_backend(device), version=version)
+            torch.testing.assert_close(out.float(), ref, **_tol(dtype), msg=f"version {version}, {dtype}")
 
 
 @pytest.mark.parametrize("batch", [1, 2, 4, 7, 16])
@@ -167,7 +169,7 @@ def test_unavailable_backend_is_one_clear_message(monkeypatch, capsys):
     (lambda: K.gemv_int4(torch.randn(1, 8), *K.pack_int4(torch.randn(4, 16), 8), 8), ValueError, "in_features"),
     (lambda: K.gemv_ternary(torch.randn(1, 8), torch.zeros(2, 3, dtype=torch.uint8), 1.0), ValueError, "K / 4"),
     (lambda: K.gemv_ternary(torch.randn(1, 8), torch.zeros(2, 2, dtype=torch.uint8), -1.0), ValueError, "scale"),
-    (lambda: K.gemv_nf4(torch.randn(1, 8), *quantize_nf4(torch.randn(4, 8), 8), 4, 8, version=6), ValueError, "version"),
+    (lambda: K.gemv_nf4(torch.randn(1, 8), *quantize_nf4(torch.randn(4, 8), 8), 4, 8, version=8), ValueError, "version"),
 ])
 def test_bad_input_names_the_argument(call, error, mentions):
     with pytest.raises(error, match=mentions):

@@ -381,7 +381,7 @@ def _gemv_out(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def gemv_nf4(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, out_features: int, blocksize: int = 64,
-             backend: str = "auto", version: int = 4) -> torch.Tensor:
+             backend: str = "auto", version: int | None = None) -> torch.Tensor:
     """``x @ W.T`` with NF4 weights ``W [out_features, K]``, fp32 accumulation, for small batches.
 
     Args:
@@ -397,10 +397,14 @@ def gemv_nf4(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, out_fe
             3 fused (several rows per warp share each activation load, batch up to 16 per launch),
             4 block (a block's threads split K for a few rows and meet in shared memory: enough
             loads in flight to fill the GPU, which v3's small grid could not), 5 as 4 with 8 rows
-            per block. The default is 4. Above batch 4, versions 4 and 5 dequantize the weight to
-            x's dtype and call cuBLAS; on the H100 that is still 5-6x slower than cuBLAS on fp16
-            weights (the dequantization writes four times the packed bytes): larger batches need a
-            tensor-core kernel, which the course does not build (benchmarks/results/kernels_h100.md).
+            per block, 6 persistent (one wave of blocks; each thread keeps its slice of the
+            activations in registers and has the next rows' weights in flight while it computes;
+            K <= 16384, larger K runs v4), 7 tensor cores (``mma.sync`` on weights decoded in
+            registers, the absmax applied in fp32, any batch; needs K % 64 == 0 and blocksize % 64
+            == 0, other shapes run v4). The default (None) is the fastest measured on the H200
+            (benchmarks/results/kernels_h200.md): v4 below batch 4, v7 from batch 4. Above batch
+            4, versions 4-6 dequantize the weight to x's dtype (16-byte loads and stores) and call
+            cuBLAS.
 
     Returns:
         ``[B, out_features]`` in ``x``'s dtype.
@@ -409,7 +413,9 @@ def gemv_nf4(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, out_fe
     check_int(out_features, "out_features", low=1)
     k = x.shape[1]
     _check_nf4(packed, absmax, out_features * k, blocksize)
-    check_int(version, "version", low=1, high=5)
+    if version is None:
+        version = 7 if x.shape[0] >= 4 and k % 64 == 0 and blocksize % 64 == 0 else 4
+    check_int(version, "version", low=1, high=7)
     device = _check_same_device(x=x, packed=packed, absmax=absmax)
     cuda_ok = x.dtype in (torch.float16, torch.bfloat16) and k % 32 == 0 and blocksize % 32 == 0
     kind = _pick(backend, device, supported=cuda_ok if device.type == "cuda" else True)
@@ -426,13 +432,14 @@ def gemv_nf4(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, out_fe
 
 
 def gemv_int4(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int,
-              backend: str = "auto") -> torch.Tensor:
+              backend: str = "auto", version: int = 4) -> torch.Tensor:
     """``x @ W.T`` with int4 weights in ``pack_int4``'s layout; CUDA needs ``group_size % 32 == 0``."""
     _check_x(x)
     n, k = _check_int4(packed, scale, zero, group_size)
     if x.shape[1] != k:
         raise ValueError(f"x must have in_features = {k} columns (2 * packed.shape[1]), got {x.shape[1]}")
     device = _check_same_device(x=x, packed=packed, scale=scale, zero=zero)
+    check_int(version, "version", low=4, high=6)
     cuda_ok = x.dtype in (torch.float16, torch.bfloat16) and group_size % 32 == 0
     kind = _pick(backend, device, supported=cuda_ok if device.type == "cuda" else True)
     if kind == "torch":
@@ -442,7 +449,7 @@ def gemv_int4(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, zero: 
                                       zero.contiguous(), group_size)
         return _gemv_out(y, x)
     return _modules["cuda"].gemv_int4(x.contiguous(), packed.contiguous(), scale.contiguous(), zero.contiguous(),
-                                      group_size)
+                                      group_size, version)
 
 
 def gemv_ternary(x: torch.Tensor, packed: torch.Tensor, scale: float, backend: str = "auto") -> torch.Tensor:

@@ -123,6 +123,34 @@ __global__ void dequantize_nf4_kernel(const uint8_t* __restrict__ packed, const 
   }
 }
 
+// The same with 16-byte loads: one thread decodes 16 packed bytes (32 weights sharing one absmax, so
+// blocksize % 32 == 0 and n % 32 == 0) and writes them with 16-byte stores. The one-byte version above
+// made dequantize-then-cuBLAS (batch > 4) 6x slower than cuBLAS on fp16 weights.
+template <typename T>
+__global__ void dequantize_nf4_vec_kernel(const uint8_t* __restrict__ packed, const float* __restrict__ absmax,
+                                          T* __restrict__ out, int64_t n, int blocksize) {
+  __shared__ float code[16];
+  if (threadIdx.x < 16) code[threadIdx.x] = c_nf4_code[threadIdx.x];
+  __syncthreads();
+  const int64_t chunks = n / 32;
+  for (int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; c < chunks;
+       c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint4 p = __ldg(reinterpret_cast<const uint4*>(packed) + c);
+    const float a = __ldg(absmax + (c * 32) / blocksize);
+    const uint8_t* bytes = reinterpret_cast<const uint8_t*>(&p);
+    T vals[32];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      vals[2 * j] = from_float<T>(code[bytes[j] >> 4] * a);
+      vals[2 * j + 1] = from_float<T>(code[bytes[j] & 15] * a);
+    }
+    uint4* dst = reinterpret_cast<uint4*>(out + c * 32);
+    const uint4* src = reinterpret_cast<const uint4*>(vals);
+#pragma unroll
+    for (int j = 0; j < static_cast<int>(32 * sizeof(T) / 16); ++j) dst[j] = src[j];
+  }
+}
+
 template <typename T>
 __global__ void dequantize_int4_kernel(const uint8_t* __restrict__ packed, const float* __restrict__ scale,
                                        const uint8_t* __restrict__ zero, T* __restrict__ out, int64_t N, int K,
@@ -341,6 +369,238 @@ __global__ void __launch_bounds__(256) gemv_4bit_v4_kernel(const T* __restrict__
   }
 }
 
+// v6: persistent, activations in registers, weights double-buffered. v4's blocks each made one or two
+// 16-byte loads per thread and exited, so latency was exposed at every block, and every row re-read
+// the activations through L1 (with the codebook lookups, L1/TEX at 80%). Here thread t owns the 32-weight
+// slice t of EVERY row: its activations are loaded once into registers; the grid is one wave (as many
+// blocks as fit on the GPU), each block walks chunks of R rows with the next chunk's weights already in
+// flight while it computes the current one, and the warps' partial sums meet in double-buffered shared
+// memory (one __syncthreads per chunk). Needs K / 32 <= 512 (K <= 16384); larger K uses v4.
+// Measured (H200, benchmarks/results/kernels_h200.md): no faster than v4 at batch 1, slower at 3-4.
+template <typename T, int B, int R, bool NF4>
+__global__ void __launch_bounds__(512) gemv_4bit_v6_kernel(const T* __restrict__ x, const uint8_t* __restrict__ packed,
+                                                           const float* __restrict__ scale,
+                                                           const uint8_t* __restrict__ zero, T* __restrict__ y,
+                                                           int N, int K, int group) {
+  __shared__ float code[16];
+  __shared__ float partial[2][512 / WARP][R * B];
+  if (NF4 && threadIdx.x < 16) code[threadIdx.x] = c_nf4_code[threadIdx.x];
+  const int steps = K / 32, groups = K / group;
+  const bool active = static_cast<int>(threadIdx.x) < steps;
+  const int k0 = active ? threadIdx.x * 32 : 0;
+  uint4 xr[B][4];
+#pragma unroll
+  for (int b = 0; b < B; ++b)
+#pragma unroll
+    for (int word = 0; word < 4; ++word)
+      xr[b][word] = active ? __ldg(reinterpret_cast<const uint4*>(x + static_cast<int64_t>(b) * K + k0 + 8 * word))
+                           : make_uint4(0u, 0u, 0u, 0u);
+  __syncthreads();
+  const int chunks = (N + R - 1) / R;
+  uint4 w[R], wn[R];
+  float sc[R], scn[R], zf[R], zfn[R];
+  auto load = [&](int c, uint4 (&wd)[R], float (&sd)[R], float (&zd)[R]) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int row = min(c * R + r, N - 1);
+      const int64_t flat = static_cast<int64_t>(row) * K + k0;
+      wd[r] = active ? __ldg(reinterpret_cast<const uint4*>(packed + flat / 2)) : make_uint4(0u, 0u, 0u, 0u);
+      if (NF4) {
+        sd[r] = active ? __ldg(scale + flat / group) : 0.f;
+        zd[r] = 0.f;
+      } else {
+        const int64_t g = static_cast<int64_t>(row) * groups + k0 / group;
+        sd[r] = active ? __ldg(scale + g) : 0.f;
+        zd[r] = 8388608.f + (active ? static_cast<float>(__ldg(zero + g)) : 0.f);
+      }
+    }
+  };
+  const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, warps = blockDim.x / WARP;
+  int buf = 0;
+  if (static_cast<int>(blockIdx.x) < chunks) load(blockIdx.x, w, sc, zf);
+  for (int c = blockIdx.x; c < chunks; c += gridDim.x) {
+    const int next = c + gridDim.x;
+    if (next < chunks) load(next, wn, scn, zfn);
+    float part[R][B];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int b = 0; b < B; ++b) part[r][b] = 0.f;
+#pragma unroll
+    for (int word = 0; word < 4; ++word)
+#pragma unroll
+      for (int b = 0; b < B; ++b) {
+        const uint32_t* xw = reinterpret_cast<const uint32_t*>(&xr[b][word]);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const float2 xf = to_float2(xw[j], static_cast<const T*>(nullptr));
+#pragma unroll
+          for (int r = 0; r < R; ++r) {
+            const uint32_t pw = reinterpret_cast<const uint32_t*>(&w[r])[word];
+            float ve, vo;
+            if (NF4) {
+              ve = code[(pw >> (8 * j + 4)) & 15u];
+              vo = code[(pw >> (8 * j)) & 15u];
+            } else {
+              ve = __int_as_float(__byte_perm((pw >> 4) & 0x0F0F0F0Fu, 0x4B000000u, 0x7440 | j)) - zf[r];
+              vo = __int_as_float(__byte_perm(pw & 0x0F0F0F0Fu, 0x4B000000u, 0x7440 | j)) - zf[r];
+            }
+            part[r][b] = fmaf(ve, xf.x, part[r][b]);
+            part[r][b] = fmaf(vo, xf.y, part[r][b]);
+          }
+        }
+      }
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int b = 0; b < B; ++b) {
+        const float v = warp_sum(sc[r] * part[r][b]);
+        if (lane == 0) partial[buf][warp][r * B + b] = v;
+      }
+    __syncthreads();
+    if (static_cast<int>(threadIdx.x) < R * B) {
+      const int r = threadIdx.x / B, b = threadIdx.x % B;
+      float total = 0.f;
+      for (int i = 0; i < warps; ++i) total += partial[buf][i][threadIdx.x];
+      if (c * R + r < N) y[static_cast<int64_t>(b) * N + c * R + r] = from_float<T>(total);
+    }
+    buf ^= 1;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      w[r] = wn[r];
+      sc[r] = scn[r];
+      zf[r] = zfn[r];
+    }
+  }
+}
+
+// v7: tensor cores at small batch. v4 and v6 both land near 22 us at 8192x8192 on an H200 (41% of the
+// copy bandwidth) and grow with the batch: about five instructions per weight and batch row (shift, mask,
+// table load, address, FMA; an estimate, not profiled). Here one `mma.sync.m16n8k16` (fp16/bf16 inputs,
+// fp32 accumulation) does 256 multiply-adds of a 16-row tile, so what is left per weight is decoding:
+// one shared-memory load per packed byte (a 256-entry table of code pairs, copied 32 times so that lane
+// l only reads bank l: no bank conflicts). k is permuted inside a tile (the sum does not care): lane (g, t)
+// loads 8 contiguous bytes of rows g and g + 8 and the matching 16 activations of batch row g, so the 4
+// lanes of a row cover exactly one absmax block of 64 weights: the mma sums the codes (each rounded once to
+// x's dtype), and the absmax is applied in fp32 to that sum. A block's 8 warps split K for one 16-row tile and
+// meet in shared memory. Batch up to 8 per n-tile, NT tiles. Needs K % 64 == 0 and blocksize % 64 == 0.
+template <typename T> struct Mma;
+template <> struct Mma<__half> {
+  static __device__ __forceinline__ uint32_t pair(float a, float b) {
+    __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+  static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+template <> struct Mma<__nv_bfloat16> {
+  static __device__ __forceinline__ uint32_t pair(float a, float b) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+  static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+
+template <typename T, int NT>
+__global__ void __launch_bounds__(256) gemv_nf4_mma_kernel(const T* __restrict__ x, const uint8_t* __restrict__ packed,
+                                                           const float* __restrict__ absmax, T* __restrict__ y,
+                                                           int B, int N, int K, int blocksize) {
+  __shared__ uint32_t table[256][WARP];          // table[byte][lane] = (code[byte >> 4], code[byte & 15])
+  __shared__ float red[8][16][8 * NT];
+  for (int i = threadIdx.x; i < 256 * WARP; i += blockDim.x) {
+    const int byte = i / WARP;
+    table[byte][i % WARP] = Mma<T>::pair(c_nf4_code[byte >> 4], c_nf4_code[byte & 15]);
+  }
+  __syncthreads();
+  const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+  const int g = lane / 4, t4 = lane % 4;
+  const int r0 = min(blockIdx.x * 16 + g, N - 1), r1 = min(blockIdx.x * 16 + g + 8, N - 1);
+  const int iters = K / 64;  // one iteration = 64 weights of each of the 16 rows = one absmax block per row
+  float d[NT][4];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) d[nt][i] = 0.f;
+  auto load_w = [&](int it, uint2& wa, uint2& wb, float& sa, float& sb) {
+    const int k = it * 64 + t4 * 16;
+    const int64_t fa = static_cast<int64_t>(r0) * K + k, fb = static_cast<int64_t>(r1) * K + k;
+    wa = __ldg(reinterpret_cast<const uint2*>(packed + fa / 2));
+    wb = __ldg(reinterpret_cast<const uint2*>(packed + fb / 2));
+    sa = __ldg(absmax + fa / blocksize);
+    sb = __ldg(absmax + fb / blocksize);
+  };
+  uint2 wa, wb, wan, wbn;
+  float sa, sb, san, sbn;
+  int it = warp;
+  if (it < iters) load_w(it, wa, wb, sa, sb);
+  for (; it < iters; it += 8) {
+    if (it + 8 < iters) load_w(it + 8, wan, wbn, san, sbn);
+    const int k = it * 64 + t4 * 16;
+    uint4 xv[NT][2];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      const int n = nt * 8 + g;
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+        xv[nt][j] = n < B ? __ldg(reinterpret_cast<const uint4*>(x + static_cast<int64_t>(n) * K + k + 8 * j))
+                          : make_uint4(0u, 0u, 0u, 0u);
+    }
+    float c[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) c[nt][i] = 0.f;
+    const uint32_t pa[2] = {wa.x, wa.y}, pb[2] = {wb.x, wb.y};
+#pragma unroll
+    for (int step = 0; step < 4; ++step) {  // bytes 2*step, 2*step+1 of each row's 8
+      const int word = step / 2, shift = 16 * (step % 2);
+      const uint32_t ba = pa[word] >> shift, bb = pb[word] >> shift;
+      const uint32_t a[4] = {table[ba & 0xFFu][lane], table[bb & 0xFFu][lane], table[(ba >> 8) & 0xFFu][lane],
+                             table[(bb >> 8) & 0xFFu][lane]};
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const uint32_t* xw = reinterpret_cast<const uint32_t*>(&xv[nt][0]);
+        Mma<T>::mma(c[nt], a, xw[2 * step], xw[2 * step + 1]);
+      }
+    }
+    // the codes' sum for this absmax block, scaled in fp32: c[..][0..1] are row g, c[..][2..3] row g + 8
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      d[nt][0] = fmaf(sa, c[nt][0], d[nt][0]);
+      d[nt][1] = fmaf(sa, c[nt][1], d[nt][1]);
+      d[nt][2] = fmaf(sb, c[nt][2], d[nt][2]);
+      d[nt][3] = fmaf(sb, c[nt][3], d[nt][3]);
+    }
+    wa = wan; wb = wbn; sa = san; sb = sbn;
+  }
+  // d[nt][0..1]: row g, batch columns nt*8 + 2*t4 + {0,1}; d[nt][2..3]: row g + 8, same columns.
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    red[warp][g][nt * 8 + 2 * t4] = d[nt][0];
+    red[warp][g][nt * 8 + 2 * t4 + 1] = d[nt][1];
+    red[warp][g + 8][nt * 8 + 2 * t4] = d[nt][2];
+    red[warp][g + 8][nt * 8 + 2 * t4 + 1] = d[nt][3];
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < 16 * 8 * NT; i += blockDim.x) {
+    const int row = i / (8 * NT), n = i % (8 * NT);
+    const int out_row = blockIdx.x * 16 + row;
+    if (n < B && out_row < N) {
+      float total = 0.f;
+#pragma unroll
+      for (int w = 0; w < 8; ++w) total += red[w][row][n];
+      y[static_cast<int64_t>(n) * N + out_row] = from_float<T>(total);
+    }
+  }
+}
+
 // ------------------------------------------------------------------------------------------------
 // 4. ternary GEMV: additions and subtractions only, with v4's block structure (a block's threads split
 // K for ROWS rows). A thread owns 64 weights (16 packed bytes) per row and step.
@@ -473,7 +733,14 @@ torch::Tensor dequantize_nf4(torch::Tensor packed, torch::Tensor absmax, int64_t
   upload_code(code);
   auto out = torch::empty({n}, packed.options().dtype(dtype));
   auto stream = c10::cuda::getCurrentCUDAStream();
+  const bool vec = n % 32 == 0 && blocksize % 32 == 0;
   DISPATCH_ALL_TYPES(dtype, "dequantize_nf4", [&] {
+    if (vec) {
+      dequantize_nf4_vec_kernel<scalar_t><<<grid_for(n / 32, 256), 256, 0, stream>>>(
+          packed.data_ptr<uint8_t>(), absmax.data_ptr<float>(), reinterpret_cast<scalar_t*>(out.data_ptr()), n,
+          static_cast<int>(blocksize));
+      return;
+    }
     dequantize_nf4_kernel<scalar_t><<<grid_for((n + 1) / 2, 256), 256, 0, stream>>>(
         packed.data_ptr<uint8_t>(), absmax.data_ptr<float>(), reinterpret_cast<scalar_t*>(out.data_ptr()), n,
         static_cast<int>(blocksize));
@@ -546,6 +813,23 @@ torch::Tensor batched(const torch::Tensor& x, int64_t N, F launch) {
   gemv_4bit_v4_kernel<scalar_t, BB, RR, IS_NF4>                                                            \
       <<<static_cast<int>((N + RR - 1) / RR), std::min(256, (K / 32 + WARP - 1) / WARP * WARP), 0, stream>>>( \
           xp, packed.data_ptr<uint8_t>(), SCALE, ZERO, yp, N, K, GROUP)
+// v6: one wave of blocks (as many as the occupancy calculator says fit), each of K / 32 threads
+// rounded up to a warp.
+template <typename Kernel>
+int one_wave(Kernel kernel, int threads, int chunks) {
+  static int sms = 0;
+  if (sms == 0) C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c10::cuda::current_device()));
+  int per_sm = 0;
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0));
+  return std::max(1, std::min(chunks, sms * std::max(per_sm, 1)));
+}
+#define LAUNCH_V6(BB, RR, IS_NF4, SCALE, ZERO, GROUP)                                                       \
+  do {                                                                                                     \
+    auto kern = gemv_4bit_v6_kernel<scalar_t, BB, RR, IS_NF4>;                                             \
+    const int threads = (K / 32 + WARP - 1) / WARP * WARP;                                                 \
+    kern<<<one_wave(kern, threads, static_cast<int>((N + RR - 1) / RR)), threads, 0, stream>>>(            \
+        xp, packed.data_ptr<uint8_t>(), SCALE, ZERO, yp, N, K, GROUP);                                     \
+  } while (0)
 #define LAUNCH_T(BB, RR)                                                                                     \
   gemv_ternary_kernel<scalar_t, BB, RR>                                                                    \
       <<<static_cast<int>((N + RR - 1) / RR), std::min(256, (K / 64 + WARP - 1) / WARP * WARP), 0, stream>>>( \
@@ -572,6 +856,25 @@ torch::Tensor gemv_nf4(torch::Tensor x, torch::Tensor packed, torch::Tensor absm
     return y;
   }
   const int B = x.size(0);
+  if (version == 7 && K % 64 == 0 && blocksize % 64 == 0) {
+    auto y = torch::empty({B, N}, x.options());
+    DISPATCH_HALF_TYPES(x.scalar_type(), "gemv_nf4", [&] {
+      for (int b0 = 0; b0 < B; b0 += 16) {
+        const int nb = std::min(16, B - b0);
+        const auto* xp = reinterpret_cast<const scalar_t*>(x.data_ptr()) + static_cast<int64_t>(b0) * K;
+        auto* yp = reinterpret_cast<scalar_t*>(y.data_ptr()) + static_cast<int64_t>(b0) * N;
+        const int grid = static_cast<int>((N + 15) / 16);
+        if (nb <= 8)
+          gemv_nf4_mma_kernel<scalar_t, 1><<<grid, 256, 0, stream>>>(xp, packed.data_ptr<uint8_t>(),
+              absmax.data_ptr<float>(), yp, nb, N, K, static_cast<int>(blocksize));
+        else
+          gemv_nf4_mma_kernel<scalar_t, 2><<<grid, 256, 0, stream>>>(xp, packed.data_ptr<uint8_t>(),
+              absmax.data_ptr<float>(), yp, nb, N, K, static_cast<int>(blocksize));
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
+    });
+    return y;
+  }
   if (version >= 4 && B > 4) {
     // Above batch 4 the CUDA-core kernel loses to a tensor-core GEMM: dequantize once, then cuBLAS.
     auto w = dequantize_nf4(packed, absmax, N * K, blocksize, code, x.scalar_type()).view({N, K});
@@ -589,6 +892,13 @@ torch::Tensor gemv_nf4(torch::Tensor x, torch::Tensor packed, torch::Tensor absm
         LAUNCH_NF4(1, 1);
       } else if (version == 3) {
         SWITCH_BATCH(pb, LAUNCH_NF4)
+      } else if (version == 6 && K / 32 <= 512) {
+        switch (pb) {
+          case 1: LAUNCH_V6(1, 4, true, am, none, bs); break;
+          case 2: LAUNCH_V6(2, 4, true, am, none, bs); break;
+          case 3: LAUNCH_V6(3, 1, true, am, none, bs); break;  // 2 rows spill at batch 3-4 (128 registers)
+          default: LAUNCH_V6(4, 1, true, am, none, bs); break;
+        }
       } else if (version == 5) {  // v4 with 8 rows per block: twice the loads in flight per thread
         switch (pb) {
           case 1: LAUNCH_V4(1, 8, true, am, none, bs); break;
@@ -610,7 +920,7 @@ torch::Tensor gemv_nf4(torch::Tensor x, torch::Tensor packed, torch::Tensor absm
 }
 
 torch::Tensor gemv_int4(torch::Tensor x, torch::Tensor packed, torch::Tensor scale, torch::Tensor zero,
-                        int64_t group) {
+                        int64_t group, int64_t version) {
   check_cuda(x, "x");
   check_cuda(packed, "packed");
   check_cuda(scale, "scale");
@@ -631,6 +941,15 @@ torch::Tensor gemv_int4(torch::Tensor x, torch::Tensor packed, torch::Tensor sca
       const float* sp = scale.data_ptr<float>();
       const uint8_t* zp = zero.data_ptr<uint8_t>();
       const int g = static_cast<int>(group);
+      if (version == 6 && K / 32 <= 512) {
+        switch (pb) {
+          case 1: LAUNCH_V6(1, 4, false, sp, zp, g); break;
+          case 2: LAUNCH_V6(2, 4, false, sp, zp, g); break;
+          case 3: LAUNCH_V6(3, 1, false, sp, zp, g); break;  // 2 rows spill at batch 3-4 (128 registers)
+          default: LAUNCH_V6(4, 1, false, sp, zp, g); break;
+        }
+        return;
+      }
       switch (pb) {
         case 1: LAUNCH_V4(1, 4, false, sp, zp, g); break;
         case 2: LAUNCH_V4(2, 4, false, sp, zp, g); break;
@@ -665,7 +984,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("quantize_rows_int8", &quantize_rows_int8, "row-wise absmax int8 quantization (CUDA)");
   m.def("dequantize_nf4", &dequantize_nf4, "NF4 dequantization (CUDA)");
   m.def("dequantize_int4", &dequantize_int4, "int4 dequantization with groups (CUDA)");
-  m.def("gemv_nf4", &gemv_nf4, "NF4 weight GEMV / small-batch GEMM; version 1 naive, 2 warp per row, 3 rows per warp, 4 rows per block (CUDA)");
-  m.def("gemv_int4", &gemv_int4, "int4 weight GEMV with groups (CUDA)");
+  m.def("gemv_nf4", &gemv_nf4, "NF4 weight GEMV / small-batch GEMM; version 1 naive, 2 warp per row, 3 rows per warp, 4 rows per block, 6 persistent (CUDA)");
+  m.def("gemv_int4", &gemv_int4, "int4 weight GEMV with groups; version 4 rows per block, 6 persistent (CUDA)");
   m.def("gemv_ternary", &gemv_ternary, "ternary weight GEMV with additions only (CUDA)");
 }
