@@ -2,7 +2,9 @@
 
 The README's command runs pytest-xdist with --dist loadscope: each notebook's cells (scope: the
 notebook file) share one kernel, so they stay on one worker, in order; each round-trip test class
-(one per notebook) also stays on one worker and shares its scratch course."""
+(one per notebook) also stays on one worker and shares its scratch course. A notebook's nbval cells
+and its round-trip class form one scope (see the end of this file), so that the two runs of a
+notebook can be compared without a third."""
 
 from __future__ import annotations
 
@@ -22,3 +24,66 @@ _bin = os.path.dirname(sys.executable)
 if _bin not in os.environ.get("PATH", "").split(os.pathsep):
     os.environ["PATH"] = _bin + os.pathsep + os.environ.get("PATH", "")
 
+
+
+# ----------------------------------------------------------------------------------------------
+# Determinism without a third run (tests/notebook_outputs.py): nbval's outputs of each solution notebook
+# are kept, both runs of a notebook (its round-trip class and its nbval cells) go to one worker as one
+# scope, and the round trip's comparison test is moved after the notebook's last nbval cell.
+
+import re  # noqa: E402
+
+import pytest  # noqa: E402
+
+_NOTEBOOK_OF = (re.compile(r"^solutions/(?P<a>[^/]+)/[^/]+\.ipynb::"),
+                re.compile(r"^tests/test_grading_roundtrip\.py::TestRoundTrip_(?P<a>[^:]+)::"))
+DETERMINISM_TEST = "test_outputs_match_the_nbval_run"
+
+
+def notebook_scope(nodeid: str) -> str | None:
+    """'notebook:<assignment>' for a solution notebook's nbval cells and its round-trip tests, else None."""
+    for pattern in _NOTEBOOK_OF:
+        match = pattern.match(nodeid)
+        if match:
+            return "notebook:" + match["a"]
+    return None
+
+
+def pytest_configure(config):
+    config.course_nbval_outputs = {}  # assignment -> [(cell source, outputs)] of nbval's run, in order
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    try:
+        return (yield)
+    finally:
+        scope = notebook_scope(item.nodeid)
+        if scope and type(item).__name__ == "IPyNbCell" and getattr(item, "test_outputs", None) is not None:
+            item.config.course_nbval_outputs.setdefault(scope[len("notebook:"):], []).append(
+                (item.cell.source, list(item.test_outputs)))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in [it for it in items if it.name == DETERMINISM_TEST]:
+        scope = notebook_scope(item.nodeid)
+        if any(it.nodeid.startswith("solutions/") and notebook_scope(it.nodeid) == scope for it in items):
+            items.remove(item)
+            last = max(i for i, it in enumerate(items)
+                       if it.nodeid.startswith("solutions/") and notebook_scope(it.nodeid) == scope)
+            items.insert(last + 1, item)
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class NotebookScopeScheduling(LoadScopeScheduling):
+        """loadscope, with a solution notebook's nbval cells and its round-trip class in one scope."""
+
+        def _split_scope(self, nodeid):
+            return notebook_scope(nodeid) or super()._split_scope(nodeid)
+
+    return NotebookScopeScheduling(config, log)

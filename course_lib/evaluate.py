@@ -606,18 +606,22 @@ def quantization_table(
 
 
 def format_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
-    """A Markdown table of ``rows`` (dicts with the same keys); floats with 2-4 significant decimals."""
+    """A Markdown table of ``rows`` (dicts with the same keys); floats with 2-4 significant decimals.
+
+    A ``seconds`` column's values carry their unit (``0.0219 s``): a reader sees a wall time, and the
+    determinism test (tests/notebook_outputs.py) knows not to compare it between runs."""
     if not rows:
         raise ValueError("rows must not be empty")
     columns = list(columns or rows[0].keys())
 
-    def cell(v):
+    def cell(v, column):
         if v is None:
             return "-"
         if isinstance(v, float):
-            return f"{v:.4g}" if abs(v) < 1000 else f"{v:.1f}"
+            text = f"{v:.4g}" if abs(v) < 1000 else f"{v:.1f}"
+            return text + " s" if column == "seconds" else text
         return str(v)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(cell(r.get(c), c) for c in columns) + " |" for r in rows]
     return "\n".join(lines)

@@ -41,6 +41,7 @@ __all__ = [
     "check_function",
     "check_raises",
     "call_learner",
+    "forbid_reference",
 ]
 
 
@@ -261,13 +262,24 @@ def _code_of(fn: Callable) -> Any:
 
 
 @contextlib.contextmanager
-def _forbid_reference(reference_fn: Callable, learner_name: str):
+def forbid_reference(reference_fn: Callable, learner_name: str | None = None):
     """Fail when the reference's code runs inside the block (the learner delegating to course_lib).
+
+    ``check_function`` does this around every learner call; a test that calls the learner through
+    ``call_learner`` (e.g. on modules it compares afterwards) wraps that call itself::
+
+        with grading.forbid_reference(awq.fold_scales, "fold_scales"):
+            grading.call_learner(fold_scales, prev, linears, scales)
 
     A profile hook records each call of the reference's code object; the verdict comes after the
     block, so a learner who catches an exception cannot hide the call. Removing the hook from learner
-    code is reported too.
+    code is reported too. A reference that is not a course_lib function is not watched.
+
+    Args:
+        reference_fn: the course_lib function the learner must not call.
+        learner_name: the learner's function in the message (default: the reference's name).
     """
+    learner_name = learner_name or _fn_name(reference_fn)
     code = _code_of(reference_fn)
     # Only a course_lib function is "the reference": a test cell may wrap learner and reference in the
     # same local helper (e.g. forward_backward(fn) in notebook 04), whose shared code is no delegation.
@@ -333,7 +345,7 @@ def check_function(learner_fn: Callable, reference_fn: Callable, cases: Iterable
             args, kwargs = _normalize_case(case)
             with quiet():
                 expected = reference_fn(*_move(args, device), **_move(kwargs, device))
-            watch = contextlib.nullcontext() if allow_reference_call else _forbid_reference(reference_fn, name)
+            watch = contextlib.nullcontext() if allow_reference_call else forbid_reference(reference_fn, name)
             with watch:
                 actual = call_learner(learner_fn, *_move(args, device), **_move(kwargs, device))
             msg = _compare(actual, expected, "result", atol, rtol, check_dtype, True)

@@ -16,6 +16,8 @@ Registered in ``nbgrader_config.py`` (``configure(c)``); the tests' scratch cour
   token (learner code broke ``exec``, ``compile``, the kernel's message handling...) means the test
   is **not run** and the cell gets an error output: it scores 0 (fail closed). What the guard had to
   undo is written to the cell's metadata ``course_guard.restored`` and to the log (flagged);
+- **after every graded test cell** its stderr output (learner prints and warnings, C code writing to
+  file descriptor 2) becomes stdout: nbgrader would score any stderr output 0;
 - **after every cell** nbgrader's own rule still applies: a reply with status "error" and no error
   output (a silenced traceback) gets an error output, so it scores 0;
 - **when the kernel dies** (``os._exit``, a segfault, the out-of-memory killer) the cell gets an
@@ -98,10 +100,6 @@ def _kernel_guard(mode, token, course_dir, memory_limit_mb):  # pragma: no cover
     state = sys.__dict__.get(key)
     if state is None:
         return "no guard state"
-    if mode == "release":  # after a graded cell: stderr is stderr again
-        if sys.stderr is state.get("redirect"):
-            sys.stderr = state["sys"]["stderr"]
-        return "released:" + token
     restored = []
 
     for name, value in state["builtins"].items():
@@ -110,8 +108,7 @@ def _kernel_guard(mode, token, course_dir, memory_limit_mb):  # pragma: no cover
             restored.append("builtins." + name)
     for name, value in state["sys"].items():
         if getattr(sys, name) is not value:
-            if not (name == "stderr" and sys.stderr is state.get("redirect")):
-                restored.append("sys." + name)
+            restored.append("sys." + name)
             setattr(sys, name, value)
     if sys.gettrace() is not None or sys.getprofile() is not None:
         sys.settrace(None)
@@ -227,10 +224,6 @@ def _kernel_guard(mode, token, course_dir, memory_limit_mb):  # pragma: no cover
         if parent in sys.modules and getattr(sys.modules[parent], short, module) is not module:
             setattr(sys.modules[parent], short, module)
             restored.append(f"{parent}.{short}")
-    # nbgrader scores a test cell that writes to stderr 0: in a graded cell, learner prints and warnings
-    # to sys.stderr go to stdout instead (mode "release" undoes this after the cell)
-    state["redirect"] = sys.stdout
-    sys.stderr = sys.stdout
     return "restored:" + token + ":" + ",".join(restored)
 
 
@@ -252,6 +245,15 @@ def _imports_of(source: str) -> str:
     except SyntaxError:
         return ""
     return "\n".join(ast.unparse(n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)))
+
+
+def _stderr_to_stdout(cell: NotebookNode) -> None:
+    """nbgrader scores a test cell with any stderr output 0. Learner prints and warnings, and writes to
+    file descriptor 2 from C code (which ipykernel forwards as stderr), are no failure: they become stdout.
+    A failed test still has its error output."""
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream" and output.get("name") == "stderr":
+            output["name"] = "stdout"
 
 
 def _is_graded_code(cell: NotebookNode) -> bool:
@@ -294,7 +296,7 @@ class GuardedExecute(Execute):
             text = ast.literal_eval(text) if text else ""  # a str's repr; never eval what a kernel sent
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             text = ""
-        prefix = {"install": "installed:", "restore": "restored:", "release": "released:"}[mode] + token
+        prefix = {"install": "installed:", "restore": "restored:"}[mode] + token
         if not isinstance(text, str) or not text.startswith(prefix):
             self.log.warning("course guard (%s) did not answer: %r", mode, result.get("evalue") or text)
             return None
@@ -352,7 +354,7 @@ class GuardedExecute(Execute):
                     cell.metadata["course_guard"] = {"restored": report.split(",")}
             cell = await super().async_execute_cell(cell, cell_index, execution_count, store_history)
             if _is_graded_code(cell):
-                await self._guard("release", cell)
+                _stderr_to_stdout(cell)
         except (DeadKernelError, CellTimeoutError) as exc:
             what = ("the kernel died while running this cell (os._exit, a crash or out of memory)"
                     if isinstance(exc, DeadKernelError) else "the kernel did not answer after this cell timed out")

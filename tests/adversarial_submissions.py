@@ -78,15 +78,18 @@ def full(nb: nbformat.NotebookNode) -> dict[str, float]:
 # the submissions (notebook 00: relative_error, sqnr_db, count_parameters, 2 points each)
 
 STDERR = 'import sys, warnings\nprint("debug output", file=sys.stderr)\nwarnings.warn("a learner warning")'
+# C code writing to file descriptor 2 (ipykernel forwards it as stderr), not through sys.stderr
+FD2 = 'import ctypes, os\nos.write(2, b"raw fd 2\\n")\nctypes.CDLL(None).write(2, b"libc fd 2\\n", 10)'
 
 
 def noisy_but_correct(assignment: str):
     """Case 1: correct work that writes to stderr and warns, at the top of an answer cell and inside the
-    function when the test calls it (through check_function, and directly as count_parameters' test does)."""
+    function when the test calls it (through check_function, and directly as count_parameters' test does),
+    from Python and from C (file descriptor 2)."""
     nb = correct(assignment)
     set_answer(nb, "relative_error", STDERR + "\n\n" + answer(nb, "relative_error"))
-    set_answer(nb, "sqnr_db", wrapped(nb, "sqnr_db", 'import warnings\nwarnings.warn("inside sqnr_db")'))
-    set_answer(nb, "count_parameters", wrapped(nb, "count_parameters", STDERR))
+    set_answer(nb, "sqnr_db", wrapped(nb, "sqnr_db", 'import warnings\nwarnings.warn("inside sqnr_db")\n' + FD2))
+    set_answer(nb, "count_parameters", wrapped(nb, "count_parameters", STDERR + "\n" + FD2))
     return nb, full(nb)
 
 
@@ -155,9 +158,8 @@ def monkeypatching(assignment: str):
 
 
 def delegating(assignment: str):
-    """Case 7: answers that call the course_lib reference instead of computing. check_function detects it
-    (0); count_parameters' test checks values with bare asserts, without check_function, so delegation
-    there is not detected (full marks: a known gap, see INSTRUCTORS.md)."""
+    """Case 7: answers that call the course_lib reference instead of computing (directly, through an alias
+    bound at import, inside a try block): check_function's reference-call watch detects each (0)."""
     nb = correct(assignment)
     set_answer(nb, "relative_error", "def relative_error(x, x_hat):\n"
                "    from course_lib.basics import relative_error as r\n    return r(x, x_hat)\n")
@@ -166,7 +168,21 @@ def delegating(assignment: str):
                "        return _ref(x, x_hat)\n")
     set_answer(nb, "count_parameters", "def count_parameters(model, trainable_only=False):\n"
                "    from course_lib.basics import count_parameters as r\n    return r(model, trainable_only)\n")
-    return nb, {"test_relative_error": 0.0, "test_sqnr_db": 0.0, "test_count_parameters": 2.0}
+    return nb, {"test_relative_error": 0.0, "test_sqnr_db": 0.0, "test_count_parameters": 0.0}
+
+
+BREAK_GUARD = """
+get_ipython().user_expressions = lambda expressions: {}   # the grader's guard runs as a user expression
+"""
+
+
+def breaking_the_guard(assignment: str):
+    """Case 6, fail closed: correct work, then learner code that stops the grader's guard from running
+    (IPython's user expressions answer nothing). The tests before it are graded (2, 2); from then on
+    every test cell is not run and gets a GradingIntegrityError (0, flagged for review)."""
+    nb = correct(assignment)
+    set_answer(nb, "count_parameters", answer(nb, "count_parameters") + "\n" + BREAK_GUARD)
+    return nb, {"test_relative_error": 2.0, "test_sqnr_db": 2.0, "test_count_parameters": 0.0}
 
 
 def crash_segfault_then_exit(assignment: str):
@@ -218,6 +234,7 @@ SUBMISSIONS = {
     "tampered_tests": wrong_and_tests_tampered,
     "monkeypatch": monkeypatching,
     "delegate": delegating,
+    "breaks_guard": breaking_the_guard,
     "crash_segv": crash_segfault_then_exit,
     "crash_loop_mem": crash_loop_and_memory,
     "crash_exit": crash_exit_calls,

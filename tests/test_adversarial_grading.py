@@ -60,6 +60,10 @@ class TestAdversarialGrading:
         assert {"name grading", "ZMQInteractiveShell().showtraceback", "custom exception handlers"} <= \
             set(restored["test_sqnr_db"])
         assert {"input_transformers_cleanup", "events.pre_run_cell"} <= set(restored["test_count_parameters"])
+        broken = nbformat.read(course.root / "autograded" / "breaks_guard" / ASSIGNMENT / f"{course.notebook}.ipynb", 4)
+        (closed,) = [c for c in broken.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "test_count_parameters"]
+        assert closed.metadata["course_guard"] == {"restored": None}, "a guard that could not run must be flagged"
+        assert [o.ename for o in closed.outputs if o.output_type == "error"] == ["GradingIntegrityError"]
         honest = nbformat.read(course.root / "autograded" / "noisy" / ASSIGNMENT / f"{course.notebook}.ipynb", 4)
         assert not [c for c in honest.cells if "course_guard" in c.metadata], "an honest submission was flagged"
 

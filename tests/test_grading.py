@@ -219,3 +219,26 @@ def test_a_shared_local_wrapper_is_not_delegation():
 
     grading.check_function(wrap(relative_error), wrap(basics.relative_error), cases=[(torch.ones(3), torch.zeros(3))],
                            atol=1e-6)
+
+
+def test_forbid_reference_around_a_direct_learner_call():
+    """For tests that call the learner with call_learner (modules compared afterwards, e.g. notebook 08's
+    fold_scales): the same watch as check_function's."""
+    from course_lib import awq
+
+    def fold_scales(prev, linears, scales):  # delegates
+        return awq.fold_scales(prev, linears, scales)
+
+    def own(prev, linears, scales):
+        with torch.no_grad():
+            prev.weight.div_(scales)
+            for lin in linears:
+                lin.weight.mul_(scales)
+
+    args = lambda: (torch.nn.LayerNorm(4), [torch.nn.Linear(4, 2)], torch.full((4,), 2.0))  # noqa: E731
+    with pytest.raises(AssertionError, match=r"fold_scales calls the course_lib reference course_lib\.awq\.fold_scales"):
+        with grading.forbid_reference(awq.fold_scales, "fold_scales"):
+            grading.call_learner(fold_scales, *args())
+    with grading.forbid_reference(awq.fold_scales, "fold_scales"):
+        grading.call_learner(own, *args())
+    assert sys.getprofile() is None, "the watch must be removed after the block"

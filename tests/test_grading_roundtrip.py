@@ -12,6 +12,9 @@ Two submissions per notebook, autograded in one scratch course:
 
 Scores are read from the gradebook, never from exit codes. One test class per notebook, so that
 ``pytest-xdist --dist loadscope`` spreads notebooks over the cores while each class shares its course.
+
+Determinism: the ``typed`` run's text outputs must equal those of nbval's run of the solution notebook
+(``tests/notebook_outputs.py``; the root conftest.py runs that comparison after the notebook's nbval cells).
 """
 
 from __future__ import annotations
@@ -20,8 +23,12 @@ import nbformat
 import pytest
 
 from nbgrader_course import Course, assignments, release_path, solution_path, typed_solutions, with_test_cells
+from notebook_outputs import cell_text, differences
 
 pytestmark = pytest.mark.slow
+
+AUTOGRADED_TYPED: dict[str, nbformat.NotebookNode] = {}  # assignment -> its autograded ``typed`` notebook
+ROOT = str(release_path("00_welcome").parents[2])
 
 
 def _submission(kind: str, assignment: str) -> nbformat.NotebookNode:
@@ -37,6 +44,9 @@ def _check_scores(course: Course, kind: str, expect_full: bool) -> None:
     assignment = course.assignment
     course.submit(kind, _submission(kind, assignment))
     scores = course.autograde(kind)
+    if kind == "typed":
+        AUTOGRADED_TYPED[assignment] = nbformat.read(
+            course.root / "autograded" / kind / assignment / f"{course.notebook}.ipynb", as_version=4)
     assert len(scores) >= 3, f"{assignment} has {len(scores)} autograded cells; every notebook needs at least 3"
     for grade_id, (score, max_score) in scores.items():
         assert max_score > 0, f"{assignment}/{grade_id} is worth no points"
@@ -58,6 +68,30 @@ class _RoundTrip:
 
     def test_unmodified_and_tampered_scores_zero(self, course):
         _check_scores(course, "unmodified_tampered", expect_full=False)
+
+    def test_outputs_match_the_nbval_run(self, request):
+        """Two runs of the solution, the same numbers: nbval's and the autograder's (timings sanitized)."""
+        nbval_run = request.config.course_nbval_outputs.get(self.assignment)
+        if nbval_run is None:
+            pytest.skip(f"nbval did not run solutions/{self.assignment} in this session (collect solutions/ too)")
+        if self.assignment not in AUTOGRADED_TYPED:
+            pytest.skip("the typed submission was not autograded in this session")
+        typed = AUTOGRADED_TYPED[self.assignment]
+        autograded = [(c.source, cell_text(c.outputs, _is_test_cell(c), ROOT)) for c in typed.cells
+                      if c.cell_type == "code"]
+        solution = nbformat.read(solution_path(self.assignment), as_version=4)
+        test_sources = {c.source for c in solution.cells if _is_test_cell(c)}
+        nbval = [(source, cell_text(outputs, source in test_sources, ROOT)) for source, outputs in nbval_run]
+        problems = differences(nbval, autograded, ("nbval run", "autograder run"))
+        assert not problems, (f"{self.assignment}: the two runs of the solution printed different numbers (seed "
+                              f"every generator; print timings with a unit, see tests/notebook_outputs.py):\n"
+                              + "\n".join(problems[:5]))
+
+
+def _is_test_cell(cell) -> bool:
+    """An autograded test cell (its stderr is turned into stdout by the course's autograder hooks)."""
+    meta = cell.metadata.get("nbgrader", {})
+    return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
 
 
 for _assignment in assignments():

@@ -103,6 +103,7 @@ def test_quantization_table_rows_and_markdown():
     table = format_table(rows)
     assert table.splitlines()[0] == "| method | bits | group_size | perplexity | size_mb | seconds |"
     assert len(table.splitlines()) == 2 + len(rows)
+    assert all(line.rstrip(" |").endswith(" s") for line in table.splitlines()[2:]), "wall times carry their unit"
 
 
 @pytest.mark.parametrize("kwargs, error, mentions", [
