@@ -15,24 +15,13 @@ c.CourseDirectory.release_directory = "notebooks"
 c.CourseDirectory.submitted_directory = "submitted"
 c.CourseDirectory.autograded_directory = "autograded"
 c.CourseDirectory.feedback_directory = "feedback"
-c.CourseDirectory.course_id = "quantization-course"
 
-# A cell may train a small model or build a C++ extension: a laptop CPU needs more than the
-# default 30 s per cell. A notebook that hangs is still stopped (interrupted, then killed).
-c.Execute.timeout = 600
-c.Execute.interrupt_on_timeout = True
+# The course's settings and grading hooks, the same for every course directory (course copies, the hub
+# image's /etc/jupyter/nbgrader_config.py, the tests): course id, 600 s per cell (interrupted, then killed),
+# the answer-cell stubs, deleted cells restored at autograde time, and course_lib/nbgrader_hooks.py
+# (INSTRUCTORS.md "Grading safely"): before every test cell the kernel's grading helpers, references,
+# builtins and IPython hooks are restored; a dead kernel costs only its cells; duplicated grade ids no
+# longer fail a submission; feedback shows no hidden tests. A kernel memory limit: COURSE_GRADING_MEMORY_MB (MiB).
+from course_lib import course_grading  # noqa: E402
 
-# What the learner sees in an answer cell.
-c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
-c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
-
-# A learner who deletes a locked or graded cell gets it back at autograde time.
-c.OverwriteCells.add_missing_cells = True
-
-# Grading that cannot be fooled or broken (course_lib/nbgrader_hooks.py, INSTRUCTORS.md "Grading safely"):
-# before every test cell the kernel's grading helpers, references, builtins and IPython hooks are
-# restored; a dead kernel costs only its cells; duplicated grade ids no longer fail a submission;
-# feedback shows no hidden tests. A kernel memory limit: COURSE_GRADING_MEMORY_MB (MiB).
-from course_lib import nbgrader_hooks  # noqa: E402
-
-nbgrader_hooks.configure(c, memory_limit_mb=int(os.environ.get("COURSE_GRADING_MEMORY_MB", "0")) or None)
+course_grading.configure(c)

@@ -2,18 +2,23 @@
 
     python scripts/grade_assignment.py 01_precision_formats --submissions ~/inbox   # <student>/<notebook>.ipynb
     python scripts/grade_assignment.py 01_precision_formats --exchange              # nbgrader collect first
+    python scripts/grade_assignment.py 01_precision_formats --exchange --jobs 4     # 4 students at a time
 
 Run it inside the course directory's sandbox (INSTRUCTORS.md, "Grading safely"), e.g.
 ``unshare -rn python scripts/grade_assignment.py ... --memory-limit 4000``.
 
 Each student is autograded by its own ``nbgrader autograde <assignment> --student <id>`` process with a
-wall-clock limit (``--timeout-per-student``), one after the other: a crash, a hang or a broken
-submission stops that student only, and the one sqlite gradebook never has two writers (nbgrader's
-gradebook is not safe for concurrent autograde processes; separate gradebooks would need a merge that
-nbgrader does not provide). The course's hooks (nbgrader_config.py) undo tampering and survive dead
-kernels within a notebook. Then ``nbgrader export`` writes grades.csv and ``nbgrader generate_feedback``
-writes the feedback, whose hidden tests are removed (``HideHiddenTests``); the script checks that no
-hidden test line is left in any feedback file. Exit status 1 when any student could not be graded.
+wall-clock limit (``--timeout-per-student``): a crash, a hang or a broken submission stops that student
+only. ``--jobs 1`` (the default) grades the students one after the other in the course directory itself.
+``--jobs N`` splits them into N groups graded at the same time, each in its own copy of the course with a
+copy of the gradebook, and merges the groups' gradebooks into the course's (``course_lib.course_grading``,
+the code benchmarks/grade_at_scale.py times): the sqlite gradebook never has two writers. ``--jobs 0`` is
+one group per CPU core. Each group needs its own kernel's memory (``--memory-limit`` per kernel).
+The course's hooks (its nbgrader_config.py calls ``course_grading.configure``) undo tampering and
+survive dead kernels within a notebook. Then ``nbgrader export`` writes grades.csv and ``nbgrader
+generate_feedback`` writes the feedback, whose hidden tests are removed (``HideHiddenTests``); the script
+checks that no hidden test line is left in any feedback file. Exit status 1 when any student could not be
+graded.
 """
 
 from __future__ import annotations
@@ -21,29 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
+sys.path.insert(0, str(ROOT))
 
+from course_lib.course_grading import grade, hidden_lines, leaked_lines, nbgrader  # noqa: E402
 
-def nbgrader(*args: str, course: Path, timeout: float | None = None, env: dict | None = None) -> tuple[int, str]:
-    """Run one nbgrader command in the course directory in its own process group; (returncode, output)."""
-    cmd = [sys.executable, "-m", "nbgrader", *args]
-    proc = subprocess.Popen(cmd, cwd=course, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-        return proc.returncode, out
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the autograder and the kernels it started
-        out, _ = proc.communicate()
-        return -9, out + f"\n[grade_assignment] stopped after {timeout} s"
+__all__ = ["main", "copy_submissions", "hidden_lines", "tampering"]
 
 
 def copy_submissions(source: Path, course: Path, assignment: str) -> list[str]:
@@ -56,18 +48,6 @@ def copy_submissions(source: Path, course: Path, assignment: str) -> list[str]:
         shutil.copytree(files, target, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
         students.append(folder.name)
     return students
-
-
-def hidden_lines(course: Path, assignment: str) -> set[str]:
-    """Every non-trivial line of the source notebooks' hidden tests."""
-    import nbformat
-
-    lines = set()
-    for nb_path in (course / "source" / assignment).glob("*.ipynb"):
-        for cell in nbformat.read(nb_path, as_version=4).cells:
-            for block in HIDDEN.findall(cell.source):
-                lines |= {ln.strip() for ln in block.split("\n") if len(ln.strip()) > 12}
-    return lines
 
 
 def tampering(course: Path, assignment: str, student: str) -> list[str]:
@@ -92,11 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--submissions", type=Path, help="folder of <student>/<notebook>.ipynb")
     where.add_argument("--exchange", action="store_true", help="nbgrader collect from the exchange first")
     parser.add_argument("--course-dir", type=Path, default=ROOT, help="nbgrader course directory (default: this repo)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="students graded at the same time, each group in a course copy, gradebooks merged "
+                             "(default 1: one after the other; 0: one per CPU core)")
     parser.add_argument("--timeout-per-student", type=float, default=3600.0, help="seconds (default 3600)")
     parser.add_argument("--memory-limit", type=int, default=None, help="kernel memory limit in MiB (RLIMIT_AS)")
     parser.add_argument("--csv", type=Path, default=None, help="where grades.csv goes (default: course dir)")
     args = parser.parse_args(argv)
     course, assignment = args.course_dir.resolve(), args.assignment
+    jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
 
     if args.submissions:
         copy_submissions(args.submissions.resolve(), course, assignment)
@@ -105,22 +89,19 @@ def main(argv: list[str] | None = None) -> int:
         print(out)
         if rc:
             return 1
-    students = sorted(p.parent.name for p in (course / "submitted").glob(f"*/{assignment}"))
     env = dict(os.environ)
     if args.memory_limit:
         env["COURSE_GRADING_MEMORY_MB"] = str(args.memory_limit)
 
+    graded = grade(course, assignment, jobs, timeout_per_student=args.timeout_per_student, env=env)
     report = {}
-    for student in students:
-        rc, out = nbgrader("autograde", assignment, "--student", student, "--force", course=course,
-                           timeout=args.timeout_per_student, env=env)
-        ok = rc == 0 and (course / "autograded" / student / assignment).is_dir()
+    for student, log in graded.items():
+        ok = log is None
         report[student] = {"graded": ok, "tampering": tampering(course, assignment, student) if ok else []}
+        print(f"{student}: {'graded' if ok else 'NOT GRADED (log below)'}", flush=True)
         if not ok:
-            report[student]["log"] = out[-3000:]
-        print(f"{student}: {'graded' if ok else 'NOT GRADED (see the log above)'}", flush=True)
-        if not ok:
-            print(out[-3000:])
+            report[student]["log"] = log
+            print(log)
 
     csv = (args.csv or course / "grades.csv").resolve()
     rc, out = nbgrader("export", "--to", str(csv), course=course)
@@ -129,14 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     rc_fb, out_fb = nbgrader("generate_feedback", assignment, "--force", course=course)
     if rc_fb:
         print(out_fb)
-    leaks = []
     secret = hidden_lines(course, assignment)
-    for page in (course / "feedback").glob(f"*/{assignment}/*.html"):
-        text = page.read_text(encoding="utf-8", errors="replace")
-        import html as _html
-
-        plain = _html.unescape(re.sub(r"<[^>]+>", "", text))
-        leaks += [f"{page}: {line}" for line in secret if line in plain]
+    leaks = [f"{page}: {line}" for page in (course / "feedback").glob(f"*/{assignment}/*.html")
+             for line in leaked_lines(page.read_text(encoding="utf-8", errors="replace"), secret)]
     if leaks:
         print("hidden tests found in feedback:\n" + "\n".join(leaks))
     for student, entry in report.items():

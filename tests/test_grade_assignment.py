@@ -1,10 +1,9 @@
-"""scripts/grade_assignment.py end to end: two submissions in, grades.csv and feedback without hidden tests out."""
+"""scripts/grade_assignment.py end to end: submissions in, grades.csv and feedback without hidden tests out;
+with ``--jobs 2`` (groups in course copies, gradebooks merged) the same gradebook as with ``--jobs 1``."""
 
 from __future__ import annotations
 
 import csv
-import html
-import re
 import sys
 
 import nbformat
@@ -16,51 +15,70 @@ from nbgrader_course import ROOT, Course
 sys.path.insert(0, str(ROOT / "scripts"))
 import grade_assignment  # noqa: E402
 
+from course_lib import course_grading  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
 ASSIGNMENT = "00_welcome"
 
-CONFIG = """c = get_config()
-c.CourseDirectory.root = {root!r}
-c.CourseDirectory.source_directory = "source"
-c.CourseDirectory.release_directory = "release"
-c.CourseDirectory.db_url = {db!r}
-c.Exchange.root = {exchange!r}
-c.OverwriteCells.add_missing_cells = True
-c.Execute.timeout = 600
-from course_lib import nbgrader_hooks
-nbgrader_hooks.configure(c)
-"""
 
-
-def test_one_command_grades_exports_and_hides_hidden_tests(tmp_path):
-    course = Course(tmp_path / "course", ASSIGNMENT)
-    root = course.root
-    (root / "nbgrader_config.py").write_text(CONFIG.format(root=str(root), db=f"sqlite:///{root / 'gradebook.db'}",
-                                                            exchange=str(root / "exchange")))
-    inbox = tmp_path / "inbox"
-    good = correct(ASSIGNMENT)
-    bad = correct(ASSIGNMENT)
+def _inbox(path):
+    """alice: the solutions (6/6); bob: every answer off by one (0/6); carol: relative_error wrong (4/6)."""
+    good, bad, partly = correct(ASSIGNMENT), correct(ASSIGNMENT), correct(ASSIGNMENT)
     for fn in ("relative_error", "sqnr_db", "count_parameters"):
         set_answer(bad, fn, wrong(bad, fn))
-    for student, nb in (("alice", good), ("bob", bad)):
-        (inbox / student).mkdir(parents=True)
-        nbformat.write(nb, inbox / student / f"{course.notebook}.ipynb")
+    set_answer(partly, "relative_error", wrong(partly, "relative_error"))
+    for student, nb in (("alice", good), ("bob", bad), ("carol", partly)):
+        (path / student).mkdir(parents=True)
+        nbformat.write(nb, path / student / "welcome.ipynb")
+    return path
 
-    rc = grade_assignment.main([ASSIGNMENT, "--submissions", str(inbox), "--course-dir", str(root),
-                                "--timeout-per-student", "900", "--memory-limit", "4000"])
+
+def _graded(tmp, inbox, jobs):
+    """A scratch course (the course's own config: course_grading.write_config) graded by the script."""
+    course = Course(tmp / f"course-jobs{jobs}", ASSIGNMENT)
+    course_grading.write_config(course.root)
+    rc = grade_assignment.main([ASSIGNMENT, "--submissions", str(inbox), "--course-dir", str(course.root),
+                                "--timeout-per-student", "900", "--memory-limit", "4000", "--jobs", str(jobs)])
+    return course.root, rc
+
+
+@pytest.fixture(scope="module")
+def inbox(tmp_path_factory):
+    return _inbox(tmp_path_factory.mktemp("inbox") / "inbox")
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory, inbox):
+    return _graded(tmp_path_factory.mktemp("sequential"), inbox, jobs=1)
+
+
+def test_one_command_grades_exports_and_hides_hidden_tests(sequential):
+    root, rc = sequential
     assert rc == 0
 
     rows = {r["student_id"]: r for r in csv.DictReader((root / "grades.csv").open())}
     assert float(rows["alice"]["score"]) == 6.0 and float(rows["alice"]["max_score"]) == 6.0
     assert float(rows["bob"]["score"]) == 0.0
+    assert float(rows["carol"]["score"]) == 4.0
 
     secret = grade_assignment.hidden_lines(root, ASSIGNMENT)
     assert any("overflow in fp16" in line for line in secret)  # the check below looks for something real
     pages = sorted((root / "feedback").glob(f"*/{ASSIGNMENT}/*.html"))
-    assert {p.parts[-3] for p in pages} == {"alice", "bob"}
+    assert {p.parts[-3] for p in pages} == {"alice", "bob", "carol"}
     for page in pages:
-        text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text(encoding="utf-8")))
-        assert "relative_error" in text  # the feedback is there...
-        leaked = [line for line in secret if line in text]
+        text = page.read_text(encoding="utf-8")
+        assert "relative_error" in course_grading.page_text(text)  # the feedback is there...
+        leaked = course_grading.leaked_lines(text, secret)
         assert not leaked, f"{page} shows hidden tests: {leaked[:3]}"  # ...without the hidden tests
+
+
+def test_jobs_2_gives_the_sequential_gradebook(tmp_path, inbox, sequential):
+    root, rc = _graded(tmp_path, inbox, jobs=2)
+    assert rc == 0
+    assert course_grading.scores(root, ASSIGNMENT) == course_grading.scores(sequential[0], ASSIGNMENT) \
+        == {"alice": 6.0, "bob": 0.0, "carol": 4.0}
+    assert course_grading.grades(root, ASSIGNMENT) == course_grading.grades(sequential[0], ASSIGNMENT)
+    for student in ("alice", "bob", "carol"):
+        assert (root / "autograded" / student / ASSIGNMENT / "welcome.ipynb").exists()
+        assert (root / "feedback" / student / ASSIGNMENT / "welcome.html").exists()

@@ -1,4 +1,5 @@
-"""benchmarks/grade_at_scale.py: grading in parallel groups and merging gives the sequential gradebook.
+"""Parallel groups (course_lib.course_grading.grade, used by benchmarks/grade_at_scale.py and
+scripts/grade_assignment.py --jobs) give the sequential gradebook.
 
 Four submissions of 00_welcome (two typed-correct, two unmodified), autograded once by one sequential
 `nbgrader autograde` and once in two course copies at the same time merged into the main gradebook:
@@ -18,30 +19,43 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import grade_at_scale  # noqa: E402
 
-
-def _grades(course):
-    from nbgrader.api import Gradebook
-
-    with Gradebook(f"sqlite:///{course}/gradebook.db") as gb:
-        return {(s.student.id, g.name): (g.auto_score, g.max_score, g.needs_manual_grade)
-                for s in gb.assignment_submissions("00_welcome") for nb in s.notebooks for g in nb.grades}
+from course_lib import course_grading  # noqa: E402
 
 
 @pytest.mark.slow
 def test_parallel_groups_give_the_sequential_scores(tmp_path):
     kinds = grade_at_scale.make_course(tmp_path / "seq", "00_welcome", 4)
     grade_at_scale.make_course(tmp_path / "par", "00_welcome", 4)
-    grade_at_scale.grade_sequential(tmp_path / "seq", "00_welcome")
-    grade_at_scale.grade_parallel(tmp_path / "par", "00_welcome", jobs=2, workdir=tmp_path)
+    grade_at_scale.grade(tmp_path / "seq", "00_welcome", jobs=1)
+    grade_at_scale.grade(tmp_path / "par", "00_welcome", jobs=2, workdir=tmp_path)
 
-    sequential = grade_at_scale.scores(tmp_path / "seq", "00_welcome")
-    parallel = grade_at_scale.scores(tmp_path / "par", "00_welcome")
+    sequential = course_grading.scores(tmp_path / "seq", "00_welcome")
+    parallel = course_grading.scores(tmp_path / "par", "00_welcome")
     assert parallel == sequential
     assert {s for s, k in kinds.items() if k == "correct"} == {s for s, v in sequential.items() if v == 6.0}
     assert {s for s, k in kinds.items() if k == "unmodified"} == {s for s, v in sequential.items() if v == 0.0}
-    assert _grades(tmp_path / "par") == _grades(tmp_path / "seq")
+    assert course_grading.grades(tmp_path / "par", "00_welcome") == course_grading.grades(tmp_path / "seq", "00_welcome")
     for student in kinds:
         assert (tmp_path / "par" / "autograded" / student / "00_welcome" / "welcome.ipynb").exists()
+    assert not list(tmp_path.glob("grade-groups-*"))  # the group copies are removed
+
+
+def test_course_copies_use_the_course_config(tmp_path):
+    """write_config: the course's settings and hooks (GuardedExecute, HideHiddenTests), no template of its own."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    from course_lib import nbgrader_hooks
+
+    path = course_grading.write_config(tmp_path, timeout=120)
+    config = PyFileConfigLoader(path.name, path=str(tmp_path)).load_config()
+    assert nbgrader_hooks.GuardedExecute in config.Autograde.autograde_preprocessors
+    assert nbgrader_hooks.HideHiddenTests in config.GenerateFeedback.preprocessors
+    assert config.Execute.timeout == 120 and config.OverwriteCells.add_missing_cells is True
+    assert config.CourseDirectory.db_url == f"sqlite:///{tmp_path / 'gradebook.db'}"
+    repo = PyFileConfigLoader("nbgrader_config.py", path=str(ROOT)).load_config()
+    assert repo.Autograde == config.Autograde and repo.GenerateFeedback == config.GenerateFeedback
+    assert course_grading.course_directories(ROOT) == ("solutions", "notebooks")
+    assert course_grading.course_directories(tmp_path) == ("source", "release")
 
 
 def test_merge_replaces_a_regraded_submission(tmp_path):
@@ -61,5 +75,6 @@ def test_merge_replaces_a_regraded_submission(tmp_path):
         gb.find_grade("t", "nb", "a", "s1").auto_score = 2.0
         gb.db.commit()
     for _ in range(2):
-        assert grade_at_scale.merge_gradebook(main, group, "a") == ["s1"]
-    assert grade_at_scale.scores(main, "a") == {"s1": 2.0}
+        assert course_grading.merge_gradebook(main, group, "a") == ["s1"]
+    assert course_grading.scores(main, "a") == {"s1": 2.0}
+    assert course_grading.merge_gradebook(main, group, "a", students=[]) == []

@@ -4,8 +4,14 @@ One JupyterHub (DummyAuthenticator, LocalProcessSpawner: each server runs as its
 instructor and two learners (real Unix users, created with useradd when missing), an nbgrader exchange
 in a temporary directory (1777) and every step of an assignment's life run by nbgrader's own commands as
 the user who would run it: release, fetch, submit (learner1 the solutions typed into the student
-notebook, learner2 the unmodified release), collect, autograde, export, generate/release/fetch feedback.
-The hub's REST API (a service token from the config) starts both learners' servers and checks that they
+notebook, learner2 the unmodified release plus a line that replaces the grading helpers with no-ops),
+collect, autograde, export, generate/release/fetch feedback. Every user's nbgrader configuration is the
+course's: each user's ~/.jupyter/nbgrader_config.py is the hub image's jupyterhub/nbgrader_config.py (its
+exchange path pointed at the test's) and the instructor's course directory gets
+``course_grading.write_config`` (what course copies and benchmarks/grade_at_scale.py use), both calling
+``course_lib.course_grading.configure``. So autograde runs the course's GuardedExecute (learner2's no-op
+helpers are undone: 0 points) and generate_feedback its HideHiddenTests: no learner's fetched feedback
+shows a hidden test line, while the visible tests are there. The hub's REST API (a service token from the config) starts both learners' servers and checks that they
 run during the flow. Needs root (useradd, the spawner's setuid), node/npm (configurable-http-proxy, installed
 once into ~/.cache/quantization-course/chp) and setfacl when the interpreter lives under a private /root.
 
@@ -34,11 +40,14 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from adversarial_submissions import index_of
 from nbgrader_course import ROOT, release_path, solution_path, typed_solutions
+
+from course_lib import course_grading
 
 ASSIGNMENT = "00_welcome"
 NOTEBOOK = "welcome"
-COURSE_ID = "quantization-course"
+COURSE_ID = course_grading.COURSE_ID
 INSTRUCTOR, LEARNERS = "instructor", ("learner1", "learner2")
 PASSWORD = "quantization-course-test"
 VENV_BIN = Path(sys.executable).parent
@@ -235,11 +244,19 @@ c.JupyterHub.load_roles = [{{"name": "course-test", "services": ["course-test"],
         self.log.close()
 
 
+IMAGE_EXCHANGE = "/srv/nbgrader/exchange"
+# Learner2's tampering: with the grading helpers no-ops, relative_error's tests (all grading calls) would pass.
+TAMPER = "\ngrading.check_function = lambda *args, **kwargs: None\ngrading.check_raises = lambda *args, **kwargs: None\n"
+
+
 def _user_config(home: Path, exchange: Path, user: str) -> None:
+    """The hub image's /etc/jupyter/nbgrader_config.py as the user's own, with the test's exchange."""
     jupyter = home / ".jupyter"
     jupyter.mkdir(exist_ok=True)
-    (jupyter / "nbgrader_config.py").write_text(
-        f"c = get_config()\nc.CourseDirectory.course_id = {COURSE_ID!r}\nc.Exchange.root = {str(exchange)!r}\n")
+    shipped = (ROOT / "jupyterhub" / "nbgrader_config.py").read_text()
+    literal = f'"{IMAGE_EXCHANGE}"'
+    assert shipped.count(literal) == 1, "jupyterhub/nbgrader_config.py: Exchange.root is not where the test looks"
+    (jupyter / "nbgrader_config.py").write_text(shipped.replace(literal, repr(str(exchange))))
     shutil.chown(jupyter, user, user)
     shutil.chown(jupyter / "nbgrader_config.py", user, user)
 
@@ -265,15 +282,17 @@ def test_course_on_jupyterhub_with_the_nbgrader_exchange(system):
         as_user(INSTRUCTOR, "mkdir", "-m", "700", str(course))  # the course directory is private
         as_user(INSTRUCTOR, "mkdir", "-p", str(course / "source"))
         as_user(INSTRUCTOR, "cp", "-r", str(ROOT / "solutions" / ASSIGNMENT), str(course / "source"))
-        (course / "nbgrader_config.py").write_text(
-            "c = get_config()\n"
-            f"c.CourseDirectory.root = {str(course)!r}\n"
-            f"c.CourseDirectory.course_id = {COURSE_ID!r}\n"
-            f"c.Exchange.root = {str(exchange)!r}\n"
-            # 120 s, not the course's 600: bounds a lost kernel reply (seen once with TCP kernels under load).
-            "c.Execute.timeout = 120\nc.Execute.interrupt_on_timeout = True\n"
-            "c.OverwriteCells.add_missing_cells = True\n")
-        shutil.chown(course / "nbgrader_config.py", INSTRUCTOR, INSTRUCTOR)
+        # The course's settings and hooks; 120 s per cell, not the course's 600: bounds a lost kernel reply
+        # (seen once with TCP kernels under load).
+        config = course_grading.write_config(course, exchange=exchange, timeout=120)
+        shutil.chown(config, INSTRUCTOR, INSTRUCTOR)
+        # The course's hooks are what the instructor's nbgrader loads (course_lib importable by that user).
+        loaded = as_user(INSTRUCTOR, sys.executable, "-c", (
+            "from traitlets.config.loader import PyFileConfigLoader as L; "
+            "c = L('nbgrader_config.py', path='.').load_config(); "
+            "print([p.__name__ for p in c.Autograde.autograde_preprocessors + c.GenerateFeedback.preprocessors])"),
+            cwd=str(course)).stdout
+        assert "GuardedExecute" in loaded and "HideHiddenTests" in loaded, loaded
 
         hub = Hub(base, system)
         for learner in LEARNERS:
@@ -299,6 +318,11 @@ def test_course_on_jupyterhub_with_the_nbgrader_exchange(system):
                                 nbformat.read(solution_path(ASSIGNMENT), as_version=4))
         nbformat.write(typed, fetched)
         shutil.chown(fetched, LEARNERS[0], LEARNERS[0])
+        fetched2 = homes[LEARNERS[1]] / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+        tampered = nbformat.read(fetched2, as_version=4)
+        tampered.cells[index_of(tampered, "relative_error")].source += TAMPER
+        nbformat.write(tampered, fetched2)
+        shutil.chown(fetched2, LEARNERS[1], LEARNERS[1])
         for learner in LEARNERS:
             nbgrader(learner, "submit", ASSIGNMENT)
 
@@ -334,7 +358,10 @@ def test_course_on_jupyterhub_with_the_nbgrader_exchange(system):
         max_score = float(rows[LEARNERS[0]]["max_score"])
         assert max_score > 0
         assert float(rows[LEARNERS[0]]["score"]) == max_score
-        assert float(rows[LEARNERS[1]]["score"]) == 0.0
+        assert float(rows[LEARNERS[1]]["score"]) == 0.0  # the no-op helpers were undone (GuardedExecute)
+        graded2 = nbformat.read(course / "autograded" / LEARNERS[1] / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
+        restored = graded2.cells[index_of(graded2, "test_relative_error")].metadata.get("course_guard", {})
+        assert any("check_function" in r for r in restored.get("restored") or []), restored
 
         nbgrader(INSTRUCTOR, "generate_feedback", ASSIGNMENT, "--force", cwd=str(course))
         nbgrader(INSTRUCTOR, "release_feedback", ASSIGNMENT, cwd=str(course))
@@ -351,12 +378,16 @@ def test_course_on_jupyterhub_with_the_nbgrader_exchange(system):
         assert try_read(LEARNERS[1], exchange / COURSE_ID / "feedback") == "PermissionError"
 
         # Hidden tests: nbgrader 0.9.6's generate_feedback renders the autograded notebook, whose test cells
-        # autograde restored from the gradebook *with* the hidden tests. Recorded, not hidden: flip this
-        # assertion when nbgrader (or a stripping step before generate_feedback) removes them.
-        leaks = {ln: ("BEGIN HIDDEN TESTS" in html or "a tied (shared) weight must be counted once" in html)
-                 for ln, html in feedback.items()}
-        print("hidden tests in feedback:", leaks)
-        assert leaks == {LEARNERS[0]: True, LEARNERS[1]: True}, "nbgrader's feedback no longer shows hidden tests"
+        # autograde restored from the gradebook *with* the hidden tests; the course's HideHiddenTests removes
+        # them. No hidden line in what a learner fetched, while the visible tests are there (the check can fail).
+        secret = course_grading.hidden_lines(course, ASSIGNMENT)
+        assert "tied[1].weight = tied[0].weight" in secret and len(secret) > 10
+        for learner, page in feedback.items():
+            text = course_grading.page_text(page)
+            leaked = course_grading.leaked_lines(page, secret)
+            print(f"{learner}'s feedback: {len(leaked)} hidden test lines")
+            assert not leaked and "BEGIN HIDDEN TESTS" not in text, f"{learner} sees hidden tests: {leaked[:3]}"
+            assert "count_parameters(mlp) is" in text and "grading.check_raises(sqnr_db" in text  # visible tests
 
         for learner in LEARNERS:
             assert hub.user(learner)["servers"][""]["ready"]
