@@ -120,6 +120,7 @@ def validate(ext, dtype=torch.float16) -> list[str]:
                 "nf4 v5": (K.gemv_nf4(x, packed, absmax, n, backend="cuda", version=5), K.gemv_nf4(x, packed, absmax, n, backend="torch")),
                 "nf4 v6": (K.gemv_nf4(x, packed, absmax, n, backend="cuda", version=6), K.gemv_nf4(x, packed, absmax, n, backend="torch")),
                 "nf4 v7": (K.gemv_nf4(x, packed, absmax, n, backend="cuda", version=7), K.gemv_nf4(x, packed, absmax, n, backend="torch")),
+                "nf4 v8": (K.gemv_nf4(x, packed, absmax, n, backend="cuda", version=8), K.gemv_nf4(x, packed, absmax, n, backend="torch")),
                 "int4": (K.gemv_int4(x, p4, s4, z4, g4, backend="cuda"), K.gemv_int4(x, p4, s4, z4, g4, backend="torch")),
                 "ternary": (K.gemv_ternary(x, t, 0.1, backend="cuda"), K.gemv_ternary(x, t, 0.1, backend="torch")),
             }
@@ -166,6 +167,7 @@ def bench_gemv(ext, bnb, copy_bw: float, shapes, batches, dtype=torch.float16) -
             io = b * k * 2 + b * n * 2
             contenders = {
                 "cuBLAS fp16": (fp16_bytes, [lambda w=w: x @ w.t() for w in fp16_ws]),
+                "ours NF4 v8 byte-table": (nf4_bytes, [lambda p=p, a=a: ext.gemv_nf4(x, p, a, n, 64, code, 8) for p, a in nf4_ws]),
                 "ours NF4 v7 mma": (nf4_bytes, [lambda p=p, a=a: ext.gemv_nf4(x, p, a, n, 64, code, 7) for p, a in nf4_ws]),
                 "ours NF4 v6 persistent": (nf4_bytes, [lambda p=p, a=a: ext.gemv_nf4(x, p, a, n, 64, code, 6) for p, a in nf4_ws]),
                 "ours NF4 v4 block": (nf4_bytes, [lambda p=p, a=a: ext.gemv_nf4(x, p, a, n, 64, code, 4) for p, a in nf4_ws]),
@@ -214,6 +216,42 @@ def bench_int8_rows(ext, copy_bw: float, dtype=torch.float16) -> list[dict]:
     return rows
 
 
+V8_VARIANTS = {0: "R4 U1 no_allocate", 1: "R4 U1 ldg", 2: "R4 U1 ldcs", 3: "R4 U1 no_allocate+L2::256B",
+               4: "R4 U2 no_allocate", 5: "R2 U1 no_allocate", 6: "R2 U2 no_allocate", 7: "R8 U1 no_allocate",
+               8: "R2 U4 no_allocate", 9: "R1 U4 no_allocate", 10: "bulk (cp.async.bulk 8-row tiles, 4 stages)",
+               11: "bulk, 2 stages"}
+
+
+def sweep_v8(ext) -> str:
+    """v8's configurations (rows per warp R, steps in flight U, weight load kind) against v4; markdown."""
+    code = K._nf4_code()
+    lines = ["| shape | batch | dtype | kernel | us | rel. error |", "|---|---|---|---|---|---|"]
+    for n, k in SHAPES:
+        w = torch.randn(n, k, device="cuda") * 0.02
+        packed, absmax = quantize_nf4(w, 64)
+        wref = K.dequantize_nf4(packed, absmax, (n, k), 64, backend="torch")
+        ws = [(packed.clone(), absmax.clone()) for _ in range(copies_for(n * k // 2 + n * k // 16))]
+        del w
+        for dtype in (torch.float16, torch.bfloat16):
+            for b in (1, 2, 3, 4):
+                x = torch.randn(b, k, device="cuda").to(dtype)
+                ref = (x.float() @ wref.T)
+                cands = {"v4": lambda p, a: ext.gemv_nf4(x, p, a, n, 64, code, 4),
+                         "v8 default": lambda p, a: ext.gemv_nf4(x, p, a, n, 64, code, 8)}
+                if b == 1 and dtype == torch.float16:
+                    for v, name in V8_VARIANTS.items():
+                        cands[f"v8 {name}"] = lambda p, a, v=v: ext.gemv_nf4_v8_variant(x, p, a, n, 64, code, v)
+                for name, fn in cands.items():
+                    out = fn(*ws[0]).float()
+                    err = ((out - ref).norm() / ref.norm()).item()
+                    seconds, _ = time_calls([lambda p=p, a=a, fn=fn: fn(p, a) for p, a in ws])
+                    lines.append(f"| {n}x{k} | {b} | {str(dtype)[6:]} | {name} | {seconds * 1e6:.1f} | {err:.1e} |")
+                    print(lines[-1], flush=True)
+        del ws, wref
+        torch.cuda.empty_cache()
+    return "\n".join(lines)
+
+
 def markdown(rows: list[dict]) -> str:
     cols = ["shape", "batch", "kernel", "us", "floor us", "GB/s", "% copy", "vs fp16", "mode"]
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -235,7 +273,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--profile", action="store_true",
-                        help="run NF4 v3 and v4 once on 8192x8192, batch 1 (for ncu), and exit")
+                        help="run NF4 v4, v8 and v8's bulk-copy kernel once on 8192x8192, batch 1 (for ncu), and exit")
+    parser.add_argument("--sweep", action="store_true",
+                        help="time v8's configurations against v4 at batch 1-4 (fp16 and bf16), and exit")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("No CUDA GPU: this benchmark runs on a GPU machine (the CPU forms are in benchmarks/kernels_cpu.py).")
@@ -246,11 +286,15 @@ def main(argv=None) -> int:
         w = torch.randn(8192, 8192, device="cuda") * 0.02
         packed, absmax = quantize_nf4(w, 64)
         x = torch.randn(1, 8192, device="cuda", dtype=torch.float16)
-        for version in (4, 6, 7):
+        for version in (4, 8):
             ext.gemv_nf4(x, packed, absmax, 8192, 64, K._nf4_code(), version)
+        ext.gemv_nf4_v8_variant(x, packed, absmax, 8192, 64, K._nf4_code(), 10)  # v8's bulk-copy kernel
         torch.cuda.synchronize()
         return 0
     print(f"CUDA extension ready in {time.perf_counter() - start:.1f} s")
+    if args.sweep:
+        print(sweep_v8(ext))
+        return 0
     failures = validate(ext)
     print("validation:", "all kernels match the reference" if not failures else "\n  ".join(["FAILED"] + failures))
     try:

@@ -94,11 +94,32 @@ def test_gemv_nf4_matches_reference(device, batch, n, k):
     for dtype in _act_dtype(device):
         x = torch.randn(batch, k, generator=_gen(4)).to(dtype).to(device)
         ref = K.gemv_nf4(x, packed, absmax, n, 64, backend="torch").float()
-        versions = (None, 1, 3, 4, 5, 6, 7) + ((2,) if batch == 1 else ()) if device == "cuda" else (None,)
+        versions = (None, 1, 3, 4, 5, 6, 7, 8) + ((2,) if batch == 1 else ()) if device == "cuda" else (None,)
         for version in versions:
             out = K.gemv_nf4(x, packed, absmax, n, 64, backend=_backend(device), version=version)
             assert out.shape == (batch, n) and out.dtype == dtype
             torch.testing.assert_close(out.float(), ref, **_tol(dtype), msg=f"version {version}, {dtype}")
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 4])
+# blocksize 32 and 128 take v8's shift path, 96 its division path; K = 4128 leaves lanes idle in the last
+# chunk; N = 6147 (N % 4 = 3) with K = 96: absmax blocks that cross rows; N = 7: fewer rows than one warp's
+# 2; K = 24576: 24 steps of 32 lanes per row
+@pytest.mark.parametrize("n, k, blocksize", [(33, 4128, 32), (96, 1024, 128), (7, 960, 96), (4100, 256, 64),
+                                             (6147, 96, 64), (5, 24576, 64)])
+def test_gemv_nf4_v8_blocksizes_and_tails(device, batch, n, k, blocksize):
+    if device != "cuda":
+        pytest.skip("v8 is a CUDA kernel (the CPU form has no versions)")
+    w = torch.randn(n, k, generator=_gen(9)) * 0.05
+    packed, absmax = (t.to(device) for t in quantize_nf4(w, blocksize))
+    for dtype in _act_dtype(device):
+        x = (torch.randn(batch, k, generator=_gen(10)) * 4).to(dtype).to(device)
+        ref = K.gemv_nf4(x, packed, absmax, n, blocksize, backend="torch").float()
+        out = K.gemv_nf4(x, packed, absmax, n, blocksize, backend="cuda", version=8)
+        assert out.shape == (batch, n) and out.dtype == dtype and bool(torch.isfinite(out).all())
+        torch.testing.assert_close(out.float(), ref, **_tol(dtype), msg=f"v8, {dtype}")
+        # relative error over the whole output, the usual measure (fp16/bf16 outputs: well under 1e-2)
+        assert ((out.float() - ref).norm() / ref.norm()).item() < 1e-2
 
 
 @pytest.mark.parametrize("batch", [1, 4, 8, 11])
@@ -169,7 +190,7 @@ def test_unavailable_backend_is_one_clear_message(monkeypatch, capsys):
     (lambda: K.gemv_int4(torch.randn(1, 8), *K.pack_int4(torch.randn(4, 16), 8), 8), ValueError, "in_features"),
     (lambda: K.gemv_ternary(torch.randn(1, 8), torch.zeros(2, 3, dtype=torch.uint8), 1.0), ValueError, "K / 4"),
     (lambda: K.gemv_ternary(torch.randn(1, 8), torch.zeros(2, 2, dtype=torch.uint8), -1.0), ValueError, "scale"),
-    (lambda: K.gemv_nf4(torch.randn(1, 8), *quantize_nf4(torch.randn(4, 8), 8), 4, 8, version=8), ValueError, "version"),
+    (lambda: K.gemv_nf4(torch.randn(1, 8), *quantize_nf4(torch.randn(4, 8), 8), 4, 8, version=9), ValueError, "version"),
 ])
 def test_bad_input_names_the_argument(call, error, mentions):
     with pytest.raises(error, match=mentions):

@@ -401,10 +401,17 @@ def gemv_nf4(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, out_fe
             activations in registers and has the next rows' weights in flight while it computes;
             K <= 16384, larger K runs v4), 7 tensor cores (``mma.sync`` on weights decoded in
             registers, the absmax applied in fp32, any batch; needs K % 64 == 0 and blocksize % 64
-            == 0, other shapes run v4). The default (None) is the fastest measured on the H200
-            (benchmarks/results/kernels_h200.md): v4 below batch 4, v7 from batch 4. Above batch
-            4, versions 4-6 dequantize the weight to x's dtype (16-byte loads and stores) and call
-            cuBLAS.
+            == 0, other shapes run v4), 8 byte-table decode for batch 1-4 (one PRMT and one
+            shared-memory load decode a packed byte into a half2 pair of codes, multiplied with
+            HFMA2 for fp16, widened to fp32 for bf16; one balanced wave of warps, each streaming
+            R rows with the next weights in flight; the absmax stays fp32; GPUs without 64 KB of
+            shared memory per block run v4; fp16 sums 8 products in half precision before fp32,
+            so |x| must stay below ~8000).
+            The default (None) is the fastest measured on the H200
+            (benchmarks/results/kernels_h200.md): v8 below batch 4 for float16, v4 below batch 4
+            for bfloat16, v7 from batch 4. Above batch
+            4, versions 4-6 and 8 dequantize the weight to x's dtype (16-byte loads and stores) and
+            call cuBLAS.
 
     Returns:
         ``[B, out_features]`` in ``x``'s dtype.
@@ -414,8 +421,11 @@ def gemv_nf4(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, out_fe
     k = x.shape[1]
     _check_nf4(packed, absmax, out_features * k, blocksize)
     if version is None:
-        version = 7 if x.shape[0] >= 4 and k % 64 == 0 and blocksize % 64 == 0 else 4
-    check_int(version, "version", low=1, high=7)
+        if x.shape[0] >= 4:
+            version = 7 if k % 64 == 0 and blocksize % 64 == 0 else 4
+        else:  # v8's fp16 path (HFMA2) measured faster than v4; its bf16 path (fp32 FMAs) was not everywhere
+            version = 8 if x.dtype == torch.float16 else 4
+    check_int(version, "version", low=1, high=8)
     device = _check_same_device(x=x, packed=packed, absmax=absmax)
     cuda_ok = x.dtype in (torch.float16, torch.bfloat16) and k % 32 == 0 and blocksize % 32 == 0
     kind = _pick(backend, device, supported=cuda_ok if device.type == "cuda" else True)

@@ -15,6 +15,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <type_traits>
+
 namespace {
 
 constexpr int WARP = 32;
@@ -601,6 +603,324 @@ __global__ void __launch_bounds__(256) gemv_nf4_mma_kernel(const T* __restrict__
   }
 }
 
+// v8: bandwidth first, batch 1-4. v4 and v6 both stalled near 21.5 us at 8192x8192 (42% of the copy
+// bandwidth) with different grids, which pointed at the decode, not at latency: one shared-memory table load
+// per 4-bit code (LDS runs at one warp per clock per SM: 8 us for 8192x8192 on an H200 by itself) plus a
+// shift, a mask and an fp32 FMA per weight, about five instructions per weight in all (~10 us of issue).
+// Here a packed BYTE (two codes) is decoded by one PRMT and one LDS: a 256-entry table of code pairs as
+// half2, one copy per lane (lane l reads word l of a 256-byte row: no bank conflicts) so that the address
+// (byte << 8) | (lane << 2) is a single __byte_perm; the pair is multiplied with the two activations by one
+// HFMA2 (fp16: chains of 8 products in half precision, then fp32; bf16: the pair is widened to fp32 and two
+// fp32 FMAs follow, bf16's 8-bit mantissa being too short for half-precision chains). About 2 instructions
+// per weight for fp16 (3 for bf16). The absmax stays fp32 and is applied once per 32 weights.
+// Work: one warp owns R consecutive rows (each activation load serves R rows), its lanes stride over K in
+// 16-byte steps (32 weights, one absmax); a warp's (unit, chunk-of-U-steps) items are software-pipelined:
+// the next item's weights and absmaxes are in flight while the current one is decoded. The grid is one
+// balanced wave: every warp gets the same number of R-row units, and all warps are resident at once
+// (the 64 KB table limits a 256-thread block to 3 per SM), so the table is built once per block, after the
+// first loads are issued. LD selects the weight load: 0 __ldg, 1 ld.global.nc.L1::no_allocate (weights
+// bypass L1, which keeps the activations), 2 __ldcs (evict-first), 3 as 1 with an L2 256-byte prefetch hint.
+constexpr int V8_THREADS = 256;
+constexpr int V8_LUT_BYTES = 256 * 256;
+
+template <int LD>
+__device__ __forceinline__ uint4 v8_load(const uint8_t* p) {
+  uint4 v;
+  if (LD == 1) {
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  } else if (LD == 2) {
+    v = __ldcs(reinterpret_cast<const uint4*>(p));
+  } else if (LD == 3) {
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  } else {
+    v = __ldg(reinterpret_cast<const uint4*>(p));
+  }
+  return v;
+}
+
+// 32 weights (16 packed bytes) times B activation rows: part[b] = sum code[q_i] * x[b][i], absmax not applied.
+template <typename T, int B>
+__device__ __forceinline__ void v8_dot(const uint4& wv, const uint4 (&xv)[B][4], const char* lut, uint32_t lane4,
+                                       float (&part)[B]) {
+#pragma unroll
+  for (int b = 0; b < B; ++b) part[b] = 0.f;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    __half2 h[B];
+#pragma unroll
+    for (int b = 0; b < B; ++b) h[b] = __float2half2_rn(0.f);
+#pragma unroll
+    for (int wi = 0; wi < 2; ++wi) {
+      const int word = 2 * half + wi;
+      const uint32_t pw = reinterpret_cast<const uint32_t*>(&wv)[word];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const uint32_t addr = __byte_perm(pw, lane4, 0x6504u | (j << 4));  // (byte j << 8) | (lane << 2)
+        const uint32_t pair = *reinterpret_cast<const uint32_t*>(lut + addr);
+#pragma unroll
+        for (int b = 0; b < B; ++b) {
+          const uint32_t xw = reinterpret_cast<const uint32_t*>(&xv[b][word])[j];
+          if constexpr (std::is_same<T, __half>::value) {
+            h[b] = __hfma2(*reinterpret_cast<const __half2*>(&pair), *reinterpret_cast<const __half2*>(&xw), h[b]);
+          } else {
+            const float2 wf = __half22float2(*reinterpret_cast<const __half2*>(&pair));
+            const float2 xf = to_float2(xw, static_cast<const T*>(nullptr));
+            part[b] = fmaf(wf.x, xf.x, part[b]);
+            part[b] = fmaf(wf.y, xf.y, part[b]);
+          }
+        }
+      }
+    }
+    if constexpr (std::is_same<T, __half>::value) {
+#pragma unroll
+      for (int b = 0; b < B; ++b) {
+        const float2 f = __half22float2(h[b]);
+        part[b] += f.x + f.y;
+      }
+    }
+  }
+}
+
+// The 256 x 32 table of code pairs (row b, word l: half2(code[b >> 4], code[b & 15])); threads 0..255 write one
+// row each, 8 16-byte stores rotated so that the 8 lanes of a quarter-warp hit 8 different columns.
+__device__ __forceinline__ void v8_build_table(uint4* lut) {
+  const int b = threadIdx.x;
+  if (b >= 256) return;
+  __half2 h = __floats2half2_rn(c_nf4_code[b >> 4], c_nf4_code[b & 15]);  // fp16 codes for both dtypes
+  const uint32_t v = *reinterpret_cast<uint32_t*>(&h);
+  const uint4 v4 = make_uint4(v, v, v, v);
+#pragma unroll
+  for (int c = 0; c < 8; ++c) lut[b * 16 + ((c + b) & 7)] = v4;
+}
+
+template <typename T, int B, int R, int U, int LD>
+__global__ void __launch_bounds__(V8_THREADS) gemv_nf4_v8_kernel(const T* __restrict__ x,
+                                                                  const uint8_t* __restrict__ packed,
+                                                                  const float* __restrict__ absmax, T* __restrict__ y,
+                                                                  int N, int K, int blocksize, int bs_shift,
+                                                                  int units_per_warp) {
+  extern __shared__ uint4 v8_lut[];  // 256 rows of 256 bytes; row b, word l: half2(code[b >> 4], code[b & 15])
+  const int lane = threadIdx.x % WARP;
+  const int warp_id = blockIdx.x * (V8_THREADS / WARP) + threadIdx.x / WARP;
+  const int units = (N + R - 1) / R;
+  const int unit0 = warp_id * units_per_warp;
+  const int my_units = max(0, min(units_per_warp, units - unit0));
+  const int steps = K / 32;                      // 16-byte steps per row
+  const int chunks = (steps + WARP * U - 1) / (WARP * U);
+  const int items = my_units * chunks;
+  const int bs32 = blocksize / 32;               // steps per absmax block
+
+  uint4 wA[R][U], wB[R][U];
+  float aA[R][U], aB[R][U];
+  int ld_unit = unit0, ld_chunk = 0;
+  auto load = [&](uint4 (&wd)[R][U], float (&ad)[R][U]) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int row = min(ld_unit * R + r, N - 1);
+      const uint8_t* prow = packed + static_cast<int64_t>(row) * (K / 2);
+      const int64_t arow = static_cast<int64_t>(row) * steps;
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int s = lane + WARP * (ld_chunk * U + u);
+        if (s < steps) {
+          wd[r][u] = v8_load<LD>(prow + 16 * s);
+          const int64_t blk = bs_shift >= 0 ? (arow + s) >> bs_shift : (arow + s) / bs32;
+          ad[r][u] = __ldg(absmax + blk);
+        } else {
+          wd[r][u] = make_uint4(0u, 0u, 0u, 0u);
+          ad[r][u] = 0.f;
+        }
+      }
+    }
+    if (++ld_chunk == chunks) { ld_chunk = 0; ++ld_unit; }
+  };
+  if (items > 0) load(wA, aA);  // the first weights are in flight while the table is built
+
+  v8_build_table(v8_lut);
+  __syncthreads();
+  const char* lut = reinterpret_cast<const char*>(v8_lut);
+  const uint32_t lane4 = static_cast<uint32_t>(lane) << 2;
+
+  float acc[R][B];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int b = 0; b < B; ++b) acc[r][b] = 0.f;
+  int cp_unit = unit0, cp_chunk = 0;
+  auto compute = [&](const uint4 (&wd)[R][U], const float (&ad)[R][U]) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int s = lane + WARP * (cp_chunk * U + u);
+      if (s < steps) {
+        uint4 xv[B][4];
+#pragma unroll
+        for (int b = 0; b < B; ++b)
+#pragma unroll
+          for (int word = 0; word < 4; ++word)
+            xv[b][word] = __ldg(reinterpret_cast<const uint4*>(x + static_cast<int64_t>(b) * K + 32 * s + 8 * word));
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          float part[B];
+          v8_dot<T, B>(wd[r][u], xv, lut, lane4, part);
+#pragma unroll
+          for (int b = 0; b < B; ++b) acc[r][b] = fmaf(ad[r][u], part[b], acc[r][b]);
+        }
+      }
+    }
+    if (++cp_chunk == chunks) {
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int b = 0; b < B; ++b) {
+          const float total = warp_sum(acc[r][b]);
+          acc[r][b] = 0.f;
+          const int row = cp_unit * R + r;
+          if (lane == 0 && row < N) y[static_cast<int64_t>(b) * N + row] = from_float<T>(total);
+        }
+      cp_chunk = 0;
+      ++cp_unit;
+    }
+  };
+  for (int it = 0; it < items; it += 2) {
+    if (it + 1 < items) load(wB, aB);
+    compute(wA, aA);
+    if (it + 1 >= items) break;
+    if (it + 2 < items) load(wA, aA);
+    compute(wB, aB);
+  }
+}
+
+// v8 "bulk": the same decode, fed by the copy engine. The register-fed v8 above reached only ~2.4 TB/s of
+// incremental bandwidth (ncu: 41% of DRAM peak, issue slots 32% busy, 4 warps per scheduler waiting on their
+// loads). Here each block (one per SM, 16 warps) streams tiles of 8 rows (8 x K/2 bytes of codes and, when
+// K % blocksize == 0, the tile's absmaxes) into a ring of 2-4 shared-memory stages with cp.async.bulk
+// completing on an mbarrier, so that up to 3 tiles (~100 KB per SM for K = 8192) are in flight in large
+// contiguous pieces without holding registers. A warp owns 4 rows of the tile (one activation load serves
+// them) and every 8th 32-step block of K; it reads the codes from shared memory and decodes them as above;
+// one __syncthreads per tile frees its stage and publishes the partial sums.
+constexpr int V8B_THREADS = 512;
+constexpr int V8B_ROWS = 8;
+
+__device__ __forceinline__ uint32_t v8_smem(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+
+__device__ __forceinline__ void v8_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  while (!done) {
+    asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
+                 : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+  }
+}
+
+template <typename T, int B>
+__global__ void __launch_bounds__(V8B_THREADS, 1) gemv_nf4_v8_bulk_kernel(const T* __restrict__ x,
+                                                                          const uint8_t* __restrict__ packed,
+                                                                          const float* __restrict__ absmax,
+                                                                          T* __restrict__ y, int N, int K,
+                                                                          int blocksize, int bs_shift, int stages,
+                                                                          int stage_bytes) {
+  extern __shared__ uint4 v8_lut[];
+  char* stage0 = reinterpret_cast<char*>(v8_lut) + V8_LUT_BYTES;
+  uint64_t* bars = reinterpret_cast<uint64_t*>(stage0 + static_cast<int64_t>(stages) * stage_bytes);
+  float* red = reinterpret_cast<float*>(bars + 4);  // [2][16 warps][4 rows][B]
+  const int tiles = (N + V8B_ROWS - 1) / V8B_ROWS;
+  const int my_tiles = tiles > static_cast<int>(blockIdx.x) ? (tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+  const int row_bytes = K / 2, steps = K / 32, bs32 = blocksize / 32;
+  const bool am_rows = K % blocksize == 0;  // a row's absmaxes are its own: they travel with the tile
+  const int am_per_row = am_rows ? K / blocksize : 0;
+  auto tile_am_bytes = [&](int rows) {
+    const int bytes = rows * am_per_row * 4;
+    return bytes % 16 == 0 ? bytes : 0;  // 0: read the absmaxes from global memory for this tile
+  };
+  auto issue = [&](int it) {  // thread 0
+    const int r0 = (blockIdx.x + it * gridDim.x) * V8B_ROWS;
+    const int rows = min(V8B_ROWS, N - r0);
+    const uint32_t wbytes = rows * row_bytes, abytes = tile_am_bytes(rows);
+    char* st = stage0 + static_cast<int64_t>(it % stages) * stage_bytes;
+    const uint32_t bar = v8_smem(bars + it % stages);
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" :: "r"(bar), "r"(wbytes + abytes) : "memory");
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
+                 :: "r"(v8_smem(st)), "l"(packed + static_cast<int64_t>(r0) * row_bytes), "r"(wbytes), "r"(bar)
+                 : "memory");
+    if (abytes)
+      asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
+                   :: "r"(v8_smem(st + V8B_ROWS * row_bytes)), "l"(absmax + static_cast<int64_t>(r0) * am_per_row),
+                      "r"(abytes), "r"(bar)
+                   : "memory");
+  };
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < stages; ++i)
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" :: "r"(v8_smem(bars + i)) : "memory");
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    for (int it = 0; it < min(stages, my_tiles); ++it) issue(it);
+  }
+  v8_build_table(v8_lut);
+  __syncthreads();
+  const char* lut = reinterpret_cast<const char*>(v8_lut);
+  const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+  const uint32_t lane4 = static_cast<uint32_t>(lane) << 2;
+  const int g = warp / 8, kp = warp % 8;  // rows 4g..4g+3 of the tile; 32-step blocks kp, kp + 8, ... of K
+  for (int it = 0; it < my_tiles; ++it) {
+    v8_wait(v8_smem(bars + it % stages), (it / stages) & 1);
+    const int r0 = (blockIdx.x + it * gridDim.x) * V8B_ROWS;
+    const int rows = min(V8B_ROWS, N - r0);
+    const bool am_smem = tile_am_bytes(rows) > 0;
+    const char* st = stage0 + static_cast<int64_t>(it % stages) * stage_bytes;
+    const float* am_st = reinterpret_cast<const float*>(st + V8B_ROWS * row_bytes);
+    float acc[4][B];
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+#pragma unroll
+      for (int b = 0; b < B; ++b) acc[r][b] = 0.f;
+    if (4 * g < rows) {
+      for (int s = lane + WARP * kp; s < steps; s += 8 * WARP) {
+        uint4 xv[B][4];  // one activation load serves the warp's 4 rows
+#pragma unroll
+        for (int b = 0; b < B; ++b)
+#pragma unroll
+          for (int word = 0; word < 4; ++word)
+            xv[b][word] = __ldg(reinterpret_cast<const uint4*>(x + static_cast<int64_t>(b) * K + 32 * s + 8 * word));
+        const int sb = bs_shift >= 0 ? s >> bs_shift : s / bs32;
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int jr = 4 * g + r;
+          if (jr < rows) {
+            const uint4 wv = *reinterpret_cast<const uint4*>(st + jr * row_bytes + 16 * s);
+            const int64_t flat = static_cast<int64_t>(r0 + jr) * steps + s;
+            const float am = am_smem ? am_st[jr * am_per_row + sb]
+                                     : __ldg(absmax + (bs_shift >= 0 ? flat >> bs_shift : flat / bs32));
+            float part[B];
+            v8_dot<T, B>(wv, xv, lut, lane4, part);
+#pragma unroll
+            for (int b = 0; b < B; ++b) acc[r][b] = fmaf(am, part[b], acc[r][b]);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+#pragma unroll
+      for (int b = 0; b < B; ++b) {
+        const float v = warp_sum(acc[r][b]);
+        if (lane == 0) red[((it & 1) * (V8B_THREADS / WARP) + warp) * 4 * B + r * B + b] = v;
+      }
+    __syncthreads();  // the stage is free, the partial sums are visible
+    if (static_cast<int>(threadIdx.x) < V8B_ROWS * B) {
+      const int jj = threadIdx.x / B, b = threadIdx.x % B;
+      if (jj < rows) {
+        const float* rp = red + ((it & 1) * (V8B_THREADS / WARP) + (jj / 4) * 8) * 4 * B + (jj % 4) * B + b;
+        float total = 0.f;
+#pragma unroll
+        for (int k8 = 0; k8 < 8; ++k8) total += rp[k8 * 4 * B];
+        y[static_cast<int64_t>(b) * N + r0 + jj] = from_float<T>(total);
+      }
+    }
+    if (threadIdx.x == 0 && it + stages < my_tiles) issue(it + stages);
+  }
+}
+
 // ------------------------------------------------------------------------------------------------
 // 4. ternary GEMV: additions and subtractions only, with v4's block structure (a block's threads split
 // K for ROWS rows). A thread owns 64 weights (16 packed bytes) per row and step.
@@ -835,6 +1155,141 @@ int one_wave(Kernel kernel, int threads, int chunks) {
       <<<static_cast<int>((N + RR - 1) / RR), std::min(256, (K / 64 + WARP - 1) / WARP * WARP), 0, stream>>>( \
           xp, packed.data_ptr<uint8_t>(), static_cast<float>(scale), yp, N, K)
 
+// v8 launch: one balanced wave of 256-thread blocks (see the kernel). Returns false when a block cannot get
+// the 64 KB table on this GPU; the caller then runs v4.
+template <typename T, int B, int R, int U, int LD>
+bool launch_v8(const T* x, const uint8_t* packed, const float* absmax, T* y, int N, int K, int blocksize,
+               cudaStream_t stream) {
+  auto kern = gemv_nf4_v8_kernel<T, B, R, U, LD>;
+  static int per_sm[64] = {0};  // blocks per SM for each device; 0: not asked yet, -1: the table does not fit
+  static int sm_count[64] = {0};
+  const int dev = std::min(c10::cuda::current_device(), static_cast<c10::DeviceIndex>(63));
+  if (per_sm[dev] == 0) {
+    int occ = 0;
+    if (cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, V8_LUT_BYTES) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, V8_THREADS, V8_LUT_BYTES) != cudaSuccess ||
+        occ < 1) {
+      (void)cudaGetLastError();
+      occ = -1;
+    }
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count[dev], cudaDevAttrMultiProcessorCount, dev));
+    per_sm[dev] = occ;
+  }
+  if (per_sm[dev] < 0) return false;
+  const int bs32 = blocksize / 32;
+  const int shift = (bs32 & (bs32 - 1)) == 0 ? __builtin_ctz(bs32) : -1;
+  const int units = (N + R - 1) / R;
+  const int max_warps = sm_count[dev] * per_sm[dev] * (V8_THREADS / WARP);
+  const int upw = (units + max_warps - 1) / max_warps;   // units per warp, the same for every warp
+  const int warps = (units + upw - 1) / upw;
+  kern<<<(warps + V8_THREADS / WARP - 1) / (V8_THREADS / WARP), V8_THREADS, V8_LUT_BYTES, stream>>>(
+      x, packed, absmax, y, N, K, blocksize, shift, upw);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return true;
+}
+
+// v8 bulk launch: one block per SM with as many stages (2-4) as shared memory allows; false when even two
+// stages of 8 rows do not fit (K above ~20000 on an H200) or the pointers are not 16-byte aligned.
+template <typename T, int B>
+bool launch_v8_bulk(const T* x, const uint8_t* packed, const float* absmax, T* y, int N, int K, int blocksize,
+                    cudaStream_t stream, int max_stages = 4) {
+  auto kern = gemv_nf4_v8_bulk_kernel<T, B>;
+  static int optin[64] = {0};  // 0: not asked yet, -1: unavailable
+  static int sm_count[64] = {0};
+  const int dev = std::min(c10::cuda::current_device(), static_cast<c10::DeviceIndex>(63));
+  if (optin[dev] == 0) {
+    int bytes = 0, major = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count[dev], cudaDevAttrMultiProcessorCount, dev));
+    if (major < 9 || cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess) {
+      (void)cudaGetLastError();
+      bytes = -1;
+    }
+    optin[dev] = bytes;
+  }
+  if (optin[dev] < 0) return false;
+  if (reinterpret_cast<uintptr_t>(packed) % 16 || reinterpret_cast<uintptr_t>(absmax) % 16) return false;
+  const int am_bytes = K % blocksize == 0 ? V8B_ROWS * (K / blocksize) * 4 : 0;
+  const int stage_bytes = (V8B_ROWS * (K / 2) + am_bytes + 15) / 16 * 16;
+  const int tail = 4 * 8 + 2 * (V8B_THREADS / WARP) * 4 * B * 4;  // mbarriers, partial sums
+  const int stages = std::min(max_stages, (optin[dev] - V8_LUT_BYTES - tail) / stage_bytes);
+  if (stages < 2) return false;
+  const int bs32 = blocksize / 32;
+  const int shift = (bs32 & (bs32 - 1)) == 0 ? __builtin_ctz(bs32) : -1;
+  const int tiles = (N + V8B_ROWS - 1) / V8B_ROWS;
+  const size_t smem = V8_LUT_BYTES + static_cast<size_t>(stages) * stage_bytes + tail;
+  kern<<<std::min(tiles, sm_count[dev]), V8B_THREADS, smem, stream>>>(x, packed, absmax, y, N, K, blocksize, shift,
+                                                                      stages, stage_bytes);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return true;
+}
+
+// v8's dispatch: the register-fed kernel with the rows per warp (R) and steps per item (U) that the sweep in
+// benchmarks/kernels.py --sweep measured fastest on the H200 (benchmarks/results/kernels_h200.md): more rows
+// per warp for tall matrices (each activation load serves more rows), fewer where N is small so that a wave
+// still has ~2000 warps. The bulk-copy kernel measured slower everywhere (same file) and is reached only
+// through gemv_nf4_v8_variant. bf16 keeps fewer registers (its fp32 widening needs more: R4 U2 would take
+// 147 registers, one block per SM).
+template <typename T>
+bool gemv_nf4_v8(const T* x, const uint8_t* packed, const float* absmax, T* y, int B, int N, int K, int bs,
+                 cudaStream_t st) {
+  constexpr bool f16 = std::is_same<T, __half>::value;
+  switch (B) {
+    case 1:
+      if (!f16) return N >= 6144 ? launch_v8<T, 1, 4, 1, 1>(x, packed, absmax, y, N, K, bs, st)
+                                 : launch_v8<T, 1, 2, 1, 1>(x, packed, absmax, y, N, K, bs, st);
+      if (N >= 12288) return launch_v8<T, 1, 8, 1, 1>(x, packed, absmax, y, N, K, bs, st);
+      if (N >= 6144 || K <= 8192) return launch_v8<T, 1, 4, 2, 1>(x, packed, absmax, y, N, K, bs, st);
+      return launch_v8<T, 1, 2, 2, 1>(x, packed, absmax, y, N, K, bs, st);
+    case 2:
+      return N >= 6144 ? launch_v8<T, 2, 4, 1, 1>(x, packed, absmax, y, N, K, bs, st)
+                       : launch_v8<T, 2, 2, 1, 1>(x, packed, absmax, y, N, K, bs, st);
+    case 3:
+      return launch_v8<T, 3, 2, 1, 1>(x, packed, absmax, y, N, K, bs, st);
+    default:
+      return launch_v8<T, 4, 2, 1, 1>(x, packed, absmax, y, N, K, bs, st);
+  }
+}
+
+// Benchmark only (benchmarks/kernels.py --sweep): v8 at batch 1, fp16, in other configurations.
+torch::Tensor gemv_nf4_v8_variant(torch::Tensor x, torch::Tensor packed, torch::Tensor absmax, int64_t N,
+                                  int64_t blocksize, torch::Tensor code, int64_t variant) {
+  check_cuda(x, "x");
+  check_cuda(packed, "packed");
+  check_cuda(absmax, "absmax");
+  TORCH_CHECK(x.size(0) == 1 && x.scalar_type() == torch::kFloat16, "the v8 sweep runs batch 1, float16");
+  const c10::cuda::CUDAGuard guard(x.device());
+  upload_code(code);
+  const int K = x.size(1);
+  TORCH_CHECK(K % 32 == 0 && blocksize % 32 == 0, "v8 needs K % 32 == 0 and blocksize % 32 == 0");
+  auto y = torch::empty({1, N}, x.options());
+  auto st = c10::cuda::getCurrentCUDAStream();
+  const auto* xp = reinterpret_cast<const __half*>(x.data_ptr());
+  auto* yp = reinterpret_cast<__half*>(y.data_ptr());
+  const uint8_t* p = packed.data_ptr<uint8_t>();
+  const float* a = absmax.data_ptr<float>();
+  const int n = static_cast<int>(N), bs = static_cast<int>(blocksize);
+  bool ok = false;
+  switch (variant) {
+    case 0: ok = launch_v8<__half, 1, 4, 1, 1>(xp, p, a, yp, n, K, bs, st); break;
+    case 1: ok = launch_v8<__half, 1, 4, 1, 0>(xp, p, a, yp, n, K, bs, st); break;
+    case 2: ok = launch_v8<__half, 1, 4, 1, 2>(xp, p, a, yp, n, K, bs, st); break;
+    case 3: ok = launch_v8<__half, 1, 4, 1, 3>(xp, p, a, yp, n, K, bs, st); break;
+    case 4: ok = launch_v8<__half, 1, 4, 2, 1>(xp, p, a, yp, n, K, bs, st); break;
+    case 5: ok = launch_v8<__half, 1, 2, 1, 1>(xp, p, a, yp, n, K, bs, st); break;
+    case 6: ok = launch_v8<__half, 1, 2, 2, 1>(xp, p, a, yp, n, K, bs, st); break;
+    case 7: ok = launch_v8<__half, 1, 8, 1, 1>(xp, p, a, yp, n, K, bs, st); break;
+    case 8: ok = launch_v8<__half, 1, 2, 4, 1>(xp, p, a, yp, n, K, bs, st); break;
+    case 9: ok = launch_v8<__half, 1, 1, 4, 1>(xp, p, a, yp, n, K, bs, st); break;
+    case 10: ok = launch_v8_bulk<__half, 1>(xp, p, a, yp, n, K, bs, st); break;
+    case 11: ok = launch_v8_bulk<__half, 1>(xp, p, a, yp, n, K, bs, st, 2); break;  // more room for L1
+    default: TORCH_CHECK(false, "variant must be 0..11");
+  }
+  TORCH_CHECK(ok, "v8 cannot run on this GPU (64 KB of shared memory per block)");
+  return y;
+}
+
 torch::Tensor gemv_nf4(torch::Tensor x, torch::Tensor packed, torch::Tensor absmax, int64_t N, int64_t blocksize,
                        torch::Tensor code, int64_t version) {
   check_cuda(x, "x");
@@ -874,6 +1329,17 @@ torch::Tensor gemv_nf4(torch::Tensor x, torch::Tensor packed, torch::Tensor absm
       }
     });
     return y;
+  }
+  if (version == 8 && B <= 4) {
+    auto y = torch::empty({B, N}, x.options());
+    bool ok = false;
+    DISPATCH_HALF_TYPES(x.scalar_type(), "gemv_nf4", [&] {
+      ok = gemv_nf4_v8<scalar_t>(reinterpret_cast<const scalar_t*>(x.data_ptr()), packed.data_ptr<uint8_t>(),
+                                 absmax.data_ptr<float>(), reinterpret_cast<scalar_t*>(y.data_ptr()), B,
+                                 static_cast<int>(N), K, static_cast<int>(blocksize), stream);
+    });
+    if (ok) return y;
+    version = 4;  // no room for the 64 KB table on this GPU
   }
   if (version >= 4 && B > 4) {
     // Above batch 4 the CUDA-core kernel loses to a tensor-core GEMM: dequantize once, then cuBLAS.
@@ -984,7 +1450,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("quantize_rows_int8", &quantize_rows_int8, "row-wise absmax int8 quantization (CUDA)");
   m.def("dequantize_nf4", &dequantize_nf4, "NF4 dequantization (CUDA)");
   m.def("dequantize_int4", &dequantize_int4, "int4 dequantization with groups (CUDA)");
-  m.def("gemv_nf4", &gemv_nf4, "NF4 weight GEMV / small-batch GEMM; version 1 naive, 2 warp per row, 3 rows per warp, 4 rows per block, 6 persistent (CUDA)");
+  m.def("gemv_nf4", &gemv_nf4, "NF4 weight GEMV / small-batch GEMM; version 1 naive, 2 warp per row, 3 rows per warp, 4 rows per block, 6 persistent, 7 tensor cores, 8 byte-table decode (CUDA)");
+  m.def("gemv_nf4_v8_variant", &gemv_nf4_v8_variant, "NF4 GEMV v8 in other configurations, batch 1 fp16 (benchmark only)");
   m.def("gemv_int4", &gemv_int4, "int4 weight GEMV with groups; version 4 rows per block, 6 persistent (CUDA)");
   m.def("gemv_ternary", &gemv_ternary, "ternary weight GEMV with additions only (CUDA)");
 }
