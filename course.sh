@@ -51,11 +51,17 @@ case "${1:-}" in
         shift
         install "[test]"
         # The browser test (tests/test_browser.py) drives JupyterLab in Debian's chromium through
-        # Playwright, which downloads no browser of its own. As root on Debian/Ubuntu, install it
-        # (about 30 s); elsewhere, or if apt fails, that test is skipped and says why.
-        if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } >/dev/null \
-                || echo "(chromium could not be installed with apt-get; the browser test will be skipped)"
+        # Playwright, which downloads no browser of its own; the JupyterHub test (tests/test_jupyterhub.py)
+        # lets its learner accounts reach a Python under a private /root with setfacl (package acl).
+        # As root on Debian/Ubuntu, install what is missing (about 30 s); elsewhere, or if apt fails,
+        # those tests are skipped and say why.
+        missing=""
+        [ -x /usr/bin/chromium ] || missing="chromium"
+        command -v setfacl >/dev/null 2>&1 || missing="$missing acl"
+        if [ -n "$missing" ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+            # shellcheck disable=SC2086
+            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing; } >/dev/null \
+                || echo "($missing could not be installed with apt-get; the tests that need it will be skipped)"
         fi
         export HF_HUB_OFFLINE=1 MPLBACKEND=Agg
         # pytest-xdist already keeps every core busy with one worker each: one thread per worker (and per

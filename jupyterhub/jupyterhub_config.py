@@ -4,7 +4,7 @@
     jupyterhub -f jupyterhub/jupyterhub_config.py
 
 Each learner gets a container of the course image (environment.yml, the course package, the student
-notebooks) with a 2 GB memory limit: the notebooks peak at 0.45-1.3 GB (docs/NOTEBOOK_PROFILE.md).
+notebooks) with a 2 GB memory limit: the notebooks peak at 0.42-1.13 GB (benchmarks/results/notebook_memory_cpu.md).
 Assignments travel through nbgrader's exchange, a host directory mounted into every container at
 /srv/nbgrader/exchange (world-writable with the sticky bit, as nbgrader requires). The image's
 /etc/jupyter/nbgrader_config.py sets Exchange.root and CourseDirectory.course_id for every user.
@@ -50,7 +50,7 @@ c.DockerSpawner.volumes = {
     "course-{username}": "/home/jovyan/work",  # the learner's own files survive a restart
     EXCHANGE: "/srv/nbgrader/exchange",         # assignments and submissions, shared by all
 }
-c.Spawner.mem_limit = "2G"        # peaks 0.45-1.3 GB per notebook (docs/NOTEBOOK_PROFILE.md)
+c.Spawner.mem_limit = "2G"        # peaks 0.42-1.13 GB per notebook (benchmarks/results/notebook_memory_cpu.md)
 c.Spawner.mem_guarantee = "1G"
 c.Spawner.cpu_limit = 2.0
 c.Spawner.environment = {"OMP_NUM_THREADS": "2", "COURSE_ID": COURSE_ID}

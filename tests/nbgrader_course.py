@@ -66,16 +66,14 @@ class Course:
                  graded_cell_timeout: int | None = None):
         from nbgrader.apps import NbGraderAPI
 
-        from course_lib import nbgrader_hooks
+        from course_lib import course_grading
 
         self.root, self.assignment = root, assignment
         self.notebook = notebook_name(assignment)
         shutil.copytree(ROOT / "solutions" / assignment, root / "source" / assignment)
         config = scratch_config(root, source_directory="source")
-        config.Execute.timeout = timeout
-        config.Execute.interrupt_on_timeout = True
-        config.OverwriteCells.add_missing_cells = True  # as in the course's nbgrader_config.py
-        nbgrader_hooks.configure(config, memory_limit_mb=memory_limit_mb)  # as nbgrader_config.py does
+        # the course's settings and hooks, as nbgrader_config.py has them
+        course_grading.configure(config, memory_limit_mb=memory_limit_mb or 0, timeout=timeout)
         config.GuardedExecute.graded_cell_timeout = graded_cell_timeout
         self.config = config
         self.api = NbGraderAPI(config=config)
