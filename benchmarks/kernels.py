@@ -219,14 +219,17 @@ def bench_int8_rows(ext, copy_bw: float, dtype=torch.float16) -> list[dict]:
 V8_VARIANTS = {0: "R4 U1 no_allocate", 1: "R4 U1 ldg", 2: "R4 U1 ldcs", 3: "R4 U1 no_allocate+L2::256B",
                4: "R4 U2 no_allocate", 5: "R2 U1 no_allocate", 6: "R2 U2 no_allocate", 7: "R8 U1 no_allocate",
                8: "R2 U4 no_allocate", 9: "R1 U4 no_allocate", 10: "bulk (cp.async.bulk 8-row tiles, 4 stages)",
-               11: "bulk, 2 stages"}
+               11: "bulk, 2 stages", 12: "R4 U1 x prefetched", 13: "R4 U2 x prefetched",
+               14: "R4 U2 PDL (waits before any read)", 15: "R4 U2 PDL (first weights before the wait)",
+               16: "R4 U1 x prefetched + PDL (first weights before the wait)", 17: "R8 U1 x prefetched",
+               18: "R2 U1 x prefetched"}
 
 
-def sweep_v8(ext) -> str:
+def sweep_v8(ext, shapes=SHAPES) -> str:
     """v8's configurations (rows per warp R, steps in flight U, weight load kind) against v4; markdown."""
     code = K._nf4_code()
     lines = ["| shape | batch | dtype | kernel | us | rel. error |", "|---|---|---|---|---|---|"]
-    for n, k in SHAPES:
+    for n, k in shapes:
         w = torch.randn(n, k, device="cuda") * 0.02
         packed, absmax = quantize_nf4(w, 64)
         wref = K.dequantize_nf4(packed, absmax, (n, k), 64, backend="torch")
@@ -249,6 +252,43 @@ def sweep_v8(ext) -> str:
                     print(lines[-1], flush=True)
         del ws, wref
         torch.cuda.empty_cache()
+    return "\n".join(lines)
+
+
+def read_floor(ext, copy_bw: float) -> str:
+    """The read floor: time to stream N bytes once (ext.stream_read, v8's loads, no decode) next to torch's
+    own int32 sum, on the NF4 weight sizes of the benchmark shapes and around them; then the fit
+    t = t0 + bytes / BW. Markdown."""
+    sizes = {"4096x4096 NF4": 4096 * 4096 * 9 // 16, "8192x8192 NF4": 8192 * 8192 * 9 // 16,
+             "14336x4096 NF4": 14336 * 4096 * 9 // 16, "8192x8192 fp16": 8192 * 8192 * 2}
+    for mb in (4, 8, 16, 64, 256, 512):
+        sizes[f"{mb} MiB"] = mb << 20
+    lines = ["| bytes | MB | reader | us | TB/s | % copy |", "|---|---|---|---|---|---|"]
+    fits = {}
+    for label, nbytes in sorted(sizes.items(), key=lambda kv: kv[1]):
+        nbytes = nbytes // 16 * 16
+        bufs = [torch.randint(0, 256, (nbytes,), dtype=torch.uint8, device="cuda") for _ in range(copies_for(nbytes))]
+        got = ext.stream_read(bufs[0], 4).to(torch.int64).sum().item() & 0xFFFFFFFF
+        want = bufs[0].view(torch.int32).to(torch.int64).sum().item() & 0xFFFFFFFF
+        if got != want:
+            raise RuntimeError(f"stream_read's sum {got} != torch's {want} on {nbytes} bytes")
+        readers = {f"stream_read U={u}": (lambda b, u=u: ext.stream_read(b, u)) for u in (1, 4, 8)}
+        readers["torch int32 sum"] = lambda b: b.view(torch.int32).sum()
+        for name, fn in readers.items():
+            seconds, _ = time_calls([lambda b=b, fn=fn: fn(b) for b in bufs])
+            fits.setdefault(name, []).append((nbytes, seconds))
+            lines.append(f"| {label} | {nbytes / 1e6:.1f} | {name} | {seconds * 1e6:.1f} | {nbytes / seconds / 1e12:.2f} | "
+                         f"{100 * nbytes / seconds / copy_bw:.0f} |")
+            print(lines[-1], flush=True)
+        del bufs
+        torch.cuda.empty_cache()
+    lines += ["", "| reader | t0 (us) | BW (TB/s) | fitted on |", "|---|---|---|---|"]
+    for name, pts in fits.items():
+        pts = [(b, t) for b, t in pts if 8 << 20 <= b <= 256 << 20]
+        n = len(pts)
+        mb, mt = sum(b for b, _ in pts) / n, sum(t for _, t in pts) / n
+        slope = sum((b - mb) * (t - mt) for b, t in pts) / sum((b - mb) ** 2 for b, _ in pts)
+        lines.append(f"| {name} | {(mt - slope * mb) * 1e6:.2f} | {1 / slope / 1e12:.2f} | {n} sizes, 8-256 MiB |")
     return "\n".join(lines)
 
 
@@ -276,6 +316,10 @@ def main(argv=None) -> int:
                         help="run NF4 v4, v8 and v8's bulk-copy kernel once on 8192x8192, batch 1 (for ncu), and exit")
     parser.add_argument("--sweep", action="store_true",
                         help="time v8's configurations against v4 at batch 1-4 (fp16 and bf16), and exit")
+    parser.add_argument("--shape", action="append", default=None, metavar="NxK",
+                        help="with --sweep: only this shape (repeatable)")
+    parser.add_argument("--floor", action="store_true",
+                        help="time the read floor (stream the bytes once, no decode) on several sizes, and exit")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("No CUDA GPU: this benchmark runs on a GPU machine (the CPU forms are in benchmarks/kernels_cpu.py).")
@@ -293,7 +337,13 @@ def main(argv=None) -> int:
         return 0
     print(f"CUDA extension ready in {time.perf_counter() - start:.1f} s")
     if args.sweep:
-        print(sweep_v8(ext))
+        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shape] if args.shape else SHAPES
+        print(sweep_v8(ext, shapes))
+        return 0
+    if args.floor:
+        copy_bw = copy_bandwidth()
+        print(f"copy bandwidth {copy_bw / 1e12:.2f} TB/s (read + write)")
+        print(read_floor(ext, copy_bw))
         return 0
     failures = validate(ext)
     print("validation:", "all kernels match the reference" if not failures else "\n  ".join(["FAILED"] + failures))

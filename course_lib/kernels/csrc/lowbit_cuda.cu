@@ -695,13 +695,33 @@ __device__ __forceinline__ void v8_build_table(uint4* lut) {
   for (int c = 0; c < 8; ++c) lut[b * 16 + ((c + b) & 7)] = v4;
 }
 
-template <typename T, int B, int R, int U, int LD>
+// Two launch-side options, measured by benchmarks/kernels.py --sweep (results file): XPF loads an item's
+// activations together with its weights, one item ahead, instead of right before the decode (the activation
+// loads are L1 hits, but their latency was exposed once per item); PDL is programmatic dependent launch
+// (sm_90+, with the launch attribute set by launch_v8): the kernel lets the next kernel in the stream start
+// at once and waits for the previous one only where it must (griddepcontrol.wait), so that the launch, the
+// table build and, with PDL = 2, the first weight loads overlap the previous kernel's tail. PDL = 1 waits
+// before any global read (always correct); PDL = 2 reads the first weights before the wait, which is correct
+// only when the previous kernel does not write the weights (inference with fixed weights).
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+template <typename T, int B, int R, int U, int LD, bool XPF = false, int PDL = 0>
 __global__ void __launch_bounds__(V8_THREADS) gemv_nf4_v8_kernel(const T* __restrict__ x,
                                                                   const uint8_t* __restrict__ packed,
                                                                   const float* __restrict__ absmax, T* __restrict__ y,
                                                                   int N, int K, int blocksize, int bs_shift,
                                                                   int units_per_warp) {
   extern __shared__ uint4 v8_lut[];  // 256 rows of 256 bytes; row b, word l: half2(code[b >> 4], code[b & 15])
+  if constexpr (PDL > 0) pdl_launch_dependents();
   const int lane = threadIdx.x % WARP;
   const int warp_id = blockIdx.x * (V8_THREADS / WARP) + threadIdx.x / WARP;
   const int units = (N + R - 1) / R;
@@ -711,11 +731,24 @@ __global__ void __launch_bounds__(V8_THREADS) gemv_nf4_v8_kernel(const T* __rest
   const int chunks = (steps + WARP * U - 1) / (WARP * U);
   const int items = my_units * chunks;
   const int bs32 = blocksize / 32;               // steps per absmax block
+  constexpr int XU = XPF ? U : 1;                // activation buffers per item (unused without XPF)
 
   uint4 wA[R][U], wB[R][U];
   float aA[R][U], aB[R][U];
+  uint4 xA[XU][B][4], xB[XU][B][4];
   int ld_unit = unit0, ld_chunk = 0;
-  auto load = [&](uint4 (&wd)[R][U], float (&ad)[R][U]) {
+  auto load_x = [&](uint4 (&xd)[XU][B][4], int chunk) {
+#pragma unroll
+    for (int u = 0; u < XU; ++u) {
+      const int s = min(lane + WARP * (chunk * U + u), steps - 1);
+#pragma unroll
+      for (int b = 0; b < B; ++b)
+#pragma unroll
+        for (int word = 0; word < 4; ++word)
+          xd[u][b][word] = __ldg(reinterpret_cast<const uint4*>(x + static_cast<int64_t>(b) * K + 32 * s + 8 * word));
+    }
+  };
+  auto load = [&](uint4 (&wd)[R][U], float (&ad)[R][U], uint4 (&xd)[XU][B][4], bool with_x) {
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const int row = min(ld_unit * R + r, N - 1);
@@ -734,11 +767,23 @@ __global__ void __launch_bounds__(V8_THREADS) gemv_nf4_v8_kernel(const T* __rest
         }
       }
     }
+    if constexpr (XPF) {
+      if (with_x) load_x(xd, ld_chunk);
+    }
     if (++ld_chunk == chunks) { ld_chunk = 0; ++ld_unit; }
   };
-  if (items > 0) load(wA, aA);  // the first weights are in flight while the table is built
-
+  // Without PDL (or with PDL = 2) the first weights are in flight while the table is built.
+  if constexpr (PDL != 1) {
+    if (items > 0) load(wA, aA, xA, PDL == 0);
+  }
   v8_build_table(v8_lut);
+  if constexpr (PDL > 0) pdl_wait();  // the previous kernel's writes (x, y, and with PDL = 1 the weights) are visible
+  if constexpr (PDL == 1) {
+    if (items > 0) load(wA, aA, xA, true);
+  }
+  if constexpr (PDL == 2 && XPF) {
+    if (items > 0) load_x(xA, 0);
+  }
   __syncthreads();
   const char* lut = reinterpret_cast<const char*>(v8_lut);
   const uint32_t lane4 = static_cast<uint32_t>(lane) << 2;
@@ -749,7 +794,7 @@ __global__ void __launch_bounds__(V8_THREADS) gemv_nf4_v8_kernel(const T* __rest
 #pragma unroll
     for (int b = 0; b < B; ++b) acc[r][b] = 0.f;
   int cp_unit = unit0, cp_chunk = 0;
-  auto compute = [&](const uint4 (&wd)[R][U], const float (&ad)[R][U]) {
+  auto compute = [&](const uint4 (&wd)[R][U], const float (&ad)[R][U], const uint4 (&xd)[XU][B][4]) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int s = lane + WARP * (cp_chunk * U + u);
@@ -759,7 +804,8 @@ __global__ void __launch_bounds__(V8_THREADS) gemv_nf4_v8_kernel(const T* __rest
         for (int b = 0; b < B; ++b)
 #pragma unroll
           for (int word = 0; word < 4; ++word)
-            xv[b][word] = __ldg(reinterpret_cast<const uint4*>(x + static_cast<int64_t>(b) * K + 32 * s + 8 * word));
+            xv[b][word] = XPF ? xd[XPF ? u : 0][b][word]
+                              : __ldg(reinterpret_cast<const uint4*>(x + static_cast<int64_t>(b) * K + 32 * s + 8 * word));
 #pragma unroll
         for (int r = 0; r < R; ++r) {
           float part[B];
@@ -784,11 +830,11 @@ __global__ void __launch_bounds__(V8_THREADS) gemv_nf4_v8_kernel(const T* __rest
     }
   };
   for (int it = 0; it < items; it += 2) {
-    if (it + 1 < items) load(wB, aB);
-    compute(wA, aA);
+    if (it + 1 < items) load(wB, aB, xB, true);
+    compute(wA, aA, xA);
     if (it + 1 >= items) break;
-    if (it + 2 < items) load(wA, aA);
-    compute(wB, aB);
+    if (it + 2 < items) load(wA, aA, xA, true);
+    compute(wB, aB, xB);
   }
 }
 
@@ -1157,12 +1203,13 @@ int one_wave(Kernel kernel, int threads, int chunks) {
 
 // v8 launch: one balanced wave of 256-thread blocks (see the kernel). Returns false when a block cannot get
 // the 64 KB table on this GPU; the caller then runs v4.
-template <typename T, int B, int R, int U, int LD>
+template <typename T, int B, int R, int U, int LD, bool XPF = false, int PDL = 0>
 bool launch_v8(const T* x, const uint8_t* packed, const float* absmax, T* y, int N, int K, int blocksize,
                cudaStream_t stream) {
-  auto kern = gemv_nf4_v8_kernel<T, B, R, U, LD>;
+  auto kern = gemv_nf4_v8_kernel<T, B, R, U, LD, XPF, PDL>;
   static int per_sm[64] = {0};  // blocks per SM for each device; 0: not asked yet, -1: the table does not fit
   static int sm_count[64] = {0};
+  static int major[64] = {0};
   const int dev = std::min(c10::cuda::current_device(), static_cast<c10::DeviceIndex>(63));
   if (per_sm[dev] == 0) {
     int occ = 0;
@@ -1173,6 +1220,7 @@ bool launch_v8(const T* x, const uint8_t* packed, const float* absmax, T* y, int
       occ = -1;
     }
     C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count[dev], cudaDevAttrMultiProcessorCount, dev));
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&major[dev], cudaDevAttrComputeCapabilityMajor, dev));
     per_sm[dev] = occ;
   }
   if (per_sm[dev] < 0) return false;
@@ -1182,8 +1230,22 @@ bool launch_v8(const T* x, const uint8_t* packed, const float* absmax, T* y, int
   const int max_warps = sm_count[dev] * per_sm[dev] * (V8_THREADS / WARP);
   const int upw = (units + max_warps - 1) / max_warps;   // units per warp, the same for every warp
   const int warps = (units + upw - 1) / upw;
-  kern<<<(warps + V8_THREADS / WARP - 1) / (V8_THREADS / WARP), V8_THREADS, V8_LUT_BYTES, stream>>>(
-      x, packed, absmax, y, N, K, blocksize, shift, upw);
+  const int blocks = (warps + V8_THREADS / WARP - 1) / (V8_THREADS / WARP);
+  if (PDL > 0 && major[dev] >= 9) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(blocks);
+    cfg.blockDim = dim3(V8_THREADS);
+    cfg.dynamicSmemBytes = V8_LUT_BYTES;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    C10_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kern, x, packed, absmax, y, N, K, blocksize, shift, upw));
+  } else {
+    kern<<<blocks, V8_THREADS, V8_LUT_BYTES, stream>>>(x, packed, absmax, y, N, K, blocksize, shift, upw);
+  }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return true;
 }
@@ -1284,10 +1346,70 @@ torch::Tensor gemv_nf4_v8_variant(torch::Tensor x, torch::Tensor packed, torch::
     case 9: ok = launch_v8<__half, 1, 1, 4, 1>(xp, p, a, yp, n, K, bs, st); break;
     case 10: ok = launch_v8_bulk<__half, 1>(xp, p, a, yp, n, K, bs, st); break;
     case 11: ok = launch_v8_bulk<__half, 1>(xp, p, a, yp, n, K, bs, st, 2); break;  // more room for L1
-    default: TORCH_CHECK(false, "variant must be 0..11");
+    case 12: ok = launch_v8<__half, 1, 4, 1, 1, true>(xp, p, a, yp, n, K, bs, st); break;
+    case 13: ok = launch_v8<__half, 1, 4, 2, 1, true>(xp, p, a, yp, n, K, bs, st); break;
+    case 14: ok = launch_v8<__half, 1, 4, 2, 1, false, 1>(xp, p, a, yp, n, K, bs, st); break;
+    case 15: ok = launch_v8<__half, 1, 4, 2, 1, false, 2>(xp, p, a, yp, n, K, bs, st); break;
+    case 16: ok = launch_v8<__half, 1, 4, 1, 1, true, 2>(xp, p, a, yp, n, K, bs, st); break;
+    case 17: ok = launch_v8<__half, 1, 8, 1, 1, true>(xp, p, a, yp, n, K, bs, st); break;
+    case 18: ok = launch_v8<__half, 1, 2, 1, 1, true>(xp, p, a, yp, n, K, bs, st); break;
+    default: TORCH_CHECK(false, "variant must be 0..18");
   }
   TORCH_CHECK(ok, "v8 cannot run on this GPU (64 KB of shared memory per block)");
   return y;
+}
+
+// Benchmark only (benchmarks/kernels.py --floor): the read floor. Streams a byte buffer once with the loads
+// v8 uses (16-byte ld.global.nc.L1::no_allocate, U of them in flight per thread, one resident wave) and does
+// the least possible work on them (a 32-bit sum, one per block, so that the loads cannot be removed). Its time
+// for the NF4 weights' bytes is what any kernel that must read them pays, launch and ramp included.
+template <int U>
+__global__ void __launch_bounds__(512) stream_read_kernel(const uint8_t* __restrict__ data, int64_t n16,
+                                                          uint32_t* __restrict__ block_sums) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  uint32_t acc = 0;
+  for (; i + (U - 1) * stride < n16; i += U * stride) {
+    uint4 v[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) v[u] = v8_load<1>(data + 16 * (i + u * stride));
+#pragma unroll
+    for (int u = 0; u < U; ++u) acc += v[u].x + v[u].y + v[u].z + v[u].w;
+  }
+  for (; i < n16; i += stride) {
+    const uint4 v = v8_load<1>(data + 16 * i);
+    acc += v.x + v.y + v.z + v.w;
+  }
+#pragma unroll
+  for (int o = WARP / 2; o > 0; o /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  __shared__ uint32_t warp_sums[512 / WARP];
+  if (threadIdx.x % WARP == 0) warp_sums[threadIdx.x / WARP] = acc;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    uint32_t total = 0;
+    for (int w = 0; w < static_cast<int>(blockDim.x / WARP); ++w) total += warp_sums[w];
+    block_sums[blockIdx.x] = total;
+  }
+}
+
+torch::Tensor stream_read(torch::Tensor data, int64_t unroll) {
+  check_cuda(data, "data");
+  TORCH_CHECK(data.scalar_type() == torch::kUInt8 && data.is_contiguous(), "data must be a contiguous uint8 tensor");
+  TORCH_CHECK(data.numel() % 16 == 0 && reinterpret_cast<uintptr_t>(data.data_ptr()) % 16 == 0,
+              "data must hold a multiple of 16 bytes, 16-byte aligned");
+  const c10::cuda::CUDAGuard guard(data.device());
+  int dev = data.get_device(), sms = 0, per_sm = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  auto kern = unroll == 8 ? stream_read_kernel<8> : unroll == 4 ? stream_read_kernel<4> : stream_read_kernel<1>;
+  TORCH_CHECK(unroll == 1 || unroll == 4 || unroll == 8, "unroll must be 1, 4 or 8");
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, 512, 0));
+  const int64_t n16 = data.numel() / 16;
+  const int blocks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(sms * per_sm, (n16 + 511) / 512)));
+  auto sums = torch::empty({blocks}, data.options().dtype(torch::kInt32));
+  kern<<<blocks, 512, 0, c10::cuda::getCurrentCUDAStream()>>>(data.data_ptr<uint8_t>(), n16,
+                                                              reinterpret_cast<uint32_t*>(sums.data_ptr<int32_t>()));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return sums;
 }
 
 torch::Tensor gemv_nf4(torch::Tensor x, torch::Tensor packed, torch::Tensor absmax, int64_t N, int64_t blocksize,
@@ -1452,6 +1574,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("dequantize_int4", &dequantize_int4, "int4 dequantization with groups (CUDA)");
   m.def("gemv_nf4", &gemv_nf4, "NF4 weight GEMV / small-batch GEMM; version 1 naive, 2 warp per row, 3 rows per warp, 4 rows per block, 6 persistent, 7 tensor cores, 8 byte-table decode (CUDA)");
   m.def("gemv_nf4_v8_variant", &gemv_nf4_v8_variant, "NF4 GEMV v8 in other configurations, batch 1 fp16 (benchmark only)");
+  m.def("stream_read", &stream_read, "read a byte buffer once, per-block 32-bit sums (benchmark only: the read floor)");
   m.def("gemv_int4", &gemv_int4, "int4 weight GEMV with groups; version 4 rows per block, 6 persistent (CUDA)");
   m.def("gemv_ternary", &gemv_ternary, "ternary weight GEMV with additions only (CUDA)");
 }
