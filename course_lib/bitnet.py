@@ -35,6 +35,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
+from .training import train_steps
 from .validation import FLOAT_DTYPES, check_int, check_module, check_tensor
 
 __all__ = [
@@ -568,14 +569,6 @@ def make_tiny_lm(bitnet: bool, vocab_size: int = 4096, hidden: int = 64, layers:
     return model
 
 
-def _progress(iterable, desc: str, progress: bool):
-    if not progress:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, leave=True)
-
-
 def train_classifier(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int = 300, lr: float = 3e-3,
                      batch_size: int = 128, seed: int = 0, progress: bool = True, desc: str = "training") -> list[float]:
     """Train a classifier with AdamW and cross-entropy on random mini-batches; returns the loss per step.
@@ -596,20 +589,12 @@ def train_classifier(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, s
     device = next(model.parameters()).device
     X, y = X.to(device), y.to(device)
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    model.train()
-    losses = []
-    for _ in _progress(range(steps), desc, progress):
+
+    def loss_at(_step: int) -> torch.Tensor:
         idx = torch.randint(0, X.shape[0], (batch_size,), generator=gen).to(device)
-        loss = F.cross_entropy(model(X[idx]), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    model.eval()
-    return losses
+        return F.cross_entropy(model(X[idx]), y[idx])
+
+    return train_steps(model, model.parameters(), steps, lr, loss_at, progress, desc)
 
 
 def train_lm(model: torch.nn.Module, ids: torch.Tensor, steps: int = 150, seq_len: int = 64, batch_size: int = 16,
@@ -635,23 +620,15 @@ def train_lm(model: torch.nn.Module, ids: torch.Tensor, steps: int = 150, seq_le
     device = next(model.parameters()).device
     ids = ids.to(device)
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     offsets = torch.arange(seq_len, device=device)
-    model.train()
-    losses = []
-    for _ in _progress(range(steps), desc, progress):
+
+    def loss_at(_step: int) -> torch.Tensor:
         starts = torch.randint(0, ids.numel() - seq_len, (batch_size,), generator=gen).to(device)
         batch = ids[starts[:, None] + offsets]
         logits = model(input_ids=batch).logits
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    model.eval()
-    return losses
+        return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1))
+
+    return train_steps(model, model.parameters(), steps, lr, loss_at, progress, desc)
 
 
 def bits_per_weight() -> dict[str, float]:

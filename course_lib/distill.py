@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .granularity import fake_quantize_weight
+from .training import progress_bar, train_steps
 from .validation import FLOAT_DTYPES, check_int, check_module, check_tensor
 
 __all__ = [
@@ -366,32 +367,6 @@ def mlp_hidden_and_logits(model: torch.nn.Sequential, x: torch.Tensor) -> tuple[
     return hidden, model[-1](hidden)
 
 
-def _progress(iterable, desc: str, progress: bool):
-    if not progress:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, leave=True)
-
-
-def _optimize(model: torch.nn.Module, params, steps: int, lr: float, loss_at: Callable[[int], torch.Tensor],
-              progress: bool, desc: str) -> list[float]:
-    """AdamW (no weight decay) with a cosine schedule for ``steps`` steps of ``loss_at(step)``; the losses."""
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    model.train()
-    losses = []
-    for step in _progress(range(steps), desc, progress):
-        loss = loss_at(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    model.eval()
-    return losses
-
-
 def train_classifier(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | None = None,
                      teacher: torch.nn.Module | None = None, temperature: float = 4.0, alpha: float = 0.9,
                      steps: int = 500, lr: float = 1e-2, batch_size: int = 64, seed: int = 0,
@@ -457,7 +432,7 @@ def train_classifier(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | 
             loss = loss + feature_weight * feature_distillation_loss(s_hidden, t_hidden, projection)
         return loss
 
-    return _optimize(model, params, steps, lr, loss_at, progress, desc)
+    return train_steps(model, params, steps, lr, loss_at, progress, desc)
 
 
 def student_vs_distilled(teacher: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, X_test: torch.Tensor,
@@ -486,7 +461,7 @@ def student_vs_distilled(teacher: torch.nn.Module, X: torch.Tensor, y: torch.Ten
     from .evaluate import accuracy
 
     rows = []
-    for seed in _progress(list(seeds), "seeds", progress):
+    for seed in progress_bar(list(seeds), "seeds", progress):
         if n_train is None:
             Xs, ys = X, y
         else:
@@ -598,4 +573,4 @@ def train_lm(model: torch.nn.Module, windows: torch.Tensor, teacher: torch.nn.Mo
             t_logits = teacher(input_ids=batch).logits[:, :-1]
         return distillation_loss(logits, t_logits, targets, temperature, alpha)
 
-    return _optimize(model, model.parameters(), steps, lr, loss_at, progress, desc)
+    return train_steps(model, model.parameters(), steps, lr, loss_at, progress, desc)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from .training import train_epochs
 from .validation import FLOAT_DTYPES, check_int, check_module, check_tensor
 
 __all__ = [
@@ -484,8 +485,6 @@ def train_classifier(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epochs:
         the mean training loss of every epoch.
     """
     check_module(model, "model")
-    from tqdm.auto import tqdm
-
     check_int(epochs, "epochs", low=0)
     check_int(batch_size, "batch_size", low=1)
     check_tensor(X, "X", dtypes=FLOAT_DTYPES, ndim=2)
@@ -496,26 +495,13 @@ def train_classifier(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epochs:
     for n in masks:
         if n not in modules or not hasattr(modules[n], "weight"):
             raise ValueError(f"masks names {n!r}, which is not a layer of the model")
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    model.train()
-    for _ in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
-        perm = torch.randperm(X.shape[0], generator=gen).to(device)
-        total = 0.0
-        for start in range(0, X.shape[0], batch_size):
-            idx = perm[start:start + batch_size]
-            loss = nn.functional.cross_entropy(model(X[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                for n, m in masks.items():
-                    modules[n].weight.mul_(m)
-            total += loss.item() * idx.numel()
-        losses.append(total / X.shape[0])
-    model.eval()
-    return losses
+    def reapply_masks() -> None:
+        with torch.no_grad():
+            for n, m in masks.items():
+                modules[n].weight.mul_(m)
+
+    return train_epochs(model, X, y, epochs, lr, batch_size, seed=seed, progress=progress, desc=desc,
+                        after_step=reapply_masks if masks else None)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from torch import nn
 
 from . import affine
 from .observers import OBSERVERS, Observer, make_observer
+from .training import train_epochs
 from .validation import FLOAT_DTYPES, check_bits, check_int, check_module, check_tensor
 
 __all__ = [
@@ -135,36 +136,10 @@ def train_classifier(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epochs:
         # synchronizing the threads (measured 20x slower with 2 threads on a 2-core machine).
         torch.set_num_threads(1)
     try:
-        return _train_loop(model, X, y, epochs, lr, batch_size, weight_decay, seed, progress, desc, on_epoch_start)
+        return train_epochs(model, X, y, epochs, lr, batch_size, seed=seed, weight_decay=weight_decay,
+                            progress=progress, desc=desc, on_epoch_start=on_epoch_start)
     finally:
         torch.set_num_threads(threads)
-
-
-def _train_loop(model, X, y, epochs, lr, batch_size, weight_decay, seed, progress, desc, on_epoch_start):
-    from tqdm.auto import tqdm
-
-    device = X.device
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(seed)
-    losses = []
-    model.train()
-    bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
-    for epoch in bar:
-        if on_epoch_start is not None:
-            on_epoch_start(epoch)
-        perm = torch.randperm(X.shape[0], generator=gen).to(device)
-        total = 0.0
-        for start in range(0, X.shape[0], batch_size):
-            idx = perm[start:start + batch_size]
-            loss = nn.functional.cross_entropy(model(X[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * idx.numel()
-        losses.append(total / X.shape[0])
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    model.eval()
-    return losses
 
 
 # ----------------------------------------------------------------------------------------------
