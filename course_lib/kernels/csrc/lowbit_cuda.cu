@@ -714,6 +714,16 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
+// The activations of step s (32 values of K, as four 16-byte words) for each of the B batch rows.
+template <typename T, int B>
+__device__ __forceinline__ void v8_load_x(const T* __restrict__ x, int K, int s, uint4 (&xv)[B][4]) {
+#pragma unroll
+  for (int b = 0; b < B; ++b)
+#pragma unroll
+    for (int word = 0; word < 4; ++word)
+      xv[b][word] = __ldg(reinterpret_cast<const uint4*>(x + static_cast<int64_t>(b) * K + 32 * s + 8 * word));
+}
+
 template <typename T, int B, int R, int U, int LD, bool XPF = false, int PDL = 0>
 __global__ void __launch_bounds__(V8_THREADS) gemv_nf4_v8_kernel(const T* __restrict__ x,
                                                                   const uint8_t* __restrict__ packed,
@@ -740,12 +750,7 @@ __global__ void __launch_bounds__(V8_THREADS) gemv_nf4_v8_kernel(const T* __rest
   auto load_x = [&](uint4 (&xd)[XU][B][4], int chunk) {
 #pragma unroll
     for (int u = 0; u < XU; ++u) {
-      const int s = min(lane + WARP * (chunk * U + u), steps - 1);
-#pragma unroll
-      for (int b = 0; b < B; ++b)
-#pragma unroll
-        for (int word = 0; word < 4; ++word)
-          xd[u][b][word] = __ldg(reinterpret_cast<const uint4*>(x + static_cast<int64_t>(b) * K + 32 * s + 8 * word));
+      v8_load_x<T, B>(x, K, min(lane + WARP * (chunk * U + u), steps - 1), xd[u]);
     }
   };
   auto load = [&](uint4 (&wd)[R][U], float (&ad)[R][U], uint4 (&xd)[XU][B][4], bool with_x) {
@@ -800,12 +805,14 @@ __global__ void __launch_bounds__(V8_THREADS) gemv_nf4_v8_kernel(const T* __rest
       const int s = lane + WARP * (cp_chunk * U + u);
       if (s < steps) {
         uint4 xv[B][4];
+        if constexpr (XPF) {
 #pragma unroll
-        for (int b = 0; b < B; ++b)
+          for (int b = 0; b < B; ++b)
 #pragma unroll
-          for (int word = 0; word < 4; ++word)
-            xv[b][word] = XPF ? xd[XPF ? u : 0][b][word]
-                              : __ldg(reinterpret_cast<const uint4*>(x + static_cast<int64_t>(b) * K + 32 * s + 8 * word));
+            for (int word = 0; word < 4; ++word) xv[b][word] = xd[u][b][word];
+        } else {
+          v8_load_x<T, B>(x, K, s, xv);
+        }
 #pragma unroll
         for (int r = 0; r < R; ++r) {
           float part[B];
@@ -923,11 +930,7 @@ __global__ void __launch_bounds__(V8B_THREADS, 1) gemv_nf4_v8_bulk_kernel(const 
     if (4 * g < rows) {
       for (int s = lane + WARP * kp; s < steps; s += 8 * WARP) {
         uint4 xv[B][4];  // one activation load serves the warp's 4 rows
-#pragma unroll
-        for (int b = 0; b < B; ++b)
-#pragma unroll
-          for (int word = 0; word < 4; ++word)
-            xv[b][word] = __ldg(reinterpret_cast<const uint4*>(x + static_cast<int64_t>(b) * K + 32 * s + 8 * word));
+        v8_load_x<T, B>(x, K, s, xv);
         const int sb = bs_shift >= 0 ? s >> bs_shift : s / bs32;
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
