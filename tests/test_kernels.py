@@ -94,7 +94,7 @@ def test_gemv_nf4_matches_reference(device, batch, n, k):
     for dtype in _act_dtype(device):
         x = torch.randn(batch, k, generator=_gen(4)).to(dtype).to(device)
         ref = K.gemv_nf4(x, packed, absmax, n, 64, backend="torch").float()
-        versions = (None, 1, 3, 4, 5, 6, 7, 8) + ((2,) if batch == 1 else ()) if device == "cuda" else (None,)
+        versions = (None, 1, 3, 4, 5, 6, 7, 8, 9) + ((2,) if batch == 1 else ()) if device == "cuda" else (None,)
         for version in versions:
             out = K.gemv_nf4(x, packed, absmax, n, 64, backend=_backend(device), version=version)
             assert out.shape == (batch, n) and out.dtype == dtype
@@ -104,9 +104,10 @@ def test_gemv_nf4_matches_reference(device, batch, n, k):
 @pytest.mark.parametrize("batch", [1, 2, 3, 4])
 # blocksize 32 and 128 take v8's shift path, 96 its division path; K = 4128 leaves lanes idle in the last
 # chunk; N = 6147 (N % 4 = 3) with K = 96: absmax blocks that cross rows; N = 7: fewer rows than one warp's
-# 2; K = 24576: 24 steps of 32 lanes per row
+# 2; K = 24576: 24 steps of 32 lanes per row; N = 6150 and 8191 take the batch-1 fp16 path with the
+# activations prefetched (and v9's programmatic dependent launch), with idle lanes and rows that cross blocks
 @pytest.mark.parametrize("n, k, blocksize", [(33, 4128, 32), (96, 1024, 128), (7, 960, 96), (4100, 256, 64),
-                                             (6147, 96, 64), (5, 24576, 64)])
+                                             (6147, 96, 64), (5, 24576, 64), (6150, 4128, 32), (8191, 1120, 96)])
 def test_gemv_nf4_v8_blocksizes_and_tails(device, batch, n, k, blocksize):
     if device != "cuda":
         pytest.skip("v8 is a CUDA kernel (the CPU form has no versions)")
@@ -115,11 +116,31 @@ def test_gemv_nf4_v8_blocksizes_and_tails(device, batch, n, k, blocksize):
     for dtype in _act_dtype(device):
         x = (torch.randn(batch, k, generator=_gen(10)) * 4).to(dtype).to(device)
         ref = K.gemv_nf4(x, packed, absmax, n, blocksize, backend="torch").float()
-        out = K.gemv_nf4(x, packed, absmax, n, blocksize, backend="cuda", version=8)
-        assert out.shape == (batch, n) and out.dtype == dtype and bool(torch.isfinite(out).all())
-        torch.testing.assert_close(out.float(), ref, **_tol(dtype), msg=f"v8, {dtype}")
-        # relative error over the whole output, the usual measure (fp16/bf16 outputs: well under 1e-2)
-        assert ((out.float() - ref).norm() / ref.norm()).item() < 1e-2
+        for version in (8, 9):
+            out = K.gemv_nf4(x, packed, absmax, n, blocksize, backend="cuda", version=version)
+            assert out.shape == (batch, n) and out.dtype == dtype and bool(torch.isfinite(out).all())
+            torch.testing.assert_close(out.float(), ref, **_tol(dtype), msg=f"v{version}, {dtype}")
+            # relative error over the whole output, the usual measure (fp16/bf16 outputs: well under 1e-2)
+            assert ((out.float() - ref).norm() / ref.norm()).item() < 1e-2, f"v{version}, {dtype}"
+
+
+def test_gemv_nf4_v9_chained_reads_the_previous_output(device):
+    """v9 lets the next kernel start early and reads its first weights before the previous kernel ends; its
+    activations must still be read only after that kernel's writes are visible. Here each GEMV's input is the
+    output of the v9 GEMV just before it in the stream (a race if the wait were missing or misplaced)."""
+    if device != "cuda":
+        pytest.skip("v9 is a CUDA kernel (programmatic dependent launch)")
+    n = 8192  # the shape where v9 differs from v8
+    ws = [quantize_nf4(torch.randn(n, n, device=device) * n ** -0.5, 64) for _ in range(2)]  # |y| ~ |x|
+    x = torch.randn(1, n, device=device).to(torch.float16)
+    outs = [x]
+    for i in range(8):  # back to back, without synchronizing
+        outs.append(K.gemv_nf4(outs[-1], *ws[i % 2], n, 64, backend="cuda", version=9))
+    for i in range(8):
+        ref = K.gemv_nf4(outs[i], *ws[i % 2], n, 64, backend="torch").float()
+        assert bool(torch.isfinite(outs[i + 1]).all()), f"GEMV {i + 1} of the chain produced inf/nan"
+        err = ((outs[i + 1].float() - ref).norm() / ref.norm()).item()
+        assert err < 1e-2, f"GEMV {i + 1} of the chain: relative error {err:.2e} against its own input"
 
 
 @pytest.mark.parametrize("batch", [1, 4, 8, 11])
@@ -190,7 +211,7 @@ def test_unavailable_backend_is_one_clear_message(monkeypatch, capsys):
     (lambda: K.gemv_int4(torch.randn(1, 8), *K.pack_int4(torch.randn(4, 16), 8), 8), ValueError, "in_features"),
     (lambda: K.gemv_ternary(torch.randn(1, 8), torch.zeros(2, 3, dtype=torch.uint8), 1.0), ValueError, "K / 4"),
     (lambda: K.gemv_ternary(torch.randn(1, 8), torch.zeros(2, 2, dtype=torch.uint8), -1.0), ValueError, "scale"),
-    (lambda: K.gemv_nf4(torch.randn(1, 8), *quantize_nf4(torch.randn(4, 8), 8), 4, 8, version=9), ValueError, "version"),
+    (lambda: K.gemv_nf4(torch.randn(1, 8), *quantize_nf4(torch.randn(4, 8), 8), 4, 8, version=10), ValueError, "version"),
 ])
 def test_bad_input_names_the_argument(call, error, mentions):
     with pytest.raises(error, match=mentions):

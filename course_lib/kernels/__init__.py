@@ -406,7 +406,11 @@ def gemv_nf4(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, out_fe
             HFMA2 for fp16, widened to fp32 for bf16; one balanced wave of warps, each streaming
             R rows with the next weights in flight; the absmax stays fp32; GPUs without 64 KB of
             shared memory per block run v4; fp16 sums 8 products in half precision before fp32,
-            so |x| must stay below ~8000).
+            so |x| must stay below ~8000), 9 v8 for inference with fixed weights: on sm_90+ it is
+            launched with programmatic dependent launch and reads its first weights before the
+            kernel just before it in the stream has finished, so it is correct only when that kernel
+            does not write ``packed`` or ``absmax`` (the default never picks it; where the sweep found
+            no gain, at other shapes, dtypes and batches, it runs v8).
             The default (None) is the fastest measured on the H200
             (benchmarks/results/kernels_h200.md): v8 below batch 4 for float16, v4 below batch 4
             for bfloat16, v7 from batch 4. Above batch
@@ -425,7 +429,7 @@ def gemv_nf4(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, out_fe
             version = 7 if k % 64 == 0 and blocksize % 64 == 0 else 4
         else:  # v8's fp16 path (HFMA2) measured faster than v4; its bf16 path (fp32 FMAs) was not everywhere
             version = 8 if x.dtype == torch.float16 else 4
-    check_int(version, "version", low=1, high=8)
+    check_int(version, "version", low=1, high=9)
     device = _check_same_device(x=x, packed=packed, absmax=absmax)
     cuda_ok = x.dtype in (torch.float16, torch.bfloat16) and k % 32 == 0 and blocksize % 32 == 0
     kind = _pick(backend, device, supported=cuda_ok if device.type == "cuda" else True)

@@ -1296,16 +1296,25 @@ bool launch_v8_bulk(const T* x, const uint8_t* packed, const float* absmax, T* y
 // still has ~2000 warps. The bulk-copy kernel measured slower everywhere (same file) and is reached only
 // through gemv_nf4_v8_variant. bf16 keeps fewer registers (its fp32 widening needs more: R4 U2 would take
 // 147 registers, one block per SM).
+//
+// early_weights is v9: at batch 1 in fp16 with 6144 <= N < 12288, where the sweep measured it faster both back
+// to back and after a kernel that writes x (8192x8192: 14.9 us against 17.6, and 15.7 against 16.9), v8 R4 U1
+// with the activations prefetched and programmatic dependent launch with the first weights read before
+// griddepcontrol.wait. Only the caller knows that the kernel before it in the stream does not write the
+// weights, so the default never picks it; elsewhere v9 runs v8.
 template <typename T>
 bool gemv_nf4_v8(const T* x, const uint8_t* packed, const float* absmax, T* y, int B, int N, int K, int bs,
-                 cudaStream_t st) {
+                 cudaStream_t st, bool early_weights = false) {
   constexpr bool f16 = std::is_same<T, __half>::value;
   switch (B) {
     case 1:
       if (!f16) return N >= 6144 ? launch_v8<T, 1, 4, 1, 1>(x, packed, absmax, y, N, K, bs, st)
                                  : launch_v8<T, 1, 2, 1, 1>(x, packed, absmax, y, N, K, bs, st);
+      if (early_weights && N >= 6144 && N < 12288)
+        return launch_v8<T, 1, 4, 1, 1, true, 2>(x, packed, absmax, y, N, K, bs, st);
       if (N >= 12288) return launch_v8<T, 1, 8, 1, 1>(x, packed, absmax, y, N, K, bs, st);
-      if (N >= 6144 || K <= 8192) return launch_v8<T, 1, 4, 2, 1>(x, packed, absmax, y, N, K, bs, st);
+      if (N >= 6144) return launch_v8<T, 1, 4, 1, 1, true>(x, packed, absmax, y, N, K, bs, st);  // x prefetched
+      if (K <= 8192) return launch_v8<T, 1, 4, 2, 1>(x, packed, absmax, y, N, K, bs, st);
       return launch_v8<T, 1, 2, 2, 1>(x, packed, absmax, y, N, K, bs, st);
     case 2:
       return N >= 6144 ? launch_v8<T, 2, 4, 1, 1>(x, packed, absmax, y, N, K, bs, st)
@@ -1356,7 +1365,11 @@ torch::Tensor gemv_nf4_v8_variant(torch::Tensor x, torch::Tensor packed, torch::
     case 16: ok = launch_v8<__half, 1, 4, 1, 1, true, 2>(xp, p, a, yp, n, K, bs, st); break;
     case 17: ok = launch_v8<__half, 1, 8, 1, 1, true>(xp, p, a, yp, n, K, bs, st); break;
     case 18: ok = launch_v8<__half, 1, 2, 1, 1, true>(xp, p, a, yp, n, K, bs, st); break;
-    default: TORCH_CHECK(false, "variant must be 0..18");
+    case 19: ok = launch_v8<__half, 1, 4, 1, 1, true, 1>(xp, p, a, yp, n, K, bs, st); break;
+    case 20: ok = launch_v8<__half, 1, 8, 1, 1, true, 1>(xp, p, a, yp, n, K, bs, st); break;
+    case 21: ok = launch_v8<__half, 1, 2, 1, 1, true, 1>(xp, p, a, yp, n, K, bs, st); break;
+    case 22: ok = launch_v8<__half, 1, 4, 1, 1, false, 1>(xp, p, a, yp, n, K, bs, st); break;
+    default: TORCH_CHECK(false, "variant must be 0..22");
   }
   TORCH_CHECK(ok, "v8 cannot run on this GPU (64 KB of shared memory per block)");
   return y;
@@ -1455,13 +1468,13 @@ torch::Tensor gemv_nf4(torch::Tensor x, torch::Tensor packed, torch::Tensor absm
     });
     return y;
   }
-  if (version == 8 && B <= 4) {
+  if ((version == 8 || version == 9) && B <= 4) {
     auto y = torch::empty({B, N}, x.options());
     bool ok = false;
     DISPATCH_HALF_TYPES(x.scalar_type(), "gemv_nf4", [&] {
       ok = gemv_nf4_v8<scalar_t>(reinterpret_cast<const scalar_t*>(x.data_ptr()), packed.data_ptr<uint8_t>(),
                                  absmax.data_ptr<float>(), reinterpret_cast<scalar_t*>(y.data_ptr()), B,
-                                 static_cast<int>(N), K, static_cast<int>(blocksize), stream);
+                                 static_cast<int>(N), K, static_cast<int>(blocksize), stream, version == 9);
     });
     if (ok) return y;
     version = 4;  // no room for the 64 KB table on this GPU
