@@ -236,7 +236,13 @@ V8_VARIANTS = {0: "R4 U1 no_allocate", 1: "R4 U1 ldg", 2: "R4 U1 ldcs", 3: "R4 U
                16: "R4 U1 x prefetched + PDL (first weights before the wait)", 17: "R8 U1 x prefetched",
                18: "R2 U1 x prefetched", 19: "R4 U1 x prefetched + PDL (waits before any read)",
                20: "R8 U1 x prefetched + PDL (waits before any read)",
-               21: "R2 U1 x prefetched + PDL (waits before any read)", 22: "R4 U1 PDL (waits before any read)"}
+               21: "R2 U1 x prefetched + PDL (waits before any read)", 22: "R4 U1 PDL (waits before any read)",
+               23: "R4 U1 x prefetched + PDL (first weights before the wait), 3 blocks per SM in registers",
+               24: "R4 U1 x prefetched, 3 blocks per SM in registers",
+               25: "R8 U1 x prefetched + PDL (first weights before the wait), 2 blocks per SM in registers",
+               26: "R4 U1 PDL (waits before any read), registers free (min blocks 1)",
+               27: "R4 U1 no_allocate, registers free (min blocks 1)",
+               28: "R8 U1 PDL (waits before any read), registers free (min blocks 1)"}
 
 
 def sweep_v8(ext, shapes=SHAPES) -> str:

@@ -144,7 +144,25 @@ def _open(browser, lab, relpath: str):
     expect(notebook.locator(".jp-Cell").first).to_be_visible(timeout=120_000)
     # The kernel started and is ready.
     expect(notebook.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_have_count(1, timeout=120_000)
+    _wait_kernel_connected(lab, relpath)
     return page, notebook
+
+
+def _wait_kernel_connected(lab, relpath: str, timeout_s: float = 120) -> None:
+    """Wait until the server reports the notebook's kernel idle with the page connected to it. The toolbar can
+    show "idle" before the server has connected to a kernel that is still starting. nbgrader's Validate handler
+    then blocks the server while it runs its own kernel, and in CI one such overlap left the Validate dialog
+    open for more than 300 s."""
+    deadline = time.monotonic() + timeout_s
+    sessions = []
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{lab['base']}/api/sessions?token={lab['token']}", timeout=5) as r:
+            sessions = json.loads(r.read())
+        kernels = [s["kernel"] for s in sessions if s.get("path") == relpath and s.get("kernel")]
+        if kernels and all(k.get("execution_state") == "idle" and k.get("connections", 0) >= 1 for k in kernels):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the kernel of {relpath} was not idle and connected within {timeout_s} s: {sessions}")
 
 
 def _menu(page, menu: str, item: str):
@@ -289,7 +307,7 @@ def test_nbgrader_validate_button_passes_a_solved_notebook(lab, browser, committ
     button.click()
     dialog = page.locator(".jp-Dialog")
     # The server side runs the whole notebook (nbgrader's Validator), then the dialog shows the verdict.
-    # 32 s on an idle 2-core machine; in CI, beside the other xdist worker, 120 s once was not enough.
+    # 32 s on an idle 2-core machine (the handler blocks the server while it runs the notebook in a kernel).
     expect(dialog.locator(".jp-Dialog-header")).to_have_text(re.compile("Validation"), timeout=300_000)
     text = dialog.inner_text()
     page.screenshot(path=str(tmp_path / "validate_dialog.png"), full_page=True)

@@ -724,8 +724,11 @@ __device__ __forceinline__ void v8_load_x(const T* __restrict__ x, int K, int s,
       xv[b][word] = __ldg(reinterpret_cast<const uint4*>(x + static_cast<int64_t>(b) * K + 32 * s + 8 * word));
 }
 
-template <typename T, int B, int R, int U, int LD, bool XPF = false, int PDL = 0>
-__global__ void __launch_bounds__(V8_THREADS) gemv_nf4_v8_kernel(const T* __restrict__ x,
+// MINB is __launch_bounds__' minimum blocks per SM. 0 emits nothing, and ptxas then keeps registers low (R4 U1:
+// 80). 1 lets ptxas spend registers freely (R4 U1: 124, for a longer schedule of loads). 2-3 force 2-3 blocks per
+// SM into the register file (R4 U1 with x prefetched: 80 registers, which spills).
+template <typename T, int B, int R, int U, int LD, bool XPF = false, int PDL = 0, int MINB = 0>
+__global__ void __launch_bounds__(V8_THREADS, MINB) gemv_nf4_v8_kernel(const T* __restrict__ x,
                                                                   const uint8_t* __restrict__ packed,
                                                                   const float* __restrict__ absmax, T* __restrict__ y,
                                                                   int N, int K, int blocksize, int bs_shift,
@@ -1206,10 +1209,10 @@ int one_wave(Kernel kernel, int threads, int chunks) {
 
 // v8 launch: one balanced wave of 256-thread blocks (see the kernel). Returns false when a block cannot get
 // the 64 KB table on this GPU; the caller then runs v4.
-template <typename T, int B, int R, int U, int LD, bool XPF = false, int PDL = 0>
+template <typename T, int B, int R, int U, int LD, bool XPF = false, int PDL = 0, int MINB = 0>
 bool launch_v8(const T* x, const uint8_t* packed, const float* absmax, T* y, int N, int K, int blocksize,
                cudaStream_t stream) {
-  auto kern = gemv_nf4_v8_kernel<T, B, R, U, LD, XPF, PDL>;
+  auto kern = gemv_nf4_v8_kernel<T, B, R, U, LD, XPF, PDL, MINB>;
   static int per_sm[64] = {0};  // blocks per SM for each device; 0: not asked yet, -1: the table does not fit
   static int sm_count[64] = {0};
   static int major[64] = {0};
@@ -1298,7 +1301,7 @@ bool launch_v8_bulk(const T* x, const uint8_t* packed, const float* absmax, T* y
 // 147 registers, one block per SM).
 //
 // early_weights is v9: at batch 1 in fp16 with 6144 <= N < 12288, where the sweep measured it faster both back
-// to back and after a kernel that writes x (8192x8192: 14.9 us against 17.6, and 15.7 against 16.9), v8 R4 U1
+// to back and after a kernel that writes x (8192x8192: 15.4 us against v8's 16.5, and 15.2 against 15.4), v8 R4 U1
 // with the activations prefetched and programmatic dependent launch with the first weights read before
 // griddepcontrol.wait. Only the caller knows that the kernel before it in the stream does not write the
 // weights, so the default never picks it; elsewhere v9 runs v8.
@@ -1313,7 +1316,8 @@ bool gemv_nf4_v8(const T* x, const uint8_t* packed, const float* absmax, T* y, i
       if (early_weights && N >= 6144 && N < 12288)
         return launch_v8<T, 1, 4, 1, 1, true, 2>(x, packed, absmax, y, N, K, bs, st);
       if (N >= 12288) return launch_v8<T, 1, 8, 1, 1>(x, packed, absmax, y, N, K, bs, st);
-      if (N >= 6144) return launch_v8<T, 1, 4, 1, 1, true>(x, packed, absmax, y, N, K, bs, st);  // x prefetched
+      if (N >= 6144)  // free registers (MINB 1) and PDL = 1 (always correct)
+        return launch_v8<T, 1, 4, 1, 1, false, 1, 1>(x, packed, absmax, y, N, K, bs, st);
       if (K <= 8192) return launch_v8<T, 1, 4, 2, 1>(x, packed, absmax, y, N, K, bs, st);
       return launch_v8<T, 1, 2, 2, 1>(x, packed, absmax, y, N, K, bs, st);
     case 2:
@@ -1369,7 +1373,13 @@ torch::Tensor gemv_nf4_v8_variant(torch::Tensor x, torch::Tensor packed, torch::
     case 20: ok = launch_v8<__half, 1, 8, 1, 1, true, 1>(xp, p, a, yp, n, K, bs, st); break;
     case 21: ok = launch_v8<__half, 1, 2, 1, 1, true, 1>(xp, p, a, yp, n, K, bs, st); break;
     case 22: ok = launch_v8<__half, 1, 4, 1, 1, false, 1>(xp, p, a, yp, n, K, bs, st); break;
-    default: TORCH_CHECK(false, "variant must be 0..22");
+    case 23: ok = launch_v8<__half, 1, 4, 1, 1, true, 2, 3>(xp, p, a, yp, n, K, bs, st); break;
+    case 24: ok = launch_v8<__half, 1, 4, 1, 1, true, 0, 3>(xp, p, a, yp, n, K, bs, st); break;
+    case 25: ok = launch_v8<__half, 1, 8, 1, 1, true, 2, 2>(xp, p, a, yp, n, K, bs, st); break;
+    case 26: ok = launch_v8<__half, 1, 4, 1, 1, false, 1, 1>(xp, p, a, yp, n, K, bs, st); break;
+    case 27: ok = launch_v8<__half, 1, 4, 1, 1, false, 0, 1>(xp, p, a, yp, n, K, bs, st); break;
+    case 28: ok = launch_v8<__half, 1, 8, 1, 1, false, 1, 1>(xp, p, a, yp, n, K, bs, st); break;
+    default: TORCH_CHECK(false, "variant must be 0..28");
   }
   TORCH_CHECK(ok, "v8 cannot run on this GPU (64 KB of shared memory per block)");
   return y;
