@@ -406,7 +406,9 @@ def gemv_nf4(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, out_fe
             HFMA2 for fp16, widened to fp32 for bf16; one balanced wave of warps, each streaming
             R rows with the next weights in flight; the absmax stays fp32; GPUs without 64 KB of
             shared memory per block run v4; fp16 sums 8 products in half precision before fp32,
-            so |x| must stay below ~8000), 9 v8 for inference with fixed weights: on sm_90+ it is
+            so |x| must stay below ~8000; at batch 1 in fp16 with 6144-12287 rows it is launched with
+            programmatic dependent launch on sm_90+, waiting for the kernel before it before any
+            read), 9 v8 for inference with fixed weights: on sm_90+ it is
             launched with programmatic dependent launch and reads its first weights before the
             kernel just before it in the stream has finished, so it is correct only when that kernel
             does not write ``packed`` or ``absmax`` (the default never picks it; where the sweep found
