@@ -13,6 +13,7 @@ test-artifacts/ is saved (by the Validate button), and the server's log is check
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -65,14 +66,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+@contextlib.contextmanager
+def _lab_server(home: Path):
     """A JupyterLab server on the course, as `./course.sh lab --no-browser` starts it; stopped by PID."""
-    if sync_playwright is None:
-        pytest.skip("playwright is not installed (pip install -e '.[test]')")
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (./course.sh test does it as root)")
-    home = tmp_path_factory.mktemp("lab")
     settings = home / "settings"
     for name, value in LAB_SETTINGS.items():
         (settings / name).parent.mkdir(parents=True, exist_ok=True)
@@ -110,6 +106,16 @@ def lab(tmp_path_factory):
                 pass
             server.wait(timeout=5)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if sync_playwright is None:
+        pytest.skip("playwright is not installed (pip install -e '.[test]')")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (./course.sh test does it as root)")
+    with _lab_server(tmp_path_factory.mktemp("lab")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -301,15 +307,31 @@ def test_nbgrader_validate_button_passes_a_solved_notebook(lab, browser, committ
     solved = typed_solutions(release, nbformat.read(solution_path(ASSIGNMENT), as_version=4))
     nbformat.write(solved, work / release_path(ASSIGNMENT).name)
 
-    page, notebook = _open(browser, lab, (work / release_path(ASSIGNMENT).name).relative_to(ROOT).as_posix())
-    button = notebook.locator(".jp-Toolbar .validate-button")
-    expect(button).to_be_visible()
-    button.click()
-    dialog = page.locator(".jp-Dialog")
-    # The server side runs the whole notebook (nbgrader's Validator), then the dialog shows the verdict.
-    # 32 s on an idle 2-core machine (the handler blocks the server while it runs the notebook in a kernel).
-    expect(dialog.locator(".jp-Dialog-header")).to_have_text(re.compile("Validation"), timeout=300_000)
-    text = dialog.inner_text()
+    relpath = (work / release_path(ASSIGNMENT).name).relative_to(ROOT).as_posix()
+    # The server side runs the whole notebook (nbgrader's Validator, a synchronous handler that blocks the
+    # server), then the dialog shows the verdict: 32 s on an idle 2-core machine. In CI, beside the other
+    # xdist worker, the handler has twice hung with its kernel for over 300 s (cause not found; the server log
+    # shows the validation start and nothing after). A hung handler blocks its server, so the second attempt
+    # runs on a fresh server; the verdict must still be nbgrader's "Success!".
+    text = None
+    for attempt in range(2):
+        with contextlib.ExitStack() as stack:
+            server = lab if attempt == 0 else stack.enter_context(_lab_server(tmp_path / "retry-lab"))
+            page, notebook = _open(browser, server, relpath)
+            button = notebook.locator(".jp-Toolbar .validate-button")
+            expect(button).to_be_visible()
+            button.click()
+            dialog = page.locator(".jp-Dialog")
+            try:
+                expect(dialog.locator(".jp-Dialog-header")).to_have_text(re.compile("Validation"), timeout=200_000)
+            except AssertionError:
+                print(f"Validate attempt {attempt + 1}: no verdict within 200 s; server log tail:\n"
+                      + server["log"].read_text()[-1500:])
+                page.close()
+                continue
+            text = dialog.inner_text()
+            break
+    assert text is not None, "nbgrader's Validate dialog showed no verdict in two attempts (200 s each)"
     page.screenshot(path=str(tmp_path / "validate_dialog.png"), full_page=True)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shutil.copy(tmp_path / "validate_dialog.png", ARTIFACTS / "validate_dialog.png")
