@@ -9,17 +9,22 @@ student's autograded notebook (what generate_feedback reads).
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 import pytest
 
 from nbgrader_course import ROOT
 
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from course_lib import course_grading
 
-import grade_at_scale  # noqa: E402
-
-from course_lib import course_grading  # noqa: E402
+# Loaded by path: benchmarks/ on sys.path would make benchmarks/kernels.py shadow the `kernels` package that
+# transformers looks for, and break every later transformers import in this worker (ImportError:
+# CUDAProperties).
+_spec = importlib.util.spec_from_file_location("grade_at_scale", ROOT / "benchmarks" / "grade_at_scale.py")
+grade_at_scale = importlib.util.module_from_spec(_spec)
+sys.modules["grade_at_scale"] = grade_at_scale
+_spec.loader.exec_module(grade_at_scale)
 
 
 @pytest.mark.slow
