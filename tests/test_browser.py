@@ -156,9 +156,9 @@ def _open(browser, lab, relpath: str):
 
 def _wait_kernel_connected(lab, relpath: str, timeout_s: float = 120) -> None:
     """Wait until the server reports the notebook's kernel idle with the page connected to it. The toolbar can
-    show "idle" before the server has connected to a kernel that is still starting. nbgrader's Validate handler
-    then blocks the server while it runs its own kernel, and in CI one such overlap left the Validate dialog
-    open for more than 300 s."""
+    show "idle" before the server has connected to a kernel that is still starting, so a test could act on a
+    kernel that is not there yet. (This did not stop nbgrader's Validate handler from hanging in CI; the
+    Validate test's retry handles that.)"""
     deadline = time.monotonic() + timeout_s
     sessions = []
     while time.monotonic() < deadline:

@@ -104,8 +104,9 @@ def test_gemv_nf4_matches_reference(device, batch, n, k):
 @pytest.mark.parametrize("batch", [1, 2, 3, 4])
 # blocksize 32 and 128 take v8's shift path, 96 its division path; K = 4128 leaves lanes idle in the last
 # chunk; N = 6147 (N % 4 = 3) with K = 96: absmax blocks that cross rows; N = 7: fewer rows than one warp's
-# 2; K = 24576: 24 steps of 32 lanes per row; N = 6150 and 8191 take the batch-1 fp16 path with the
-# activations prefetched (and v9's programmatic dependent launch), with idle lanes and rows that cross blocks
+# 2; K = 24576: 24 steps of 32 lanes per row; N = 6150 and 8191 take the batch-1 fp16 paths with programmatic
+# dependent launch (v8: R4 U1, 124 registers; v9: x prefetched, first weights before the wait), with idle lanes
+# and rows that cross blocks
 @pytest.mark.parametrize("n, k, blocksize", [(33, 4128, 32), (96, 1024, 128), (7, 960, 96), (4100, 256, 64),
                                              (6147, 96, 64), (5, 24576, 64), (6150, 4128, 32), (8191, 1120, 96)])
 def test_gemv_nf4_v8_blocksizes_and_tails(device, batch, n, k, blocksize):
