@@ -33,6 +33,13 @@ snapshot in the kernel's memory, or leaves a background thread that re-patches t
 test runs. Run the autograder without network and with a memory limit (INSTRUCTORS.md,
 "Grading safely").
 
+``NoOutputWidgetMimic``: neither autograde nor ``nbgrader validate`` (nor the lab's Validate button)
+imitates a front end's ``ipywidgets.Output``. nbclient's imitation sends comm messages to the kernel
+on the shell channel while the cell runs, and on a loaded machine the cell's reply then never reached
+nbclient: an idle kernel, a client waiting for the 600 s timeout, and with the Validate button the
+whole Jupyter server blocked meanwhile. Grading needs no widget output. nbgrader's Validator takes no
+preprocessors from the config, so ``configure`` gives nbgrader's own ``Execute`` the same method.
+
 ``HideHiddenTests`` (for ``nbgrader generate_feedback``) removes the hidden tests' source from the
 feedback and shortens tracebacks of graded cells to their last line (the assertion message), which
 would otherwise show the failing hidden line.
@@ -261,7 +268,15 @@ def _is_graded_code(cell: NotebookNode) -> bool:
     return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
 
 
-class GuardedExecute(Execute):
+class NoOutputWidgetMimic:
+    """Mixin for an nbclient executor: no imitation of the front end of ``ipywidgets.Output`` (the module
+    docstring says why). Widget state is still recorded; an Output widget just keeps no outputs."""
+
+    def on_comm_open_jupyter_widget(self, msg):
+        return None
+
+
+class GuardedExecute(NoOutputWidgetMimic, Execute):
     """nbgrader's Execute with the integrity guard and dead-kernel recovery (see the module docstring)."""
 
     memory_limit_mb = Integer(None, allow_none=True,
@@ -407,6 +422,8 @@ def configure(c, memory_limit_mb: int | None = None) -> None:
     c.Autograde.autograde_preprocessors = [GuardedExecute if p is Execute else p
                                            for p in Autograde.class_traits()["autograde_preprocessors"].default()]
     assert ClearMetadataPreprocessor in c.Autograde.autograde_preprocessors
+    # The Validator's preprocessor list is not configurable: its Execute (nbgrader's) gets the method.
+    Execute.on_comm_open_jupyter_widget = NoOutputWidgetMimic.on_comm_open_jupyter_widget
     feedback = list(GenerateFeedback.class_traits()["preprocessors"].default())
     c.GenerateFeedback.preprocessors = feedback[:1] + [HideHiddenTests] + feedback[1:]
     if memory_limit_mb:

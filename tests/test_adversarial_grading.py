@@ -87,3 +87,32 @@ def test_hooks_units():
                                            traceback=["----> 3 secret()", "AssertionError: msg"])]
     cell, _ = hooks.HideHiddenTests().preprocess_cell(cell, {}, 0)
     assert "secret" not in cell.source and "secret" not in "".join(cell.outputs[0].traceback)
+
+
+def test_grading_executors_send_the_kernel_no_output_widget_messages(tmp_path):
+    """nbclient imitates a front end's ipywidgets.Output: it sends the widget's outputs back to the kernel on
+    the shell channel while the cell runs, which on a loaded machine hung nbgrader's Validate for good. The
+    course's executors (autograde's GuardedExecute, and nbgrader's Execute as the Validator uses it) must
+    not. Control: plain nbclient does send them, so the kernel sees the outputs and the check can fail."""
+    from nbclient import NotebookClient
+    from nbgrader.preprocessors import Execute
+    from traitlets.config import Config
+
+    from course_lib import course_grading
+    from course_lib.nbgrader_hooks import GuardedExecute
+
+    course_grading.configure(Config())
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('import ipywidgets\nfrom IPython.display import display\n'
+                                  'out = ipywidgets.Output()\ndisplay(out)\nwith out:\n    print("inside")'),
+        nbformat.v4.new_code_cell("print(len(out.outputs))"),  # what reached the kernel's widget model
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+
+    def outputs_seen_by_the_kernel(executed) -> str:
+        return "".join(o.get("text", "") for o in executed.cells[1].outputs).strip()
+
+    control = NotebookClient(nbformat.from_dict(nb), timeout=120, resources={"metadata": {"path": str(tmp_path)}})
+    assert outputs_seen_by_the_kernel(control.execute()) == "1", "plain nbclient no longer sends Output widget state"
+    for executor in (Execute, GuardedExecute):
+        executed, _ = executor(timeout=120).preprocess(nbformat.from_dict(nb), {"metadata": {"path": str(tmp_path)}})
+        assert outputs_seen_by_the_kernel(executed) == "0", f"{executor.__name__} sent Output widget messages"
