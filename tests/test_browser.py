@@ -13,7 +13,6 @@ test-artifacts/ is saved (by the Validate button), and the server's log is check
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -66,9 +65,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def _lab_server(home: Path):
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
     """A JupyterLab server on the course, as `./course.sh lab --no-browser` starts it; stopped by PID."""
+    if sync_playwright is None:
+        pytest.skip("playwright is not installed (pip install -e '.[test]')")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (./course.sh test does it as root)")
+    home = tmp_path_factory.mktemp("lab")
     settings = home / "settings"
     for name, value in LAB_SETTINGS.items():
         (settings / name).parent.mkdir(parents=True, exist_ok=True)
@@ -106,16 +110,6 @@ def _lab_server(home: Path):
                 pass
             server.wait(timeout=5)
         log.close()
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    if sync_playwright is None:
-        pytest.skip("playwright is not installed (pip install -e '.[test]')")
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (./course.sh test does it as root)")
-    with _lab_server(tmp_path_factory.mktemp("lab")) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
