@@ -4,6 +4,7 @@
     python benchmarks/kernels.py                 # full table (GPU machine), markdown to stdout
     python benchmarks/kernels.py --out FILE.md   # also write the table with the machine and versions
     python benchmarks/kernels.py --quick         # one shape, for a smoke test
+    python benchmarks/kernels.py --sweep / --floor / --profile   # the experiments (benchmarks/csrc/, sm_90)
 
 Method: every contender runs on the same shapes and the same weights (NF4 via course_lib.nf4, which
 is byte-identical to bitsandbytes' quantize_4bit). Each timing replays a CUDA graph of R calls, each
@@ -13,6 +14,11 @@ Graphs remove the Python launch overhead, which would otherwise dominate a 10-40
 contender cannot be captured it is timed eagerly (column "mode"). Bandwidth = bytes that must be
 read once (weights, scales, activations) and written (output) / time; "% copy" compares it with the
 measured device-to-device copy bandwidth (bytes read + written / time).
+
+"ours" rows call the custom ops (torch.ops.course_lib.*) with an explicit version: the kernels themselves.
+The "public API" table times what a user calls, course_lib.kernels.gemv_nf4 with its argument checks and
+default version, inside a CUDA graph (it must be within 5% of the op in a graph) and eagerly (it must be
+no slower than bitsandbytes' eager call), side by side in this process.
 """
 
 from __future__ import annotations
@@ -35,8 +41,42 @@ from course_lib import kernels as K  # noqa: E402
 from course_lib.bitnet import pack_ternary  # noqa: E402
 from course_lib.nf4 import quantize_nf4  # noqa: E402
 
+OPS = torch.ops.course_lib
+
 SHAPES = [(4096, 4096), (8192, 8192), (14336, 4096), (4096, 14336)]  # (N = out_features, K = in_features)
 BATCHES = [1, 4, 16]
+PUBLIC_GRAPH_TOLERANCE = 1.05  # the public function in a graph: at most 5% over the op in a graph
+
+
+def load_experiments(verbose: bool = False):
+    """Build (first time) or load benchmarks/csrc/kernel_experiments.cu: v8's sweep configurations, the
+    bulk-copy kernel and the read-floor probe (sm_90 only; the learner's build does not include them)."""
+    from torch.utils import cpp_extension
+
+    if torch.cuda.get_device_capability() < (9, 0):
+        raise RuntimeError("the kernel experiments (bulk copy, programmatic dependent launch) need an sm_90 GPU")
+    src = ROOT / "benchmarks" / "csrc" / "kernel_experiments.cu"
+    build = K.cache_dir() / "benchmarks" / f"torch{torch.__version__}".replace("+", "_")
+    build.mkdir(parents=True, exist_ok=True)
+    # arch.cu: the product's v8 launch asks which architecture's code runs (course_kernels::current_arch)
+    sources = [str(src), str(K.CSRC / "arch.cu")]
+    return cpp_extension.load(name="course_kernel_experiments", sources=sources, build_directory=str(build),
+                              extra_include_paths=[str(K.CSRC)], extra_cuda_cflags=["-O3", "-lineinfo"],
+                              verbose=verbose)
+
+
+def git_commit() -> str:
+    """The repository's commit (with "+changes" when the tree differs from it), or "unknown"."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return head + (" +changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def copy_bandwidth(nbytes: int = 1 << 30, repeats: int = 20) -> float:
@@ -57,13 +97,16 @@ def copy_bandwidth(nbytes: int = 1 << 30, repeats: int = 20) -> float:
     return 2 * nbytes / statistics.median(times)
 
 
-def time_calls(calls, repeats: int = 30) -> tuple[float, str]:
-    """Median seconds per call of a list of zero-argument callables (one per weight copy)."""
+def time_calls(calls, repeats: int = 30, eager: bool = False) -> tuple[float, str]:
+    """Median seconds per call of a list of zero-argument callables (one per weight copy); in a CUDA graph
+    unless ``eager`` or the calls cannot be captured."""
     for fn in calls:  # warm-up (also builds lazy state)
         fn()
     torch.cuda.synchronize()
     mode = "graph"
     try:
+        if eager:
+            raise RuntimeError("eager timing asked for")
         graph = torch.cuda.CUDAGraph()
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
@@ -113,7 +156,7 @@ def copies_for(nbytes: int) -> int:
     return max(2, min(64, math.ceil(4 * l2 / max(nbytes, 1))))
 
 
-def validate(ext, dtype=torch.float16) -> list[str]:
+def validate(dtype=torch.float16) -> list[str]:
     """Each CUDA kernel against the reference on a few shapes; returns failure messages."""
     failures = []
     gen = torch.Generator().manual_seed(0)
@@ -148,9 +191,8 @@ def validate(ext, dtype=torch.float16) -> list[str]:
 AFTER_WRITER = ("cuBLAS fp16", "ours NF4 v8 byte-table", "ours NF4 v9 early weights", "bitsandbytes NF4")  # also timed after a writer of x
 
 
-def bench_gemv(ext, bnb, copy_bw: float, shapes, batches, dtype=torch.float16) -> list[dict]:
+def bench_gemv(bnb, copy_bw: float, shapes, batches, dtype=torch.float16) -> list[dict]:
     rows = []
-    code = K._nf4_code()
     for n, k in shapes:
         w = torch.randn(n, k, device="cuda", dtype=dtype) * 0.02
         nf4_bytes = n * k // 2 + (n * k // 64) * 4
@@ -176,21 +218,21 @@ def bench_gemv(ext, bnb, copy_bw: float, shapes, batches, dtype=torch.float16) -
             io = b * k * 2 + b * n * 2
             contenders = {
                 "cuBLAS fp16": (fp16_bytes, [lambda w=w: x @ w.t() for w in fp16_ws]),
-                "ours NF4 v8 byte-table": (nf4_bytes, [lambda p=p, a=a: ext.gemv_nf4(x, p, a, n, 64, code, 8) for p, a in nf4_ws]),
-                "ours NF4 v7 mma": (nf4_bytes, [lambda p=p, a=a: ext.gemv_nf4(x, p, a, n, 64, code, 7) for p, a in nf4_ws]),
-                "ours NF4 v6 persistent": (nf4_bytes, [lambda p=p, a=a: ext.gemv_nf4(x, p, a, n, 64, code, 6) for p, a in nf4_ws]),
-                "ours NF4 v4 block": (nf4_bytes, [lambda p=p, a=a: ext.gemv_nf4(x, p, a, n, 64, code, 4) for p, a in nf4_ws]),
-                "ours NF4 v5 block8": (nf4_bytes, [lambda p=p, a=a: ext.gemv_nf4(x, p, a, n, 64, code, 5) for p, a in nf4_ws]),
-                "ours NF4 v3 fused": (nf4_bytes, [lambda p=p, a=a: ext.gemv_nf4(x, p, a, n, 64, code, 3) for p, a in nf4_ws]),
-                "ours int4 g128 v6": (int4_bytes, [lambda p=p, s=s, z=z: ext.gemv_int4(x, p, s, z, 128, 6) for p, s, z in int4_ws]),
-                "ours int4 g128 v4": (int4_bytes, [lambda p=p, s=s, z=z: ext.gemv_int4(x, p, s, z, 128, 4) for p, s, z in int4_ws]),
-                "ours ternary": (tern_bytes, [lambda t=t: ext.gemv_ternary(x, t, 0.1) for t in tern_ws]),
+                "ours NF4 v8 byte-table": (nf4_bytes, [lambda p=p, a=a: OPS.gemv_nf4(x, p, a, n, 64, 8) for p, a in nf4_ws]),
+                "ours NF4 v7 mma": (nf4_bytes, [lambda p=p, a=a: OPS.gemv_nf4(x, p, a, n, 64, 7) for p, a in nf4_ws]),
+                "ours NF4 v6 persistent": (nf4_bytes, [lambda p=p, a=a: OPS.gemv_nf4(x, p, a, n, 64, 6) for p, a in nf4_ws]),
+                "ours NF4 v4 block": (nf4_bytes, [lambda p=p, a=a: OPS.gemv_nf4(x, p, a, n, 64, 4) for p, a in nf4_ws]),
+                "ours NF4 v5 block8": (nf4_bytes, [lambda p=p, a=a: OPS.gemv_nf4(x, p, a, n, 64, 5) for p, a in nf4_ws]),
+                "ours NF4 v3 fused": (nf4_bytes, [lambda p=p, a=a: OPS.gemv_nf4(x, p, a, n, 64, 3) for p, a in nf4_ws]),
+                "ours int4 g128 v6": (int4_bytes, [lambda p=p, s=s, z=z: OPS.gemv_int4(x, p, s, z, 128, 6) for p, s, z in int4_ws]),
+                "ours int4 g128 v4": (int4_bytes, [lambda p=p, s=s, z=z: OPS.gemv_int4(x, p, s, z, 128, 4) for p, s, z in int4_ws]),
+                "ours ternary": (tern_bytes, [lambda t=t: OPS.gemv_ternary(x, t, 0.1) for t in tern_ws]),
             }
             if b == 1:
-                contenders["ours NF4 v9 early weights"] = (nf4_bytes, [lambda p=p, a=a: ext.gemv_nf4(x, p, a, n, 64, code, 9) for p, a in nf4_ws])
-                contenders["ours NF4 v2 warp"] = (nf4_bytes, [lambda p=p, a=a: ext.gemv_nf4(x, p, a, n, 64, code, 2) for p, a in nf4_ws])
+                contenders["ours NF4 v9 early weights"] = (nf4_bytes, [lambda p=p, a=a: OPS.gemv_nf4(x, p, a, n, 64, 9) for p, a in nf4_ws])
+                contenders["ours NF4 v2 warp"] = (nf4_bytes, [lambda p=p, a=a: OPS.gemv_nf4(x, p, a, n, 64, 2) for p, a in nf4_ws])
                 if n * k <= 4096 * 4096:
-                    contenders["ours NF4 v1 naive"] = (nf4_bytes, [lambda p=p, a=a: ext.gemv_nf4(x, p, a, n, 64, code, 1) for p, a in nf4_ws[:2]])
+                    contenders["ours NF4 v1 naive"] = (nf4_bytes, [lambda p=p, a=a: OPS.gemv_nf4(x, p, a, n, 64, 1) for p, a in nf4_ws[:2]])
             if bnb_ws:
                 contenders["bitsandbytes NF4"] = (nf4_bytes, [lambda q=q, st=st: bnb.matmul_4bit(x, q.t(), quant_state=st) for q, st in bnb_ws])
             fp16_time = None
@@ -213,14 +255,65 @@ def bench_gemv(ext, bnb, copy_bw: float, shapes, batches, dtype=torch.float16) -
     return rows
 
 
-def bench_int8_rows(ext, copy_bw: float, dtype=torch.float16) -> list[dict]:
+def bench_public_api(bnb, shapes, dtype=torch.float16) -> tuple[list[dict], list[str]]:
+    """Batch 1: course_lib.kernels.gemv_nf4 (what a user calls: checks, default version) against the op it calls,
+    both in a CUDA graph, and eagerly against bitsandbytes' eager call. Returns rows and target failures."""
+    rows, failures = [], []
+    for n, k in shapes:
+        w = torch.randn(n, k, device="cuda", dtype=dtype) * 0.02
+        packed, absmax = quantize_nf4(w.float(), 64)
+        r = copies_for(n * k // 2 + n * k // 16)
+        nf4_ws = [(packed.clone(), absmax.clone()) for _ in range(r)]
+        bnb_ws = [bnb.functional.quantize_4bit(w, blocksize=64, quant_type="nf4") for _ in range(r)] if bnb else []
+        del w
+        x = torch.randn(1, k, device="cuda", dtype=dtype)
+        op_calls = [lambda p=p, a=a: OPS.gemv_nf4(x, p, a, n, 64, 0) for p, a in nf4_ws]
+        public_calls = [lambda p=p, a=a: K.gemv_nf4(x, p, a, n) for p, a in nf4_ws]
+        if not torch.equal(public_calls[0](), op_calls[0]()):
+            failures.append(f"{n}x{k}: the public function and the op disagree")
+        op_graph, _ = time_calls(op_calls)
+        public_graph, mode = time_calls(public_calls)
+        public_eager, _ = time_calls(public_calls, eager=True)
+        row = {"shape": f"{n}x{k}", "op, graph us": op_graph * 1e6, "public, graph us": public_graph * 1e6,
+               "public / op (graph)": public_graph / op_graph, "public, eager us": public_eager * 1e6,
+               "bitsandbytes, eager us": None, "public / bitsandbytes (eager)": None}
+        if mode != "graph":
+            failures.append(f"{n}x{k}: the public function could not be captured in a CUDA graph")
+        elif public_graph > PUBLIC_GRAPH_TOLERANCE * op_graph:
+            failures.append(f"{n}x{k}: public function in a graph {public_graph / op_graph:.3f}x the op's time")
+        if bnb_ws:
+            bnb_eager, _ = time_calls([lambda q=q, st=st: bnb.matmul_4bit(x, q.t(), quant_state=st)
+                                       for q, st in bnb_ws], eager=True)
+            row["bitsandbytes, eager us"] = bnb_eager * 1e6
+            row["public / bitsandbytes (eager)"] = public_eager / bnb_eager
+            if public_eager > bnb_eager:
+                failures.append(f"{n}x{k}: public function eager {public_eager * 1e6:.1f} us > bitsandbytes' "
+                                f"{bnb_eager * 1e6:.1f} us")
+        rows.append(row)
+        print(row, flush=True)
+        del nf4_ws, bnb_ws
+        torch.cuda.empty_cache()
+    return rows, failures
+
+
+def public_markdown(rows: list[dict]) -> str:
+    cols = list(rows[0])
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        out.append("| " + " | ".join("-" if r[c] is None else f"{r[c]:.2f}x" if "/" in c else
+                                     f"{r[c]:.1f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+    return "\n".join(out)
+
+
+def bench_int8_rows(copy_bw: float, dtype=torch.float16) -> list[dict]:
     rows = []
     for m, k in [(4096, 4096), (8192, 8192), (16, 8192)]:
         nbytes = m * k * 2 + m * k + m * 4
         xs = [torch.randn(m, k, device="cuda", dtype=dtype) for _ in range(copies_for(nbytes))]
-        for name, fn in {"ours int8 rows": lambda x: ext.quantize_rows_int8(x),
-                         "torch reference": lambda x: K._quantize_rows_int8_torch(x)}.items():
-            seconds, mode = time_calls([lambda x=x: fn(x) for x in xs])
+        # the reference as a user calls it (its NaN check synchronizes, so it runs eagerly)
+        for name, fn in {"ours int8 rows": lambda x: OPS.quantize_rows_int8(x),
+                         "torch reference": lambda x: K.quantize_rows_int8(x, backend="torch")}.items():
+            seconds, mode = time_calls([lambda x=x: fn(x) for x in xs], eager=name == "torch reference")
             bw = nbytes / seconds
             rows.append({"shape": f"{m}x{k}", "batch": m, "kernel": name, "us": seconds * 1e6, "GB/s": bw / 1e9,
                          "% copy": 100 * bw / copy_bw, "floor us": nbytes / copy_bw * 1e6, "vs fp16": None, "mode": mode})
@@ -245,9 +338,8 @@ V8_VARIANTS = {0: "R4 U1 no_allocate", 1: "R4 U1 ldg", 2: "R4 U1 ldcs", 3: "R4 U
                28: "R8 U1 PDL (waits before any read), registers free (min blocks 1)"}
 
 
-def sweep_v8(ext, shapes=SHAPES) -> str:
+def sweep_v8(exp, shapes=SHAPES) -> str:
     """v8's configurations (rows per warp R, steps in flight U, weight load kind) against v4; markdown."""
-    code = K._nf4_code()
     lines = ["| shape | batch | dtype | kernel | us | us after a writer of x | rel. error |",
              "|---|---|---|---|---|---|---|"]
     for n, k in shapes:
@@ -260,11 +352,11 @@ def sweep_v8(ext, shapes=SHAPES) -> str:
             for b in (1, 2, 3, 4):
                 x = torch.randn(b, k, device="cuda").to(dtype)
                 ref = (x.float() @ wref.T)
-                cands = {"v4": lambda p, a: ext.gemv_nf4(x, p, a, n, 64, code, 4),
-                         "v8 default": lambda p, a: ext.gemv_nf4(x, p, a, n, 64, code, 8)}
+                cands = {"v4": lambda p, a: OPS.gemv_nf4(x, p, a, n, 64, 4),
+                         "v8 default": lambda p, a: OPS.gemv_nf4(x, p, a, n, 64, 8)}
                 if b == 1 and dtype == torch.float16:
                     for v, name in V8_VARIANTS.items():
-                        cands[f"v8 {name}"] = lambda p, a, v=v: ext.gemv_nf4_v8_variant(x, p, a, n, 64, code, v)
+                        cands[f"v8 {name}"] = lambda p, a, v=v: exp.gemv_nf4_v8_variant(x, p, a, n, 64, v)
                 for name, fn in cands.items():
                     out = fn(*ws[0]).float()
                     err = ((out - ref).norm() / ref.norm()).item()
@@ -281,8 +373,8 @@ def sweep_v8(ext, shapes=SHAPES) -> str:
     return "\n".join(lines)
 
 
-def read_floor(ext, copy_bw: float) -> str:
-    """The read floor: time to stream N bytes once (ext.stream_read, v8's loads, no decode) next to torch's
+def read_floor(exp, copy_bw: float) -> str:
+    """The read floor: time to stream N bytes once (exp.stream_read, v8's loads, no decode) next to torch's
     own int32 sum, on the NF4 weight sizes of the benchmark shapes and around them; then the fit
     t = t0 + bytes / BW. Markdown."""
     sizes = {"4096x4096 NF4": 4096 * 4096 * 9 // 16, "8192x8192 NF4": 8192 * 8192 * 9 // 16,
@@ -294,11 +386,11 @@ def read_floor(ext, copy_bw: float) -> str:
     for label, nbytes in sorted(sizes.items(), key=lambda kv: kv[1]):
         nbytes = nbytes // 16 * 16
         bufs = [torch.randint(0, 256, (nbytes,), dtype=torch.uint8, device="cuda") for _ in range(copies_for(nbytes))]
-        got = ext.stream_read(bufs[0], 4).to(torch.int64).sum().item() & 0xFFFFFFFF
+        got = exp.stream_read(bufs[0], 4).to(torch.int64).sum().item() & 0xFFFFFFFF
         want = bufs[0].view(torch.int32).to(torch.int64).sum().item() & 0xFFFFFFFF
         if got != want:
             raise RuntimeError(f"stream_read's sum {got} != torch's {want} on {nbytes} bytes")
-        readers = {f"stream_read U={u}": (lambda b, u=u: ext.stream_read(b, u)) for u in (1, 4, 8)}
+        readers = {f"stream_read U={u}": (lambda b, u=u: exp.stream_read(b, u)) for u in (1, 4, 8)}
         readers["torch int32 sum"] = lambda b: b.view(torch.int32).sum()
         for name, fn in readers.items():
             seconds, _ = time_calls([lambda b=b, fn=fn: fn(b) for b in bufs])
@@ -351,27 +443,28 @@ def main(argv=None) -> int:
         print("No CUDA GPU: this benchmark runs on a GPU machine (the CPU forms are in benchmarks/kernels_cpu.py).")
         return 0
     start = time.perf_counter()
-    ext = K.load_extension("cuda")
+    K.load_extension("cuda")
+    exp = load_experiments() if (args.profile or args.sweep or args.floor) else None
     if args.profile:
         w = torch.randn(8192, 8192, device="cuda") * 0.02
         packed, absmax = quantize_nf4(w, 64)
         x = torch.randn(1, 8192, device="cuda", dtype=torch.float16)
         for version in (4, 8):
-            ext.gemv_nf4(x, packed, absmax, 8192, 64, K._nf4_code(), version)
-        ext.gemv_nf4_v8_variant(x, packed, absmax, 8192, 64, K._nf4_code(), 10)  # v8's bulk-copy kernel
+            OPS.gemv_nf4(x, packed, absmax, 8192, 64, version)
+        exp.gemv_nf4_v8_variant(x, packed, absmax, 8192, 64, 10)  # v8's bulk-copy kernel
         torch.cuda.synchronize()
         return 0
-    print(f"CUDA extension ready in {time.perf_counter() - start:.1f} s")
+    print(f"CUDA extension ready in {time.perf_counter() - start:.1f} s; {K.cuda_arch()}")
     if args.sweep:
         shapes = [tuple(int(v) for v in s.split("x")) for s in args.shape] if args.shape else SHAPES
-        print(sweep_v8(ext, shapes))
+        print(sweep_v8(exp, shapes))
         return 0
     if args.floor:
         copy_bw = copy_bandwidth()
         print(f"copy bandwidth {copy_bw / 1e12:.2f} TB/s (read + write)")
-        print(read_floor(ext, copy_bw))
+        print(read_floor(exp, copy_bw))
         return 0
-    failures = validate(ext)
+    failures = validate()
     print("validation:", "all kernels match the reference" if not failures else "\n  ".join(["FAILED"] + failures))
     try:
         import bitsandbytes as bnb
@@ -382,7 +475,7 @@ def main(argv=None) -> int:
     header = [
         f"- GPU: {props.name}, {props.multi_processor_count} SMs, L2 {props.L2_cache_size / 2**20:.0f} MiB; "
         f"torch {torch.__version__}, CUDA {torch.version.cuda}, bitsandbytes {getattr(bnb, '__version__', 'not installed')}; "
-        f"host {platform.node() or 'unknown'}",
+        f"host {platform.node() or 'unknown'}; commit {git_commit()}",
         f"- measured device-to-device copy bandwidth: {copy_bw / 1e12:.2f} TB/s (read + write)",
         "- activations float16; NF4 blocksize 64 with float32 absmax (bitsandbytes' layout); int4 group 128",
         "- us: the same kernel back to back in a CUDA graph (weights rotated past L2); after writer us (batch 1): "
@@ -390,15 +483,20 @@ def main(argv=None) -> int:
     ]
     shapes = SHAPES[1:2] if args.quick else SHAPES
     batches = [1] if args.quick else BATCHES
-    rows = bench_gemv(ext, bnb, copy_bw, shapes, batches)
-    int8_rows = bench_int8_rows(ext, copy_bw)
+    rows = bench_gemv(bnb, copy_bw, shapes, batches)
+    public_rows, public_failures = bench_public_api(bnb, shapes)
+    int8_rows = bench_int8_rows(copy_bw)
+    public_verdict = ("all targets met" if not public_failures else "NOT MET: " + "; ".join(public_failures))
     text = "\n".join(header) + "\n\n### GEMV / small-batch GEMM, y = x @ W.T\n\n" + markdown(rows) + \
+        "\n\n### Public API, batch 1: course_lib.kernels.gemv_nf4 against the op (graph) and bitsandbytes (eager)\n\n" + \
+        f"Targets: public in a graph within {PUBLIC_GRAPH_TOLERANCE - 1:.0%} of the op in a graph; public eager no " \
+        f"slower than bitsandbytes eager. Verdict: {public_verdict}.\n\n" + public_markdown(public_rows) + \
         "\n\n### Row-wise int8 quantization (fp16 in, int8 + float32 absmax out)\n\n" + markdown(int8_rows) + "\n"
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
-    return 1 if failures else 0
+    return 1 if failures or public_failures else 0
 
 
 if __name__ == "__main__":

@@ -4,13 +4,8 @@
 # Used through the course's device tool:  bash scripts/gpu_check.sh  (wheels for missing packages in .whl/)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site:$PWD
-else
-    export PYTHONPATH=$PWD
-fi
-export HF_HUB_OFFLINE=1 MPLBACKEND=Agg PYTHONUNBUFFERED=1
+# shellcheck source=gpu_env.sh
+. scripts/gpu_env.sh
 python3 - <<'PY'
 import torch, transformers
 print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0), "transformers", transformers.__version__)

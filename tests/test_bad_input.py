@@ -25,7 +25,10 @@ MODULES = (formats, affine, granularity, observers, qat, nf4, llm_int8, gptq, aw
            kernels)
 
 def _name(fn) -> str:
-    return f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__name__}"
+    module = fn.__module__
+    if module.startswith("course_lib.kernels."):  # a package: build.py and ops.py are re-exported by kernels
+        module = "course_lib.kernels"
+    return f"{module.rsplit('.', 1)[-1]}.{fn.__name__}"
 
 
 NAN = float("nan")
@@ -583,6 +586,9 @@ EXEMPT = {
     "kernels.backend_status": "no tensor: an environment probe",
     "kernels.load_extension": "no tensor: builds/loads a compiled extension",
     "kernels.build_c_kernel": "no tensor: compiles C source",
+    "kernels.cache_dir": "no argument: a path from the environment",
+    "kernels.check_cuda_sources": "no tensor: compiles the CUDA sources (tests/test_kernels_build.py)",
+    "kernels.cuda_arch": "no argument: a GPU probe (tests/test_kernels.py)",
     "bitnet.make_digits_mlp": "no tensor: builds a model from sizes",
     "bitnet.make_tiny_lm": "no tensor: builds a model from sizes",
     "distill.make_student_lm": "no tensor: builds a model from sizes",

@@ -7,12 +7,15 @@ fails the test instead of silently falling back to the reference.
 
 from __future__ import annotations
 
+import os
+import re
+
 import pytest
 import torch
 
 from course_lib import kernels as K
 from course_lib.bitnet import pack_ternary
-from course_lib.nf4 import quantize_nf4
+from course_lib.nf4 import nf4_codebook, quantize_nf4
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -185,9 +188,9 @@ def test_auto_falls_back_to_reference_for_unsupported_cuda_shapes():
 
 
 def test_unavailable_backend_is_one_clear_message(monkeypatch, capsys):
-    monkeypatch.setattr(K, "_modules", {})
-    monkeypatch.setattr(K, "_failures", {"cpp": "the CPP extension is unavailable: no compiler (test)"})
-    monkeypatch.setattr(K, "_announced", set())
+    monkeypatch.setattr(K.build, "_modules", {})
+    monkeypatch.setattr(K.build, "_failures", {"cpp": "the CPP extension is unavailable: no compiler (test)"})
+    monkeypatch.setattr(K.build, "_announced", set())
     x = torch.randn(2, 8)
     for _ in range(3):
         q, _ = K.quantize_rows_int8(x)  # auto: falls back, announces once
@@ -201,7 +204,7 @@ def test_unavailable_backend_is_one_clear_message(monkeypatch, capsys):
 @pytest.mark.parametrize("call, error, mentions", [
     (lambda: K.quantize_rows_int8(torch.randn(3)), ValueError, "x must have 2 dimensions"),
     (lambda: K.quantize_rows_int8(torch.ones(2, 2, dtype=torch.int32)), TypeError, "x must have dtype"),
-    (lambda: K.quantize_rows_int8(torch.tensor([[1.0, float("nan")]])), ValueError, "finite"),
+    (lambda: K.quantize_rows_int8(torch.tensor([[1.0, float("nan")]]), backend="torch"), ValueError, "finite"),
     (lambda: K.quantize_rows_int8(torch.empty(0, 4)), ValueError, "empty"),
     (lambda: K.quantize_rows_int8(torch.randn(2, 2), backend="gpu"), ValueError, "backend"),
     (lambda: K.dequantize_nf4(torch.zeros(3, dtype=torch.uint8), torch.ones(1), (8,)), ValueError, "ceil"),
@@ -217,3 +220,153 @@ def test_unavailable_backend_is_one_clear_message(monkeypatch, capsys):
 def test_bad_input_names_the_argument(call, error, mentions):
     with pytest.raises(error, match=mentions):
         call()
+
+
+# ----------------------------------------------------------------------------------------------
+# the compiled forms as torch custom ops: fake kernels, CUDA graphs, torch.compile, no host synchronization
+
+
+def test_nf4_table_in_the_sources_is_the_codebook():
+    """The kernels' compile-time NF4 table (csrc/nf4_code.h) equals course_lib.nf4.nf4_codebook() bit for bit."""
+    text = (K.CSRC / "nf4_code.h").read_text()
+    values = [float.fromhex(v) for v in re.findall(r"(-?0x[0-9a-f.]+p[+-]\d+)f", text)]
+    assert len(values) == 16, f"expected 16 values in nf4_code.h, found {len(values)}"
+    assert torch.equal(torch.tensor(values, dtype=torch.float32), nf4_codebook())
+
+
+def _op_cases(device: str, dtype: torch.dtype) -> dict:
+    """One set of arguments per public kernel function, on `device` (shapes every kernel handles)."""
+    w = torch.randn(48, 128, generator=_gen(11)) * 0.05
+    packed, absmax = (t.to(device) for t in quantize_nf4(w, 64))
+    p4, s4, z4 = (t.to(device) for t in K.pack_int4(w, 32))
+    tern = pack_ternary(torch.randint(-1, 2, (48, 128), generator=_gen(12))).to(device)
+    x = torch.randn(3, 128, generator=_gen(13)).to(dtype).to(device)
+    backend = _backend(device)
+    return {
+        "quantize_rows_int8": lambda x: K.quantize_rows_int8(x, backend=backend),
+        "dequantize_nf4": lambda x: K.dequantize_nf4(packed, absmax, (48, 128), 64, dtype=dtype, backend=backend),
+        "dequantize_int4": lambda x: K.dequantize_int4(p4, s4, z4, 32, dtype=dtype, backend=backend),
+        "gemv_nf4": lambda x: K.gemv_nf4(x, packed, absmax, 48, 64, backend=backend),
+        "gemv_int4": lambda x: K.gemv_int4(x, p4, s4, z4, 32, backend=backend),
+        "gemv_ternary": lambda x: K.gemv_ternary(x, tern, 0.25, backend=backend),
+    }, x
+
+
+def _half(device):
+    return torch.float16 if device == "cuda" else torch.float32
+
+
+def test_custom_ops_pass_opcheck(device):
+    """torch.library.opcheck: schema, fake (meta) kernel against the real one, dispatch under AOT tracing."""
+    w = torch.randn(48, 128, generator=_gen(14)) * 0.05
+    packed, absmax = (t.to(device) for t in quantize_nf4(w, 64))
+    p4, s4, z4 = (t.to(device) for t in K.pack_int4(w, 32))
+    tern = pack_ternary(torch.randint(-1, 2, (48, 128), generator=_gen(15))).to(device)
+    x = torch.randn(2, 128, generator=_gen(16)).to(_half(device)).to(device)
+    K.load_extension(_backend(device))
+    ops = torch.ops.course_lib
+    cases = [
+        (ops.quantize_rows_int8, (x,)),
+        (ops.dequantize_nf4, (packed, absmax, 48 * 128, 64, torch.float16)),
+        (ops.dequantize_int4, (p4, s4, z4, 32, torch.bfloat16)),
+        (ops.gemv_nf4, (x, packed, absmax, 48, 64, 0)),
+        (ops.gemv_int4, (x, p4, s4, z4, 32, 4)),
+        (ops.gemv_ternary, (x, tern, 0.25)),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(op, args)
+
+
+def test_public_functions_compile_with_fullgraph(device):
+    """Every public kernel function traces into one torch.compile graph (no graph break, no host sync)."""
+    cases, x = _op_cases(device, _half(device))
+    for name, fn in cases.items():
+        torch._dynamo.reset()
+        compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+        for got, want in zip(torch.utils._pytree.tree_leaves(compiled(x)), torch.utils._pytree.tree_leaves(fn(x))):
+            assert torch.equal(got, want), f"{name}: compiled output differs from eager"
+    # and through inductor, the default backend, once
+    torch._dynamo.reset()
+    compiled = torch.compile(cases["gemv_nf4"], fullgraph=True)
+    assert torch.equal(compiled(x), cases["gemv_nf4"](x))
+
+
+def test_public_functions_run_in_cuda_graphs(device):
+    """Captured once, replayed on new inputs: the public functions (checks, default version) record only kernels."""
+    if device != "cuda":
+        pytest.skip("CUDA graphs need a GPU")
+    cases, x = _op_cases(device, torch.float16)
+    for name, fn in cases.items():
+        static_x = x.clone()
+        fn(static_x)  # warm-up outside the capture (builds, first-use attributes)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = fn(static_x)
+        new_x = x * 2 + 1
+        static_x.copy_(new_x)
+        graph.replay()
+        torch.cuda.synchronize()
+        for got, want in zip(torch.utils._pytree.tree_leaves(out), torch.utils._pytree.tree_leaves(fn(new_x))):
+            assert torch.equal(got, want), f"{name}: graph replay differs from an eager call"
+
+
+def test_public_functions_never_synchronize(device):
+    """With CUDA's sync debug mode set to error, any device-to-host copy on the hot path raises."""
+    if device != "cuda":
+        pytest.skip("host synchronization is a CUDA matter")
+    cases, x = _op_cases(device, torch.float16)
+    packed, absmax = quantize_nf4(torch.randn(64, 128, device="cuda"), 64)
+    cases["gemv_nf4 batch 1"] = lambda x: K.gemv_nf4(x[:1], packed, absmax, 64)  # the default batch-1 path (v8)
+    for fn in cases.values():
+        fn(x)  # first calls may query the device once
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for fn in cases.values():
+            fn(x)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_ops_check_their_arguments(device):
+    """Called directly (not through the checked public function), an op still refuses bad input clearly."""
+    K.load_extension(_backend(device))
+    w = torch.randn(16, 64, generator=_gen(17))
+    packed, absmax = (t.to(device) for t in quantize_nf4(w, 64))
+    x = torch.randn(1, 64).to(_half(device)).to(device)
+    with pytest.raises(RuntimeError, match="packed"):
+        torch.ops.course_lib.gemv_nf4(x, packed.to(torch.int32), absmax, 16, 64, 0)
+    if device == "cuda":
+        with pytest.raises(RuntimeError, match="version"):
+            torch.ops.course_lib.gemv_nf4(x, packed, absmax, 16, 64, 12)
+        with pytest.raises(RuntimeError, match="absmax"):
+            torch.ops.course_lib.gemv_nf4(x, packed, absmax[:-1], 16, 64, 0)
+
+
+def test_reference_still_rejects_nan_and_compiled_forms_carry_it(device):
+    x = torch.randn(2, 64).to(device)
+    x[0, 3] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        K.quantize_rows_int8(x, backend="torch")
+    w = torch.randn(16, 64, generator=_gen(18))
+    packed, absmax = (t.to(device) for t in quantize_nf4(w, 64))
+    y = K.gemv_nf4(x.to(_half(device)), packed, absmax, 16, backend=_backend(device))
+    assert bool(torch.isnan(y[0]).all()) and bool(torch.isfinite(y[1]).all()), "NaN must stay in its own row"
+
+
+def test_cuda_arch_reports_the_code_that_runs():
+    """With TORCH_CUDA_ARCH_LIST="7.5+PTX" on an H100 the driver JIT-compiles sm_75 code: cuda_arch must say so,
+    and v7 (sm_80 tensor cores) must then not run (its gemv tests above pass through v4)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA (runs on the GPU machine)")
+    info = K.cuda_arch()
+    major, minor = torch.cuda.get_device_capability()
+    assert info["device"] == f"sm_{major}{minor}"
+    listed = os.environ.get("TORCH_CUDA_ARCH_LIST", "").replace("+PTX", "").replace(";", " ").split()
+    if listed:
+        below = [a for a in listed if int(a.replace(".", "")) <= major * 10 + minor]
+        assert info["code"] == "sm_" + max(below, key=float).replace(".", ""), (info, listed)
+    code = int(info["code"][3:])
+    assert info["tensor_cores"] == (min(code, major * 10 + minor) >= 80)
+    assert info["pdl"] == (min(code, major * 10 + minor) >= 90)

@@ -1,8 +1,11 @@
-// C++ (CPU) kernels of course_lib.kernels: the twins of lowbit_cuda.cu, same layouts (see there).
-// Inputs are float32 and contiguous (the Python wrappers convert and check); rows run in parallel on
-// PyTorch's own thread pool (at::parallel_for), so no OpenMP flags are needed to build.
+// C++ (CPU) kernels of course_lib.kernels: the twins of the CUDA kernels, same layouts (csrc/launch.h). The
+// kernels take float32, contiguous inputs; the ops at the end (the CPU implementations of the course_lib::
+// custom ops that course_lib/kernels/ops.py defines) convert to float32 and back to x's dtype. Rows run in
+// parallel on PyTorch's own thread pool (at::parallel_for), so no OpenMP flags are needed to build.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+
+#include "nf4_code.h"
 
 #include <array>
 #include <cmath>
@@ -39,10 +42,8 @@ std::vector<torch::Tensor> quantize_rows_int8(torch::Tensor x) {
 }
 
 // byte -> (code of the high nibble, code of the low nibble): one lookup per two weights
-std::array<float, 512> pair_table(const torch::Tensor& code) {
-  check_cpu(code, "code", torch::kFloat32);
-  TORCH_CHECK(code.numel() == 16, "code must hold 16 values");
-  const float* c = code.data_ptr<float>();
+std::array<float, 512> pair_table() {
+  static constexpr float c[16] = COURSE_NF4_CODE;
   std::array<float, 512> table{};
   for (int b = 0; b < 256; ++b) {
     table[2 * b] = c[b >> 4];
@@ -51,11 +52,10 @@ std::array<float, 512> pair_table(const torch::Tensor& code) {
   return table;
 }
 
-torch::Tensor dequantize_nf4(torch::Tensor packed, torch::Tensor absmax, int64_t n, int64_t blocksize,
-                             torch::Tensor code) {
+torch::Tensor dequantize_nf4(torch::Tensor packed, torch::Tensor absmax, int64_t n, int64_t blocksize) {
   check_cpu(packed, "packed", torch::kUInt8);
   check_cpu(absmax, "absmax", torch::kFloat32);
-  const auto table = pair_table(code);
+  const auto table = pair_table();
   auto out = torch::empty({n}, absmax.options());
   const uint8_t* pp = packed.data_ptr<uint8_t>();
   const float* ap = absmax.data_ptr<float>();
@@ -97,13 +97,12 @@ torch::Tensor dequantize_int4(torch::Tensor packed, torch::Tensor scale, torch::
 
 // y[B, N] = x[B, K] @ W^T: each weight row is decoded once into a small buffer (one block at a time)
 // and used for every activation row, so decoding costs are shared across the batch.
-torch::Tensor gemv_nf4(torch::Tensor x, torch::Tensor packed, torch::Tensor absmax, int64_t N, int64_t blocksize,
-                       torch::Tensor code) {
+torch::Tensor gemv_nf4(torch::Tensor x, torch::Tensor packed, torch::Tensor absmax, int64_t N, int64_t blocksize) {
   check_cpu(x, "x", torch::kFloat32);
   check_cpu(packed, "packed", torch::kUInt8);
   check_cpu(absmax, "absmax", torch::kFloat32);
   TORCH_CHECK(blocksize % 2 == 0, "blocksize must be even");
-  const auto table = pair_table(code);
+  const auto table = pair_table();
   const int64_t B = x.size(0), K = x.size(1);
   TORCH_CHECK((N * K) % blocksize == 0 || K % 2 == 0, "unsupported shape");
   auto y = torch::zeros({B, N}, x.options());
@@ -199,13 +198,46 @@ torch::Tensor gemv_ternary(torch::Tensor x, torch::Tensor packed, double scale) 
   return y;
 }
 
+// ------------------------------------------------------------------------------------------------
+// the ops: float32 in, the caller's dtype out
+torch::Tensor f32(const torch::Tensor& t) { return t.to(torch::kFloat32).contiguous(); }
+
+std::tuple<torch::Tensor, torch::Tensor> quantize_rows_int8_op(const torch::Tensor& x) {
+  auto out = quantize_rows_int8(f32(x));
+  return {out[0], out[1]};
+}
+
+torch::Tensor dequantize_nf4_op(const torch::Tensor& packed, const torch::Tensor& absmax, int64_t n, int64_t blocksize,
+                                at::ScalarType dtype) {
+  return dequantize_nf4(packed.contiguous(), absmax.contiguous(), n, blocksize).to(dtype);
+}
+
+torch::Tensor dequantize_int4_op(const torch::Tensor& packed, const torch::Tensor& scale, const torch::Tensor& zero,
+                                 int64_t group, at::ScalarType dtype) {
+  return dequantize_int4(packed.contiguous(), scale.contiguous(), zero.contiguous(), group).to(dtype);
+}
+
+torch::Tensor gemv_nf4_op(const torch::Tensor& x, const torch::Tensor& packed, const torch::Tensor& absmax, int64_t N,
+                          int64_t blocksize, int64_t /*version: CUDA only*/) {
+  return gemv_nf4(f32(x), packed.contiguous(), absmax.contiguous(), N, blocksize).to(x.scalar_type());
+}
+
+torch::Tensor gemv_int4_op(const torch::Tensor& x, const torch::Tensor& packed, const torch::Tensor& scale,
+                           const torch::Tensor& zero, int64_t group, int64_t /*version: CUDA only*/) {
+  return gemv_int4(f32(x), packed.contiguous(), scale.contiguous(), zero.contiguous(), group).to(x.scalar_type());
+}
+
+torch::Tensor gemv_ternary_op(const torch::Tensor& x, const torch::Tensor& packed, double scale) {
+  return gemv_ternary(f32(x), packed.contiguous(), scale).to(x.scalar_type());
+}
+
 }  // namespace
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("quantize_rows_int8", &quantize_rows_int8, "row-wise absmax int8 quantization (CPU)");
-  m.def("dequantize_nf4", &dequantize_nf4, "NF4 dequantization (CPU)");
-  m.def("dequantize_int4", &dequantize_int4, "int4 dequantization with groups (CPU)");
-  m.def("gemv_nf4", &gemv_nf4, "NF4 weight GEMV / small-batch GEMM (CPU)");
-  m.def("gemv_int4", &gemv_int4, "int4 weight GEMV with groups (CPU)");
-  m.def("gemv_ternary", &gemv_ternary, "ternary weight GEMV with additions only (CPU)");
+TORCH_LIBRARY_IMPL(course_lib, CPU, m) {
+  m.impl("quantize_rows_int8", &quantize_rows_int8_op);
+  m.impl("dequantize_nf4", &dequantize_nf4_op);
+  m.impl("dequantize_int4", &dequantize_int4_op);
+  m.impl("gemv_nf4", &gemv_nf4_op);
+  m.impl("gemv_int4", &gemv_int4_op);
+  m.impl("gemv_ternary", &gemv_ternary_op);
 }
