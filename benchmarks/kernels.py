@@ -55,14 +55,19 @@ def load_experiments(verbose: bool = False):
 
     if torch.cuda.get_device_capability() < (9, 0):
         raise RuntimeError("the kernel experiments (bulk copy, programmatic dependent launch) need an sm_90 GPU")
+    K.load_extension("cuda")  # the course's ops, which the experiments are compared with
     src = ROOT / "benchmarks" / "csrc" / "kernel_experiments.cu"
     build = K.cache_dir() / "benchmarks" / f"torch{torch.__version__}".replace("+", "_")
     build.mkdir(parents=True, exist_ok=True)
-    # arch.cu: the product's v8 launch asks which architecture's code runs (course_kernels::current_arch)
+    # arch.cu: the product's v8 launch asks which architecture's code runs (course_kernels::current_arch).
+    # The namespace is renamed here: with the course's extension loaded in the same process, a template
+    # instance both libraries hold (launch_v8<__half, 1, 4, 2, 1>) would otherwise resolve to the course's copy,
+    # whose kernel this library never registered ("invalid argument" at its launch).
     sources = [str(src), str(K.CSRC / "arch.cu")]
+    rename = "-Dcourse_kernels=course_kernels_experiments"
     return cpp_extension.load(name="course_kernel_experiments", sources=sources, build_directory=str(build),
-                              extra_include_paths=[str(K.CSRC)], extra_cuda_cflags=["-O3", "-lineinfo"],
-                              verbose=verbose)
+                              extra_include_paths=[str(K.CSRC)], extra_cflags=[rename],
+                              extra_cuda_cflags=["-O3", "-lineinfo", rename], verbose=verbose)
 
 
 def git_commit() -> str:
