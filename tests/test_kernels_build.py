@@ -60,3 +60,16 @@ def test_bindings_compile_against_torch_headers(tmp_path):
     cmd = ["c++", "-std=c++20", "-fsyntax-only", *includes, str(K.CSRC / "bindings.cpp")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_every_kernel_source_ships_in_the_package():
+    """A pip install (Colab installs the course from git) must carry every file the builds read."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["course_lib"]
+    package = root / "course_lib"
+    for path in sorted(K.CSRC.iterdir()):
+        relative = path.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatch(relative, g) for g in globs), f"{relative} is not in course_lib's package-data"
