@@ -60,9 +60,9 @@ from traitlets import Integer
 try:  # nbgrader is a dependency of the course, but course_lib must import without it
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from nbclient.util import ensure_async, run_sync
-    from nbgrader.preprocessors import ClearHiddenTests, DeduplicateIds, Execute
+    from nbgrader.preprocessors import ClearHiddenTests, DeduplicateIds, Execute, NbGraderPreprocessor
 except ImportError:  # pragma: no cover
-    Execute = ClearHiddenTests = DeduplicateIds = object  # type: ignore[assignment,misc]
+    Execute = ClearHiddenTests = DeduplicateIds = NbGraderPreprocessor = object  # type: ignore[assignment,misc]
 
 COURSE_DIR = str(Path(__file__).resolve().parent)
 GUARD_ERROR = "GradingIntegrityError"
@@ -411,6 +411,34 @@ class HideHiddenTests(ClearHiddenTests):
         return cell, resources
 
 
+RUN_ON_TAG = "raises-exception"
+
+
+class TagRunOn(NbGraderPreprocessor):
+    """For generate_assignment: tag every answer and test code cell ``raises-exception`` in the release.
+
+    JupyterLab's Run All (like nbclient) stops at the first cell that raises unless the cell carries this tag:
+    an unsolved exercise (its stub raises NotImplementedError, its test fails) would otherwise leave every
+    later cell of the notebook unrun. Grading does not change: the autograder executes every cell anyway and
+    scores a test cell by its error output, tag or not; the tag is not part of nbgrader's cell checksums.
+    """
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and (meta.get("grade") or meta.get("solution")):
+            tags = list(cell.metadata.get("tags", []))
+            if RUN_ON_TAG not in tags:
+                cell.metadata["tags"] = tags + [RUN_ON_TAG]
+        return cell, resources
+
+
+def configure_release(c) -> None:
+    """The release side of the hooks (``generate_assignment``): ``TagRunOn`` after nbgrader's own steps."""
+    from nbgrader.converters.generate_assignment import GenerateAssignment
+
+    c.GenerateAssignment.preprocessors = [*GenerateAssignment.class_traits()["preprocessors"].default(), TagRunOn]
+
+
 def configure(c, memory_limit_mb: int | None = None) -> None:
     """Register the hooks in an nbgrader config ``c`` (nbgrader_config.py and the tests call this)."""
     from nbconvert.preprocessors import ClearMetadataPreprocessor
@@ -424,6 +452,7 @@ def configure(c, memory_limit_mb: int | None = None) -> None:
     assert ClearMetadataPreprocessor in c.Autograde.autograde_preprocessors
     # The Validator's preprocessor list is not configurable: its Execute (nbgrader's) gets the method.
     Execute.on_comm_open_jupyter_widget = NoOutputWidgetMimic.on_comm_open_jupyter_widget
+    configure_release(c)
     feedback = list(GenerateFeedback.class_traits()["preprocessors"].default())
     c.GenerateFeedback.preprocessors = feedback[:1] + [HideHiddenTests] + feedback[1:]
     if memory_limit_mb:
