@@ -41,7 +41,8 @@ def scratch_config(root: Path, source_directory: str, release_directory: str = "
     config.CourseDirectory.release_directory = release_directory
     config.CourseDirectory.db_url = f"sqlite:///{root / 'gradebook.db'}"
     config.Exchange.root = str(root / "exchange")
-    sys.path.insert(0, str(ROOT))
+    if str(ROOT) not in sys.path:  # course_lib from this checkout, also when run without installing it
+        sys.path.insert(0, str(ROOT))
     from course_lib import nbgrader_hooks
 
     nbgrader_hooks.configure_release(config)  # the release's answer and test cells let Run All go on
