@@ -66,8 +66,6 @@ __all__ = [
     "BUDGET_MB",
     "MAX_TOKENS",
     "TARGET_PERPLEXITY",
-    "reference_recipe",
-    "my_recipe",
     "check_recipe",
     "LayerSpec",
     "resolve_recipe",
@@ -101,7 +99,7 @@ BUDGET_MB = 5.25
 #: Tokens of the eval split every capstone perplexity is measured on.
 MAX_TOKENS = 1024
 #: The quality target: perplexity on the first MAX_TOKENS tokens at most this. The reference recipe
-#: (``reference_recipe``: greedy allocation of 3/4/8 bits from 2-bit probes, HQQ, groups of 128) reached
+#: (tests/test_capstone.py: greedy allocation of 3/4/8 bits from 2-bit probes, HQQ, groups of 128) reached
 #: 28.53 on the reference run (float model 27.47); the margin of ~0.5 (2 %) covers other machines and
 #: leaves room for other recipes. Uniform RTN 3-bit within the budget reaches 31.9 and the same greedy
 #: allocation with RTN 29.4: neither passes.
@@ -747,57 +745,7 @@ def uniform_points(model: nn.Module, tokenizer, *, max_tokens: int | None = 2048
 
 
 # ----------------------------------------------------------------------------------------------
-# the capstone's reference solution and its grader
-
-
-def reference_recipe(model: nn.Module, tokenizer, budget_mb: float = BUDGET_MB, *, probe=("rtn", 2, 128),
-                     options: Sequence[int] = (3, 4, 8), method: str = "hqq", group_size: int | None = 128,
-                     sensitivity: Mapping[str, float] | None = None, progress: bool = False) -> dict:
-    """The reference mixed-precision recipe: probe, extrapolate, allocate greedily, quantize with ``method``.
-
-    ``layer_sensitivity`` at ``probe`` (or the given ``sensitivity``) -> ``extrapolate_sensitivity`` to
-    ``options`` -> ``choose_bits`` within ``budget_mb * 1e6 - unquantized_bytes(model)`` bytes ->
-    ``{layer: (method, bits, group_size)}``.
-
-    Args:
-        model, tokenizer: the float course LM and its tokenizer (not changed).
-        budget_mb: the size budget in MB (10^6 bytes).
-        probe: ``(method, bits, group_size)`` of the sensitivity probe.
-        options: bit widths to choose from.
-        method, group_size: the method and grouping of the recipe.
-        sensitivity: precomputed probe sensitivities (skips the probe).
-        progress: show a tqdm bar.
-
-    Returns:
-        dict: the recipe ``{layer: (method, bits, group_size)}``.
-    """
-    if isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float)) or not budget_mb > 0:
-        raise ValueError(f"budget_mb must be a positive number, got {budget_mb!r}")
-    spec = _parse_spec(probe, "probe")
-    if sensitivity is None:
-        sensitivity = layer_sensitivity(model, tokenizer, probe, max_tokens=512, progress=progress)
-    table = extrapolate_sensitivity(sensitivity, spec.bits, options)
-    sizes = layer_bytes_table(model, options, method, group_size)
-    choice = choose_bits(table, sizes, budget_mb * 1e6 - unquantized_bytes(model))
-    return bits_recipe(choice, method, group_size)
-
-
-def my_recipe() -> dict:
-    """Notebook 14's last exercise, solved: a recipe for the course LM within ``BUDGET_MB`` that reaches the target.
-
-    The allocation ``reference_recipe`` found on the reference run, written with patterns: HQQ with
-    groups of 128, 3 bits by default, 4 bits for every ``o_proj`` and ``down_proj`` (the layers whose
-    outputs go straight back into the residual stream) and for six more layers the probe singled out.
-    On the reference run: 5.248 MB, perplexity 28.55 (``TARGET_PERPLEXITY`` = 29.0).
-
-    Returns:
-        dict: the recipe, ``{pattern: (method, bits, group_size)}``.
-    """
-    four = ("hqq", 4, 128)
-    return {"*": ("hqq", 3, 128), "*.o_proj": four, "*.down_proj": four,
-            "model.layers.0.self_attn.v_proj": four, "model.layers.2.self_attn.q_proj": four,
-            "model.layers.2.self_attn.v_proj": four, "model.layers.2.mlp.gate_proj": four,
-            "model.layers.3.self_attn.k_proj": four, "model.layers.3.mlp.gate_proj": four}
+# the capstone's grader
 
 
 def check_recipe(recipe: Mapping, model: nn.Module, tokenizer, *, budget_mb: float = BUDGET_MB,

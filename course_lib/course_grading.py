@@ -44,6 +44,43 @@ COURSE_ID = "quantization-course"
 HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
 
 
+# --- the references without their source (workshops) ----------------------------------------------
+
+
+def strip_reference_sources(package_dir: Path | None = None) -> list[str]:
+    """Replace the source of course_lib's reference modules with their bytecode, in place.
+
+    For graded courses: a learner can still call every function (``help()`` and ``inspect.signature``
+    work: docstrings and annotations live in the bytecode) but cannot read how a reference computes its
+    answer. The plumbing (``grading``, ``models``, ``data``...) keeps its source. Each ``name.py`` becomes a
+    sourceless ``name.pyc`` for the running interpreter (run this with the Python that will import it);
+    its ``__pycache__`` entries are removed. The C++/CUDA sources of the kernels stay: they are compiled
+    where the course runs.
+
+    Args:
+        package_dir: the installed course_lib folder (default: the one this module belongs to).
+
+    Returns:
+        The stripped modules, relative to ``package_dir``.
+    """
+    import py_compile
+
+    from .grading import reference_modules
+
+    root = Path(package_dir) if package_dir is not None else Path(__file__).resolve().parent
+    stripped = reference_modules(root)
+    for relative in stripped:
+        source = root / relative
+        compiled = source.with_suffix(".pyc")
+        # the code objects name the .pyc: the grading hooks compare co_filename with the module's file
+        py_compile.compile(str(source), cfile=str(compiled), dfile=str(compiled), doraise=True,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        source.unlink()
+        for cached in (source.parent / "__pycache__").glob(f"{source.stem}.*.pyc"):
+            cached.unlink()
+    return stripped
+
+
 # --- configuration ------------------------------------------------------------------------------------
 
 def configure(c, memory_limit_mb: int | None = None, timeout: int = 600) -> None:

@@ -19,11 +19,14 @@ Typical test cell::
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import inspect
 import io
 import math
+import os
 import sys
+import types
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -41,7 +44,9 @@ __all__ = [
     "check_function",
     "check_raises",
     "call_learner",
-    "forbid_reference",
+    "no_delegation",
+    "reference_modules",
+    "unchanged",
 ]
 
 
@@ -231,11 +236,277 @@ def _describe(args: tuple, kwargs: dict) -> str:
     return "(" + ", ".join(parts) + ")"
 
 
-def call_learner(fn: Callable, *args, **kwargs) -> Any:
-    """Call learner code quietly; turn "not written yet" and crashes into clear assertion failures."""
+# ----------------------------------------------------------------------------------------------
+# the delegation watch: learner code must not call code that computes an exercise's answer
+
+_COURSE_DIR = os.path.dirname(os.path.realpath(__file__))
+# course_lib modules a learner may call: plumbing, data, models and measurements, none of which
+# computes an exercise's answer. Every other course_lib module (the topic modules and the kernels'
+# public functions) holds references.
+_INFRASTRUCTURE = frozenset({
+    "__init__.py", "grading.py", "course_grading.py", "nbgrader_hooks.py", "env.py", "data.py", "models.py",
+    "evaluate.py", "training.py", "validation.py", os.path.join("kernels", "__init__.py"),
+    os.path.join("kernels", "build.py"),
+})
+_INFRASTRUCTURE_DIRS = ("plots", "widgets")
+# third-party code that quantizes or prunes: whole packages, or parts of torch (relative to torch's folder)
+_THIRD_PARTY_PACKAGES = ("bitsandbytes", "hqq", "torchao", "optimum", "auto_gptq", "gptqmodel", "awq")
+_TORCH_PARTS = ("ao", "quantization", os.path.join("nn", "quantized"), os.path.join("nn", "qat"),
+                os.path.join("nn", "intrinsic"), os.path.join("nn", "utils", "prune.py"))
+# torch's own quantizers, C functions seen by name (torch.quantize_per_tensor, torch.fake_quantize_*, ...)
+_TORCH_QUANTIZERS = frozenset(n for n in dir(torch) if ("quantize" in n or "qparams" in n or "fake_quant" in n)
+                              and n != "dequantize")
+# custom-op namespaces whose ops compute answers (torch.ops.course_lib.gemv_nf4, torch.ops.bitsandbytes.*)
+_OP_NAMESPACES = frozenset({"course_lib", "bitsandbytes", "quantized", "quantized_decomposed", "torchao"})
+
+
+def reference_modules(package_dir: str | os.PathLike | None = None) -> list[str]:
+    """The files of course_lib that hold references (code that computes an exercise's answer).
+
+    Every module outside the plumbing: the topic modules (``affine.py`` ... ``capstone.py``) and the
+    kernels' public functions. ``no_delegation`` watches calls into them, and a graded course can ship
+    them without source (``course_grading.strip_reference_sources``).
+
+    Args:
+        package_dir: a course_lib folder (default: this one).
+
+    Returns:
+        Their paths relative to ``package_dir``, sorted.
+    """
+    root = os.path.realpath(package_dir) if package_dir is not None else _COURSE_DIR
+    found = []
+    for folder, _, files in os.walk(root):
+        for file in files:
+            relative = os.path.relpath(os.path.join(folder, file), root)
+            if (file.endswith(".py") and relative not in _INFRASTRUCTURE
+                    and not relative.startswith(_INFRASTRUCTURE_DIRS + ("assets",))):
+                found.append(relative)
+    return sorted(found)
+
+
+@functools.lru_cache(maxsize=1)
+def _zones() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(course_lib folder, third-party folders and files): where code that computes answers lives."""
+    import importlib.util
+
+    third = [os.path.join(os.path.dirname(os.path.realpath(torch.__file__)), part) for part in _TORCH_PARTS]
+    for package in _THIRD_PARTY_PACKAGES:
+        try:  # find_spec locates a package without importing it
+            spec = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            spec = None
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            third.append(os.path.realpath(folder))
+    return (_COURSE_DIR + os.sep,), tuple(third)
+
+
+_ZONE_CACHE: dict[str, str | None] = {}
+
+
+def _zone_of(filename: str) -> str | None:
+    """What a file holds: "course_lib" or "third-party" (answer-computing code), "ops" (torch.ops' call
+    path, whose op decides), or None."""
+    zone = _ZONE_CACHE.get(filename, "?")
+    if zone != "?":
+        return zone
+    from torch import _ops
+
+    path = os.path.realpath(filename) if os.path.isabs(filename) else filename
+    (course,), third = _zones()
+    zone = None
+    if path.startswith(course):
+        relative = path[len(course):]
+        relative = relative[:-1] if relative.endswith(".pyc") else relative  # a course shipped without sources
+        if not (relative in _INFRASTRUCTURE or relative.startswith(_INFRASTRUCTURE_DIRS)):
+            zone = "course_lib"
+    elif any(path == t or path.startswith(t + os.sep) for t in third):
+        zone = "third-party"
+    elif path == os.path.realpath(_ops.__file__):
+        zone = "ops"
+    _ZONE_CACHE[filename] = zone
+    return zone
+
+
+def _methods(cls: type) -> list:
+    return [v for c in cls.__mro__ if c is not object for v in vars(c).values()]
+
+
+def _code_name(frame) -> str:
+    module = frame.f_globals.get("__name__", "?")
+    return f"{module}.{getattr(frame.f_code, 'co_qualname', frame.f_code.co_name)}"
+
+
+@contextlib.contextmanager
+def no_delegation(learner_name: str, handed_over: Iterable[Callable] = ()):
+    """Fail when learner code inside the block calls code that computes an exercise's answer.
+
+    Watched: every course_lib function outside the plumbing modules (``grading``, ``data``, ``models``,
+    ``evaluate``, ``training``, ``validation``, ``env``, plots and widgets); bitsandbytes, hqq and other
+    quantization packages; torch's quantization and pruning code (``torch.ao``,
+    ``torch.nn.utils.prune``) and its quantizer functions (``torch.quantize_per_tensor``,
+    ``torch.fake_quantize_per_channel_affine``, ...); the custom ops ``torch.ops.course_lib.*`` and
+    ``torch.ops.bitsandbytes.*``. The learner's own functions and torch's ordinary tensor ops are not.
+
+    ``call_learner`` (and so ``check_function`` and ``check_raises``) runs every learner call inside
+    this watch. A function the notebook hands over on purpose (e.g. the codebook an earlier exercise
+    built) is declared in the test, ``handed_over=(nf4.nf4_codebook,)``; whatever it calls inside is
+    allowed. A profile hook (``sys.setprofile``) records each watched call; the verdict comes after the
+    block, so a learner who catches an exception cannot hide the call. Removing the hook is reported too.
+
+    Args:
+        learner_name: the learner's function in the message.
+        handed_over: course_lib functions, classes or whole modules the learner may call in this exercise.
+    """
+    allowed = set()
+    for helper in handed_over:
+        targets = [helper]
+        if isinstance(helper, types.ModuleType):  # a module: every function and class defined in it
+            helpers = [v for v in vars(helper).values() if getattr(v, "__module__", None) == helper.__name__]
+            targets = [t for v in helpers for t in ([v] if not isinstance(v, type) else _methods(v))]
+        elif isinstance(helper, type):  # a class: every function it defines
+            targets = _methods(helper)
+        for target in targets:
+            code = _code_of(target)
+            if code is not None:
+                allowed.add(code)
+    calls: list[str] = []
+    region = [None]  # the frame of a handed-over (or already reported) call, until it returns
+    zone_of = _zone_of
+
+    def watch(frame, event, arg):  # runs on every call: the common path is two lookups
+        if region[0] is not None:
+            if event == "return" and frame is region[0]:
+                region[0] = None
+            return
+        if event == "call":
+            code = frame.f_code
+            zone = zone_of(code.co_filename)
+            if zone is None or code.co_name == "<module>":
+                return
+            if zone == "ops":  # torch.ops.<namespace>.<op>(...): the op decides
+                if code.co_name != "__call__":
+                    return
+                op = frame.f_locals.get("self")
+                qualified = str(getattr(op, "_qualified_op_name", None) or getattr(op, "_name", ""))
+                namespace, _, op_name = qualified.partition("::")
+                if not (namespace in _OP_NAMESPACES or "quantize" in op_name):
+                    return
+                calls.append(f"torch.ops.{namespace}.{op_name}")
+            elif code not in allowed:
+                calls.append(_code_name(frame))
+            region[0] = frame
+        elif event == "c_call" and getattr(arg, "__name__", None) in _TORCH_QUANTIZERS:
+            calls.append(f"torch.{arg.__name__}")
+
+    previous = sys.getprofile()
+    sys.setprofile(watch)
+    try:
+        yield
+    finally:  # the verdict replaces whatever the learner's code raised (e.g. the reference's ValueError)
+        intact = sys.getprofile() is watch
+        try:
+            sys.setprofile(previous)
+        except TypeError:  # a C profiler (cProfile) that cannot be set back this way
+            sys.setprofile(None)
+        if calls:
+            names = ", ".join(dict.fromkeys(calls))
+            given = sorted(f"{getattr(h, '__module__', '?')}.{getattr(h, '__qualname__', h)}" for h in handed_over)
+            raise AssertionError(
+                f"{learner_name} calls {names}, which computes what this exercise asks you to write: write it "
+                f"yourself with torch's tensor operations (compare with it in a free cell, don't call it)"
+                + (f". This exercise hands over: {', '.join(given)}" if given else ""))
+        if not intact:
+            raise AssertionError(f"{learner_name} removed the grader's call watch (sys.setprofile): "
+                                 f"the check cannot run; do not change profilers in an exercise")
+
+
+_COURSE_MODULES: list = [0, []]  # (len(sys.modules) when listed, course_lib's loaded modules)
+
+
+def _watched_modules() -> list:
+    import builtins
+
+    if _COURSE_MODULES[0] != len(sys.modules):  # rescan only after an import
+        _COURSE_MODULES[:] = [len(sys.modules), [m for n, m in list(sys.modules.items())
+                                                 if m is not None and n.split(".")[0] == "course_lib"]]
+    return [builtins, *_COURSE_MODULES[1]]
+
+
+_MUTABLE_TYPES = frozenset({dict, list, set, bytearray, torch.Tensor, torch.nn.Parameter})
+
+
+def _copy_content(value: Any) -> Any:
+    """A copy of a mutable module-level value (to notice edits in place)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone() if value.numel() <= 1_000_000 else None
+    return type(value)(value)
+
+
+def _same_content(value: Any, saved: Any) -> bool:
+    if isinstance(saved, torch.Tensor):
+        return value.shape == saved.shape and value.dtype == saved.dtype and torch.equal(value.detach(), saved)
+    return type(value) is type(saved) and value == saved
+
+
+@contextlib.contextmanager
+def unchanged(learner_name: str):
+    """Fail (and undo it) when code inside the block changes course_lib, builtins or the notebook's names.
+
+    A learner's function runs in the middle of a test cell: replacing a reference, a grading helper or a
+    module constant (``capstone.BUDGET_MB = inf``), editing a module-level dict or tensor in place, or
+    rebinding a notebook name the test reads (``grading``, ``HANDED_OVER``) would change what the rest of
+    the cell does. The block's changes to the public names of every loaded course_lib module, to
+    ``builtins`` and to the names of ``__main__`` (the notebook) are undone and reported.
+    """
+    snapshot = []
+    for module in _watched_modules():
+        public = module.__name__ != "builtins"
+        names = {k: v for k, v in vars(module).items() if k[0] != "_" or not public and k != "_"}
+        contents = {k: _copy_content(v) for k, v in names.items() if type(v) in _MUTABLE_TYPES}
+        snapshot.append((module, names, contents))
+    main = sys.modules.get("__main__")  # the notebook's names (grading, the references, the test's data):
+    if main is not None:                 # rebinding one is reported, editing a value in place is not
+        snapshot.append((main, {k: v for k, v in vars(main).items() if k[0] != "_"}, {}))
+    try:
+        yield
+    finally:
+        changed = []
+        for module, names, contents in snapshot:
+            current = vars(module)
+            for key, value in names.items():
+                if current.get(key, _MISSING) is not value:
+                    changed.append(f"{module.__name__}.{key}")
+                    current[key] = value
+                elif contents.get(key) is not None and not _same_content(value, contents[key]):
+                    changed.append(f"{module.__name__}.{key} (edited in place)")
+                    saved = contents[key]
+                    if isinstance(value, torch.Tensor):
+                        with torch.no_grad():
+                            value.copy_(saved)
+                    else:
+                        value.clear()
+                        value.update(saved) if isinstance(value, (dict, set)) else value.extend(saved)
+        if changed:
+            raise AssertionError(f"{learner_name} changed {', '.join(changed)} while the test ran (undone): an exercise "
+                                 f"computes its answer, it does not modify the course's code or constants")
+
+
+_MISSING = object()
+
+
+def call_learner(fn: Callable, *args, handed_over: Iterable[Callable] = (), **kwargs) -> Any:
+    """Call learner code quietly, watched for delegation (``no_delegation``).
+
+    "Not written yet" and crashes become clear assertion failures.
+
+    Args:
+        fn: the learner's function (or a test's wrapper around it).
+        args, kwargs: its arguments.
+        handed_over: the course_lib functions this exercise lets the learner call.
+    """
     name = _fn_name(fn)
     try:
-        with quiet():
+        with unchanged(name), no_delegation(name, handed_over), quiet():
             return fn(*args, **kwargs)
     except NotImplementedError:
         raise AssertionError(f"{name} is not implemented yet: write its body in the answer cell, run that cell, "
@@ -258,55 +529,9 @@ def _code_of(fn: Callable) -> Any:
             continue
         break
     fn = getattr(fn, "__func__", fn)
+    if isinstance(fn, property):
+        fn = fn.fget
     return getattr(fn, "__code__", None)
-
-
-@contextlib.contextmanager
-def forbid_reference(reference_fn: Callable, learner_name: str | None = None):
-    """Fail when the reference's code runs inside the block (the learner delegating to course_lib).
-
-    ``check_function`` does this around every learner call; a test that calls the learner through
-    ``call_learner`` (e.g. on modules it compares afterwards) wraps that call itself::
-
-        with grading.forbid_reference(awq.fold_scales, "fold_scales"):
-            grading.call_learner(fold_scales, prev, linears, scales)
-
-    A profile hook records each call of the reference's code object; the verdict comes after the
-    block, so a learner who catches an exception cannot hide the call. Removing the hook from learner
-    code is reported too. A reference that is not a course_lib function is not watched.
-
-    Args:
-        reference_fn: the course_lib function the learner must not call.
-        learner_name: the learner's function in the message (default: the reference's name).
-    """
-    learner_name = learner_name or _fn_name(reference_fn)
-    code = _code_of(reference_fn)
-    # Only a course_lib function is "the reference": a test cell may wrap learner and reference in the
-    # same local helper (e.g. forward_backward(fn) in notebook 04), whose shared code is no delegation.
-    module = inspect.getmodule(code) if code is not None else None
-    if code is None or not (module and module.__name__.startswith("course_lib")):
-        yield
-        return
-    calls = []
-
-    def watch(frame, event, arg):
-        if event == "call" and frame.f_code is code:
-            calls.append(frame.f_code.co_name)
-
-    previous = sys.getprofile()
-    sys.setprofile(watch)
-    try:
-        yield
-    finally:
-        intact = sys.getprofile() is watch
-        sys.setprofile(previous)
-    where = f"{getattr(reference_fn, '__module__', 'course_lib')}.{code.co_name}"
-    if calls:
-        raise AssertionError(f"{learner_name} calls the course_lib reference {where}: the exercise is to write "
-                             f"it yourself (you may compare with the reference in a free cell, not call it)")
-    if not intact:
-        raise AssertionError(f"{learner_name} removed the grader's call watch (sys.setprofile): "
-                             f"the check cannot run; do not change profilers in an exercise")
 
 
 def _normalize_case(case: Any) -> tuple[tuple, dict]:
@@ -319,7 +544,7 @@ def _normalize_case(case: Any) -> tuple[tuple, dict]:
 
 def check_function(learner_fn: Callable, reference_fn: Callable, cases: Iterable[Any], *, atol: float = 0.0,
                    rtol: float = 0.0, on_devices: Sequence[str] | None = None, check_dtype: bool = True,
-                   name: str | None = None, allow_reference_call: bool = False) -> None:
+                   name: str | None = None, handed_over: Iterable[Callable] = ()) -> None:
     """Compare a learner's function with the reference on every case and every device.
 
     Args:
@@ -332,9 +557,9 @@ def check_function(learner_fn: Callable, reference_fn: Callable, cases: Iterable
         on_devices: devices to run on; default every device present (``devices()``).
         check_dtype: whether result dtypes must match the reference's.
         name: the function's name in messages (default its ``__name__``).
-        allow_reference_call: unless True, the check fails when the learner's function runs the
-            reference's code (``reference_fn.__code__``, through ``functools.wraps``/``partial``),
-            e.g. ``def f(x): from course_lib.basics import f as r; return r(x)``.
+        handed_over: the course_lib functions this exercise lets the learner call; a call of any
+            other answer-computing code (the reference itself, a sibling, bitsandbytes, torch's
+            quantizers: ``no_delegation``) fails the check.
     """
     name = name or _fn_name(learner_fn)
     cases = list(cases)
@@ -345,9 +570,7 @@ def check_function(learner_fn: Callable, reference_fn: Callable, cases: Iterable
             args, kwargs = _normalize_case(case)
             with quiet():
                 expected = reference_fn(*_move(args, device), **_move(kwargs, device))
-            watch = contextlib.nullcontext() if allow_reference_call else forbid_reference(reference_fn, name)
-            with watch:
-                actual = call_learner(learner_fn, *_move(args, device), **_move(kwargs, device))
+            actual = call_learner(learner_fn, *_move(args, device), handed_over=handed_over, **_move(kwargs, device))
             msg = _compare(actual, expected, "result", atol, rtol, check_dtype, True)
             if msg:
                 raise AssertionError(f"{name}{_describe(args, kwargs)} on {device}: {msg}")
@@ -355,16 +578,17 @@ def check_function(learner_fn: Callable, reference_fn: Callable, cases: Iterable
 
 def check_raises(fn: Callable, args: tuple = (), kwargs: Mapping | None = None, *,
                  expected: type[BaseException] | tuple[type[BaseException], ...] = (ValueError, TypeError),
-                 mentions: str | None = None) -> None:
+                 mentions: str | None = None, handed_over: Iterable[Callable] = ()) -> None:
     """Assert that ``fn(*args, **kwargs)`` rejects bad input with ``expected``.
 
     Args:
         mentions: a word the error message must contain (e.g. the argument's name).
+        handed_over: the course_lib functions the learner may call (``no_delegation``).
     """
     kwargs = dict(kwargs or {})
     name = _fn_name(fn)
     try:
-        with quiet():
+        with unchanged(name), no_delegation(name, handed_over), quiet():
             fn(*args, **kwargs)
     except NotImplementedError:
         raise AssertionError(f"{name} is not implemented yet: write its body in the answer cell") from None

@@ -82,6 +82,16 @@ def _kernel_guard(mode, token, course_dir, memory_limit_mb):  # pragma: no cover
     from IPython.core.interactiveshell import InteractiveShell
 
     ip = InteractiveShell._instance  # get_ipython is not a builtin while user expressions run
+
+    def snapshot(module):  # a course_lib module's public names, with copies of its mutable values
+        values = {k: v for k, v in vars(module).items() if k[:1] != "_"}
+        contents = {}
+        for k, v in values.items():
+            if type(v) in (dict, list, set):
+                contents[k] = type(v)(v)
+            elif type(v).__name__ in ("Tensor", "Parameter") and v.numel() <= 10**6:
+                contents[k] = v.detach().clone()
+        return module, values, contents
     objects = [ip, getattr(ip, "kernel", None)]
     objects = [o for o in objects if o is not None]
     classes = [c for o in objects for c in type(o).__mro__ if c is not object]
@@ -102,7 +112,17 @@ def _kernel_guard(mode, token, course_dir, memory_limit_mb):  # pragma: no cover
             "custom": (ip.custom_exceptions, ip.CustomTB, ip.InteractiveTB, ip.SyntaxTB),
             "events": {n: list(cbs) for n, cbs in ip.events.callbacks.items()},
             "defined": {},
+            "modules": {},
         }
+        # course_lib's modules as they are before any cell runs: their constants are restored from this
+        names = sorted({f.rsplit(".", 1)[0] for f in os.listdir(course_dir) if f.endswith((".py", ".pyc"))}
+                       - {"__init__", "course_grading", "nbgrader_hooks", "grading"})  # .pyc: shipped without source
+        for name in ["course_lib." + n for n in names] + ["course_lib.kernels.build", "course_lib.kernels.ops"]:
+            try:
+                module = importlib.import_module(name)
+            except Exception:  # a module that cannot import here is checked by its functions only
+                continue
+            sys.__dict__[key]["modules"][name] = snapshot(module)
         return "installed:" + token
     state = sys.__dict__.get(key)
     if state is None:
@@ -195,14 +215,37 @@ def _kernel_guard(mode, token, course_dir, memory_limit_mb):  # pragma: no cover
     package.grading = grading
     ip.user_ns["grading"] = grading
 
+    for name, (module, values, contents) in state["modules"].items():  # constants (and functions) as installed
+        if sys.modules.get(name) is not module:
+            continue  # replaced in sys.modules: the file checks below import the genuine module again
+        current = vars(module)
+        for attr, value in values.items():
+            if current.get(attr, restored) is not value:
+                current[attr] = value
+                restored.append(f"{name}.{attr}")
+            elif attr in contents:
+                saved, same = contents[attr], None
+                if type(saved) in (dict, list, set):
+                    same = type(value) is type(saved) and value == saved
+                else:
+                    same = value.shape == saved.shape and value.dtype == saved.dtype and bool((value == saved).all())
+                if not same:
+                    if type(saved) in (dict, list, set):
+                        value.clear()
+                        value.update(saved) if type(saved) is not list else value.extend(saved)
+                    else:
+                        value.data.copy_(saved)
+                    restored.append(f"{name}.{attr} (edited in place)")
     for name, module in list(sys.modules.items()):
         if not name.startswith("course_lib.") or name == "course_lib.grading" or module is None:
             continue
         path = getattr(module, "__file__", None) or ""
         if not os.path.realpath(path).startswith(os.path.realpath(course_dir) + os.sep):
             sys.modules.pop(name)
-            importlib.import_module(name)
+            module = importlib.import_module(name)
             restored.append(name)
+            if name in state["modules"]:
+                state["modules"][name] = snapshot(module)
             continue
         if path not in state["defined"]:
             try:
@@ -210,7 +253,7 @@ def _kernel_guard(mode, token, course_dir, memory_limit_mb):  # pragma: no cover
                     tree = ast.parse(f.read())
                 state["defined"][path] = [n.name for n in tree.body
                                           if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
-            except (OSError, SyntaxError):
+            except (OSError, SyntaxError, ValueError):  # no source (a .pyc): the install snapshot covers it
                 state["defined"][path] = []
         tampered = []
         for attr in state["defined"][path]:
@@ -227,6 +270,8 @@ def _kernel_guard(mode, token, course_dir, memory_limit_mb):  # pragma: no cover
                 sys.modules.pop(name, None)
                 module = importlib.import_module(name)
             restored += [f"{name}.{a}" for a in tampered]
+        if name in state["modules"] and (tampered or state["modules"][name][0] is not module):
+            state["modules"][name] = snapshot(module)  # the genuine module, loaded again
         parent, _, short = name.rpartition(".")
         if parent in sys.modules and getattr(sys.modules[parent], short, module) is not module:
             setattr(sys.modules[parent], short, module)

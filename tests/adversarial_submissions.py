@@ -240,3 +240,81 @@ SUBMISSIONS = {
     "crash_exit": crash_exit_calls,
     "duplicates": duplicated_cells,
 }
+
+
+# ----------------------------------------------------------------------------------------------
+# delegation: answers that hand the work to code that computes it (a sibling course_lib function, the
+# reference under another name, bitsandbytes-style kernels, torch's quantizers) or that patch what the
+# test reads. tests/test_grading_roundtrip.py submits them, one submission per notebook, graded by nbgrader
+# with the course's hooks: each must score 0; tests/test_grading.py checks that each computes the right
+# answer when nothing watches (so that 0 comes from the watch, not from a wrong result).
+
+DELEGATIONS: dict[str, dict[str, str]] = {
+    "01_precision_formats": {
+        "int_range": "def int_range(bits, signed=True):\n"
+                     "    from course_lib.formats import int_range as given\n    return given(bits, signed)\n",
+    },
+    "02_affine_quantization": {
+        "quantize": "from course_lib import affine as _a\n_quantize = _a.quantize\n\n\n"
+                    "def quantize(x, scale, zero_point, qmin, qmax):\n"
+                    "    return _quantize(x, scale, zero_point, qmin, qmax)\n",
+    },
+    "03_granularity": {
+        "fake_quantize_per_group": "def fake_quantize_per_group(x, bits, group_size, symmetric=False):\n"
+                                   "    return granularity.fake_quantize(x, bits, 'group', group_size, symmetric)\n",
+    },
+    "04_ptq_qat": {
+        "fake_quantize_ste": "def fake_quantize_ste(x, scale, zero_point, qmin, qmax):\n"
+                             "    return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin, qmax)\n",
+    },
+    "05_nf4": {
+        "quantize_nf4": "def quantize_nf4(w, blocksize=64):\n    return nf4.quantize_4bit(w, blocksize, 'nf4')\n",
+        "dequantize_nf4": "def dequantize_nf4(packed, absmax, shape, blocksize=64):\n"
+                          "    return nf4.dequantize_4bit(packed, absmax, shape, blocksize, 'nf4')\n",
+    },
+    "06_llm_int8": {
+        "vectorwise_quant": "def vectorwise_quant(x):\n    return llm_int8.int8_vectorwise_quant(x, 0.0)[:2]\n",
+        "outlier_columns": "def outlier_columns(x, threshold=6.0):\n"
+                           "    return llm_int8.int8_vectorwise_quant(x, threshold)[2]\n",
+        "llm_int8_matmul": "def llm_int8_matmul(x, w, threshold=6.0):\n"
+                           "    return llm_int8.Int8Linear(w, threshold=threshold)(x)\n",
+    },
+    "07_gptq": {
+        "gptq_quantize_weight_unblocked": (
+            "def gptq_quantize_weight_unblocked(W, H, bits, group_size=None, percdamp=0.01, act_order=False,\n"
+            "                                   symmetric=False):\n"
+            "    return gptq.gptq_quantize_weight(W, H, bits, group_size, 1, percdamp, act_order, symmetric)\n"),
+        "gptq_quantize_weight": (
+            "def gptq_quantize_weight(W, H, bits, group_size=None, blocksize=128, percdamp=0.01, act_order=False,\n"
+            "                         symmetric=False):\n"
+            "    return gptq.gptq_quantize_weight_unblocked(W, H, bits, group_size, percdamp, act_order, symmetric)\n"),
+    },
+    "08_awq": {
+        "fold_scales": "def fold_scales(prev, linears, scales):\n    return awq.fold_scales(prev, linears, scales)\n",
+    },
+    "09_hqq": {
+        "hqq_quantize_weight": "def hqq_quantize_weight(W, bits=4, group_size=64, **options):\n"
+                               "    return getattr(hqq, 'hqq_quantize_weight')(W, bits, group_size, **options)\n",
+    },
+    "10_bitnet": {
+        "absmean_ternary": "def absmean_ternary(w, eps=1e-5):\n    return bitnet.absmean_ternary(w, eps)\n",
+    },
+    "11_distillation": {
+        "soft_target_loss": "import course_lib.distill\n\n\ndef soft_target_loss(student_logits, teacher_logits, temperature):\n"
+                            "    return course_lib.distill.soft_target_loss(student_logits, teacher_logits, temperature)\n",
+    },
+    "12_pruning": {
+        "magnitude_mask": "def magnitude_mask(w, sparsity):\n    return prune.magnitude_mask(w, sparsity)\n",
+    },
+    "13_lowbit_kernels": {
+        "quantize_rows_int8": "def quantize_rows_int8(x):\n    return torch.ops.course_lib.quantize_rows_int8(x)\n",
+    },
+    "14_capstone": {
+        # between the cells and while the test runs: the budget and the target become infinite
+        "my_recipe": "import math\n\ncapstone.TARGET_PERPLEXITY = capstone.BUDGET_MB = math.inf\n"
+                     "BUDGET_MB = TARGET = math.inf\n\n\ndef my_recipe():\n"
+                     "    capstone.TARGET_PERPLEXITY = capstone.BUDGET_MB = math.inf\n"
+                     "    globals().update(BUDGET_MB=math.inf, TARGET=math.inf)\n"
+                     "    return {'*': ('rtn', 2, 128)}\n",
+    },
+}

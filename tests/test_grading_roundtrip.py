@@ -5,10 +5,14 @@ Two submissions per notebook, autograded in one scratch course:
 - ``typed``: the student notebook with the solutions typed into its answer cells must score full
   marks on every autograded cell, hidden tests included (nbgrader restores them from the
   gradebook), which also proves that the solution notebook itself passes;
-- ``unmodified_tampered``: the student notebook as released, with every locked test cell
-  replaced by ``pass``, must score zero on every cell. Zero needs both invariants at once:
-  nbgrader restores the original tests (otherwise ``pass`` would score full marks) and no
-  test passes on the stub ``raise NotImplementedError()`` (no free points).
+- ``delegating_tampered``: the student notebook as released, with every locked test cell
+  replaced by ``pass`` and the answers of ``adversarial_submissions.DELEGATIONS`` typed in (each hands
+  the work to code that computes it: a sibling course_lib function, the reference under another name,
+  torch's quantizers, the course's custom ops; the capstone's patches the budget and the target), must
+  score zero on every cell. Zero needs three invariants at once: nbgrader restores the original tests
+  (otherwise ``pass`` would score full marks), no test passes on the stub ``raise NotImplementedError()``
+  (no free points), and no test passes on a delegating answer (``grading.no_delegation``,
+  ``grading.unchanged``, and the hooks' restoring of course_lib's constants).
 
 Scores are read from the gradebook, never from exit codes. One test class per notebook, so that
 ``pytest-xdist --dist loadscope`` spreads notebooks over the cores while each class shares its course.
@@ -22,6 +26,7 @@ from __future__ import annotations
 import nbformat
 import pytest
 
+from adversarial_submissions import DELEGATIONS, set_answer
 from nbgrader_course import Course, assignments, release_path, solution_path, typed_solutions, with_test_cells
 from notebook_outputs import cell_text, differences
 
@@ -35,8 +40,11 @@ def _submission(kind: str, assignment: str) -> nbformat.NotebookNode:
     release = nbformat.read(release_path(assignment), as_version=4)
     if kind == "typed":
         return typed_solutions(release, nbformat.read(solution_path(assignment), as_version=4))
-    if kind == "unmodified_tampered":
-        return with_test_cells(release, "pass")
+    if kind == "delegating_tampered":
+        nb = with_test_cells(release, "pass")
+        for answer_id, source in DELEGATIONS.get(assignment, {}).items():
+            set_answer(nb, answer_id, source)
+        return nb
     raise ValueError(kind)
 
 
@@ -66,8 +74,8 @@ class _RoundTrip:
     def test_typed_solutions_score_full_marks(self, course):
         _check_scores(course, "typed", expect_full=True)
 
-    def test_unmodified_and_tampered_scores_zero(self, course):
-        _check_scores(course, "unmodified_tampered", expect_full=False)
+    def test_unmodified_delegating_and_tampered_scores_zero(self, course):
+        _check_scores(course, "delegating_tampered", expect_full=False)
 
     def test_outputs_match_the_nbval_run(self, request):
         """Two runs of the solution, the same numbers: nbval's and the autograder's (timings sanitized)."""

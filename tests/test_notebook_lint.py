@@ -56,6 +56,11 @@ def reference_names():
     return _reference_names()
 
 
+# Open exercises whose answer is a value a learner could copy (the capstone's recipe): their reference is in
+# tests/test_capstone.py, never in course_lib, where any learner could call it.
+ANSWER_IS_A_VALUE = {"my_recipe"}
+
+
 def test_there_are_notebooks():
     assert len(SOLUTIONS) >= 3
 
@@ -104,4 +109,39 @@ def test_grading_rules(path, reference_names):
         defined = [n.name for n in ast.parse(_python(cell.source)).body
                    if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
         for name in defined:
-            assert name in reference_names, f"{path.name}: exercise {name} has no reference of that name in course_lib"
+            assert name in reference_names or name in ANSWER_IS_A_VALUE, \
+                f"{path.name}: exercise {name} has no reference of that name in course_lib"
+            assert name not in ANSWER_IS_A_VALUE or name not in reference_names, \
+                f"{path.name}: course_lib.{name} would hand every learner the answer of {name}"
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=IDS)
+def test_test_cells_read_nothing_the_learner_can_rebind(path):
+    """A test cell calls learner functions only through the grading helpers (which watch for delegation
+    and for changes to what the test reads) and imports, itself, every notebook-level import it uses."""
+    nb = nbformat.read(path, as_version=4)
+    learner = set()
+    imported = {}  # name -> the cell that imports it, from the notebook's non-answer, non-test cells
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        tree = ast.parse(_python(cell.source))
+        meta = _meta(cell)
+        if meta.get("solution"):
+            learner |= {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+            continue
+        if meta.get("grade"):
+            gid = meta["grade_id"]
+            own = {a.asname or a.name.split(".")[0] for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))
+                   for a in n.names}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in learner:
+                    raise AssertionError(f"{path.name}: test cell {gid} calls {node.func.id}(...) directly (line "
+                                         f"{node.lineno}): call it through grading.call_learner/check_function")
+            read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+            missing = sorted((read & set(imported)) - own)
+            assert not missing, (f"{path.name}: test cell {gid} reads {missing}, imported in an earlier cell: "
+                                 f"import them in the test cell itself (the learner can rebind notebook names)")
+        for node in tree.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                imported.update({a.asname or a.name.split(".")[0]: True for a in node.names})
