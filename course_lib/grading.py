@@ -513,8 +513,11 @@ def call_learner(fn: Callable, *args, handed_over: Iterable[Callable] = (), **kw
                              f"then rerun this test") from None
     except AssertionError:
         raise
+    except MemoryError:  # fail after the handler: the learner's frames, and the memory they hold, are freed
+        out_of_memory = f"{name}{_describe(args, kwargs)} ran out of memory (MemoryError)"
     except Exception as exc:  # any crash of learner code is a failed check, with the call that crashed
         raise AssertionError(f"{name}{_describe(args, kwargs)} raised {type(exc).__name__}: {exc}") from exc
+    raise AssertionError(out_of_memory)
 
 
 def _code_of(fn: Callable) -> Any:
@@ -587,6 +590,7 @@ def check_raises(fn: Callable, args: tuple = (), kwargs: Mapping | None = None, 
     """
     kwargs = dict(kwargs or {})
     name = _fn_name(fn)
+    names = expected.__name__ if isinstance(expected, type) else " or ".join(e.__name__ for e in expected)
     try:
         with unchanged(name), no_delegation(name, handed_over), quiet():
             fn(*args, **kwargs)
@@ -597,8 +601,8 @@ def check_raises(fn: Callable, args: tuple = (), kwargs: Mapping | None = None, 
             raise AssertionError(f"{name}{_describe(args, kwargs)} raised {type(exc).__name__}({exc}); "
                                  f"the message should mention {mentions!r}") from None
         return
-    except Exception as exc:
-        names = expected.__name__ if isinstance(expected, type) else " or ".join(e.__name__ for e in expected)
-        raise AssertionError(f"{name}{_describe(args, kwargs)} raised {type(exc).__name__}({exc}), expected {names}") from None
-    names = expected.__name__ if isinstance(expected, type) else " or ".join(e.__name__ for e in expected)
-    raise AssertionError(f"{name}{_describe(args, kwargs)} returned normally; it should raise {names}")
+    except Exception as exc:  # only the message leaves the handler: nothing keeps the learner's frames alive
+        outcome = f"raised {type(exc).__name__}({exc}), expected {names}"
+    else:
+        outcome = f"returned normally; it should raise {names}"
+    raise AssertionError(f"{name}{_describe(args, kwargs)} {outcome}")

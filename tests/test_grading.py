@@ -387,6 +387,7 @@ def test_every_delegating_answer_computes_the_answer_when_nothing_watches(monkey
 
     from torch import nn
 
+    pytest.importorskip("nbformat")  # adversarial_submissions builds notebooks (the GPU machine has no nbformat)
     import course_lib
     from adversarial_submissions import DELEGATIONS
     from course_lib import (affine, awq, bitnet, capstone, distill, formats, gptq, granularity, hqq, kernels, llm_int8,
