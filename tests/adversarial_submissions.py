@@ -271,7 +271,10 @@ DELEGATIONS: dict[str, dict[str, str]] = {
                              "    return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin, qmax)\n",
     },
     "05_nf4": {
-        "quantize_nf4": "def quantize_nf4(w, blocksize=64):\n    return nf4.quantize_4bit(w, blocksize, 'nf4')\n",
+        # bitsandbytes' quantize_4bit gives the same bytes (notebook 05 shows it)
+        "quantize_nf4": "import bitsandbytes.functional as bnb_f\n\n\ndef quantize_nf4(w, blocksize=64):\n"
+                        "    packed, state = bnb_f.quantize_4bit(w.reshape(-1), blocksize=blocksize, quant_type='nf4')\n"
+                        "    return packed.reshape(-1), state.absmax\n",
         "dequantize_nf4": "def dequantize_nf4(packed, absmax, shape, blocksize=64):\n"
                           "    return nf4.dequantize_4bit(packed, absmax, shape, blocksize, 'nf4')\n",
     },

@@ -441,3 +441,43 @@ def test_every_delegating_answer_computes_the_answer_when_nothing_watches(monkey
             checked.add(answer_id)
     assert checked == set(cases), f"cases without a delegation: {set(cases) - checked}"
     assert len(checked) >= 15
+
+
+def test_a_test_cell_in_jupyter_prints_one_line_when_it_passes_and_ends_on_the_message_when_it_fails():
+    """Through a real kernel: a passing test cell prints what was checked in one line; a failing one shows
+    the learner's own frames and the course's message, and of grading only the frame that raises."""
+    import re
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    cells = [
+        "import torch\nfrom course_lib import basics, grading",
+        "def relative_error(x, x_hat):\n    if not bool(x.any()):\n        raise ValueError('x must not be all zeros')\n"
+        "    return float((x - x_hat).norm() / x.norm())",
+        "grading.check_function(relative_error, basics.relative_error, on_devices=['cpu'],\n"
+        "                       cases=[(torch.ones(3), torch.zeros(3)), (torch.ones(2), torch.ones(2))], atol=1e-6)\n"
+        "grading.check_raises(relative_error, (torch.zeros(2), torch.ones(2)), mentions='x')",
+        "def relative_error(x, x_hat):\n    return 1 / 0",
+        "grading.check_function(relative_error, basics.relative_error, on_devices=['cpu'],\n"
+        "                       cases=[(torch.ones(3), torch.zeros(3)), {'args': (torch.ones(2), torch.ones(2)), 'label': 'x_hat equals x'}])",
+        "def relative_error(x, x_hat):  # an L1 norm where the L2 norm belongs\n"
+        "    return float((x - x_hat).abs().sum() / x.abs().sum())\n",
+        "grading.check_function(relative_error, basics.relative_error, on_devices=['cpu'], atol=1e-6, cases=[\n"
+        "    (torch.ones(3), torch.zeros(3)), {'args': (torch.ones(2), torch.tensor([1.0, 3.0])), 'label': 'x_hat = [1, 3]'}])",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(nb, allow_errors=True, timeout=120, kernel_name="python3").execute()
+    passing = "".join(o.get("text", "") for o in nb.cells[2].outputs)
+    assert passing == "\u2713 3 checks passed (relative_error on cpu)\n", passing
+    plain = re.compile(r"\x1b\[[0-9;]*m")
+    for index in (4, 6):
+        (error,) = [o for o in nb.cells[index].outputs if o.output_type == "error"]
+        shown = plain.sub("", "\n".join(error.traceback))
+        assert not [o for o in nb.cells[index].outputs if o.output_type == "stream"], "a failing cell prints no pass line"
+        assert shown.count("grading.py") == 1 and "in _fail" in shown, shown
+        assert shown.rstrip().splitlines()[-1].startswith("AssertionError: relative_error("), shown
+    crash = plain.sub("", "\n".join(nb.cells[4].outputs[-1].traceback))
+    assert "return 1 / 0" in crash and "ZeroDivisionError" in crash  # the learner's own frame is kept
+    wrong = plain.sub("", "\n".join(nb.cells[6].outputs[-1].traceback))
+    assert "(case 2 of 2, x_hat = [1, 3]): result is 1.0, expected 1.41421" in wrong and "atol=1e-06" in wrong, wrong
