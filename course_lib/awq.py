@@ -11,7 +11,7 @@ and only ``W diag(s)`` is quantized: salient columns become larger and lose rela
 to rounding. ``diag(s)^-1`` costs nothing at inference: it is folded into the operation
 that produces ``x`` (the RMSNorm/LayerNorm weight, or the rows of the previous Linear).
 
-The course follows llm-awq's constants (see REFERENCES.md):
+The course follows the constants of llm-awq (mit-han-lab/llm-awq):
 
 - ``x_mean = mean |x|`` per input channel over the calibration tokens (``activation_scales``);
 - ``s = x_mean ** ratio`` clamped at ``1e-4``, normalized by ``sqrt(max(s) * min(s))``, for the

@@ -16,7 +16,7 @@ instead of RTN's ``||W - Q||^2``. The pieces, each a function here (and an exerc
 - :func:`quantize_model_gptq`: a whole causal LM, block after block, each block calibrated on the
   outputs of the already-quantized blocks before it.
 
-Conventions follow IST-DASLab/gptq ``gptq.py`` (see REFERENCES.md), with the course's min-max
+Conventions follow IST-DASLab/gptq ``gptq.py``, with the course's min-max
 quantizer ``course_lib.granularity`` (unsigned codes ``0 .. 2**bits - 1``). Two documented
 differences from the original:
 

@@ -1,6 +1,6 @@
 """Helpers that the notebooks' test cells call.
 
-Design rules (each defeats a known nbgrader trap, see REFERENCES.md):
+Design rules (each defeats a known nbgrader trap, see INSTRUCTORS.md, "Grading safely"):
 - every check is an ``assert``-style failure: a helper raises ``AssertionError`` with a message
   that says what differs (shape, dtype, device, which elements and by how much) and returns None,
   so a test cell never ends on a value that nbgrader could read as a score;
@@ -326,15 +326,21 @@ def reference_modules(package_dir: str | os.PathLike | None = None) -> list[str]
     for folder, _, files in os.walk(root):
         for file in files:
             relative = os.path.relpath(os.path.join(folder, file), root)
-            if (file.endswith(".py") and relative not in _INFRASTRUCTURE
-                    and not relative.startswith(_INFRASTRUCTURE_DIRS + ("assets",))):
+            if file.endswith(".py") and _is_reference_file(relative):
                 found.append(relative)
     return sorted(found)
 
 
+def _is_reference_file(relative: str) -> bool:
+    """Whether a course_lib file (path relative to the package; ``.pyc`` for a course shipped without
+    sources) holds references rather than plumbing."""
+    relative = relative[:-1] if relative.endswith(".pyc") else relative
+    return not (relative in _INFRASTRUCTURE or relative.startswith(_INFRASTRUCTURE_DIRS + ("assets",)))
+
+
 @functools.lru_cache(maxsize=1)
-def _zones() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(course_lib folder, third-party folders and files): where code that computes answers lives."""
+def _third_party_zones() -> tuple[str, ...]:
+    """The third-party folders and files that hold code that computes answers."""
     import importlib.util
 
     third = [os.path.join(os.path.dirname(os.path.realpath(torch.__file__)), part) for part in _TORCH_PARTS]
@@ -345,7 +351,7 @@ def _zones() -> tuple[tuple[str, ...], tuple[str, ...]]:
             spec = None
         for folder in (spec.submodule_search_locations or []) if spec else []:
             third.append(os.path.realpath(folder))
-    return (_COURSE_DIR + os.sep,), tuple(third)
+    return tuple(third)
 
 
 _ZONE_CACHE: dict[str, str | None] = {}
@@ -360,14 +366,11 @@ def _zone_of(filename: str) -> str | None:
     from torch import _ops
 
     path = os.path.realpath(filename) if os.path.isabs(filename) else filename
-    (course,), third = _zones()
     zone = None
-    if path.startswith(course):
-        relative = path[len(course):]
-        relative = relative[:-1] if relative.endswith(".pyc") else relative  # a course shipped without sources
-        if not (relative in _INFRASTRUCTURE or relative.startswith(_INFRASTRUCTURE_DIRS)):
+    if path.startswith(_COURSE_DIR + os.sep):
+        if _is_reference_file(path[len(_COURSE_DIR) + 1:]):
             zone = "course_lib"
-    elif any(path == t or path.startswith(t + os.sep) for t in third):
+    elif any(path == t or path.startswith(t + os.sep) for t in _third_party_zones()):
         zone = "third-party"
     elif path == os.path.realpath(_ops.__file__):
         zone = "ops"

@@ -5,7 +5,7 @@
     python scripts/profile_notebooks.py 01 02           # those whose folder starts with 01 or 02
 
 Peak memory is the largest resident set size of the notebook's kernel process (and its
-children), sampled every 50 ms. Budgets (COURSE.md): <= 60 s and <= 1.5 GB on the 2-core CI machine.
+children), sampled every 50 ms. Budgets (CONTRIBUTING.md): <= 60 s and <= 1.5 GB on the 2-core CI machine.
 """
 
 from __future__ import annotations

@@ -403,7 +403,7 @@ def test_rank_deficient_hessian_is_fine_with_dampening():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gptqmodel") is None,
-                    reason="gptqmodel is not installed (optional; it requires torch>=2.14.1, see REFERENCES.md)")
+                    reason="gptqmodel is not installed (optional; gptqmodel 7.7 requires torch>=2.14.1, which would replace the course's torch)")
 def test_same_layer_result_as_gptqmodel():
     W, X = correlated_layer(64, 256, 2048, seed=5)
     H = gptq.hessian_from_inputs(X)
