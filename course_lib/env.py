@@ -87,3 +87,52 @@ def on_colab() -> bool:
         return importlib.util.find_spec("google.colab") is not None
     except ModuleNotFoundError:  # no "google" package at all
         return False
+
+
+def setup_summary(source: str, build_kernels: bool = False) -> str:
+    """The one line a notebook's Colab set-up cell prints: what was installed and what the GPU gets.
+
+    Args:
+        source: where the course was installed from (``<repository>@<branch>``).
+        build_kernels: build the CUDA kernels for the GPU now (notebooks that use them), instead of on
+            first use; the build's progress message is kept out of the line.
+
+    Returns:
+        e.g. ``"course_lib 0.1.0 from https://github.com/o/r@main on torch 2.9.0+cu126; GPU Tesla T4
+        (sm_75): CUDA kernels built"``.
+    """
+    import contextlib
+    import io
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("course_lib")
+    except PackageNotFoundError:
+        installed = "(not installed)"
+    line = f"course_lib {installed} from {source} on torch {torch.__version__}"
+    if not torch.cuda.is_available():
+        return line + "; no GPU, everything runs on the CPU (Runtime > Change runtime type adds one)"
+    major, minor = torch.cuda.get_device_capability(0)
+    line += f"; GPU {torch.cuda.get_device_name(0)} (sm_{major}{minor})"
+    if not build_kernels:
+        return line
+    from course_lib import kernels
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            kernels.load_extension("cuda")
+    except RuntimeError as exc:
+        return line + f": {exc}"
+    return line + ": CUDA kernels built"
+
+
+def course_repository() -> str | None:
+    """The course's public repository (pyproject.toml's ``[project.urls] Repository``, read from the installed
+    package's metadata), or None when the installed course_lib does not carry it."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        urls = metadata("course_lib").get_all("Project-URL") or []
+    except PackageNotFoundError:
+        return None
+    return next((url.strip() for label, _, url in (u.partition(",") for u in urls) if label.strip() == "Repository"), None)

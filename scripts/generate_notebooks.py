@@ -5,7 +5,8 @@
     python scripts/generate_notebooks.py --out DIR  # write the release into DIR instead (for the drift test)
     python scripts/generate_notebooks.py --only 05_nf4  # regenerate one assignment, leave the others alone
 
-nbgrader's generate_assignment strips solutions and hidden tests, clears outputs and records
+First the repository's URL and branch (pyproject.toml) are written into the solutions' Colab
+badges and set-up cells and the README (scripts/repository_links.py). Then nbgrader's generate_assignment strips solutions and hidden tests, clears outputs and records
 checksums of the locked cells. It runs in a scratch copy of the course with a throw-away
 gradebook, so the repository's own gradebook (if an instructor has one) is never touched.
 """
@@ -86,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "notebooks", help="release directory to write")
     parser.add_argument("--only", nargs="+", metavar="ASSIGNMENT", help="regenerate only these assignments")
     args = parser.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import repository_links
+
+    for path in repository_links.write(ROOT):
+        print(f"{path.relative_to(ROOT)}: repository links rewritten from pyproject.toml")
     for nb in generate(args.out, only=args.only):
         print(nb.relative_to(args.out))
     return 0
