@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The course's two commands, on a fresh machine (Linux or macOS, Python >= 3.11):
-#   ./course.sh lab    install everything into .venv and launch JupyterLab on the course
-#   ./course.sh test   install everything (with test tools) into .venv and run every test
-# Extra arguments go to JupyterLab (lab) or pytest (test).
+# The course's commands, on a fresh machine (Linux or macOS, Python >= 3.11):
+#   ./course.sh lab         install everything into .venv and open JupyterLab on your working copy of the
+#                           notebooks (my_work/, git-ignored: `git pull` of a course update never touches it)
+#   ./course.sh instructor  the same at the repository root, with nbgrader's instructor tools (Formgrader,
+#                           Create Assignment, Course and Assignment List; INSTRUCTORS.md)
+#   ./course.sh test        install everything (with test tools) into .venv and run every test
+# Extra arguments go to JupyterLab (lab, instructor) or pytest (test).
 #
 # torch is installed first and explicitly, so that no other requirement pulls a different build:
 #   - no NVIDIA GPU: the CPU build of torch 2.13.0 (from PyTorch's CPU index when it is reachable);
@@ -20,6 +23,15 @@ install() {
     [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
     # shellcheck disable=SC1091
     . "$VENV/bin/activate"
+    # An install depends on the requirements (pyproject.toml) and the torch choice: when neither changed
+    # since the last one (the stamp in the venv), pip is not run at all.
+    local stamp="$VENV/.course-installed" key
+    key=$(python -c 'import hashlib, sys; print(hashlib.sha256(open("pyproject.toml", "rb").read() + sys.argv[1].encode()).hexdigest()[:16])' \
+          "torch==$TORCH_VERSION ${TORCH_PIP_ARGS:-}")
+    if [ -f "$stamp" ] && { grep -qx "\[test\] $key" "$stamp" || { [ -z "$extras" ] && grep -qx " $key" "$stamp"; }; }; then
+        return 0
+    fi
+    echo "Installing the course into $VENV (the first time takes a few minutes)..."
     if ! python -c "import torch" >/dev/null 2>&1; then
         if [ -n "${TORCH_PIP_ARGS:-}" ]; then
             # shellcheck disable=SC2086
@@ -38,14 +50,38 @@ PY
             python -m pip install "torch==$TORCH_VERSION"
         fi
     fi
-    python -m pip install -e ".$extras"
+    python -m pip install -q -e ".$extras"
+    echo "$extras $key" >> "$stamp"
 }
+
+# JupyterLab prints only warnings and, last, the URL to open; its news pop-up and update check are off
+# (lab_config/<mode>/overrides.json). Root (e.g. in a container) needs jupyter's --allow-root.
+LAB_ARGS=(--ServerApp.log_level=WARN --LabApp.log_level=WARN)
+[ "$(id -u)" != 0 ] || LAB_ARGS+=(--allow-root)
 
 case "${1:-}" in
     lab)
         shift
         install ""
-        exec jupyter lab --ServerApp.root_dir="$PWD" "$@"
+        # The learner's working copy (scripts/learner_workspace.py): copied from notebooks/ on the first
+        # start, updated where the learner has not edited a notebook, never overwritten where they have.
+        WORKSPACE=${COURSE_WORKSPACE:-$PWD/my_work}
+        first=""
+        [ -d "$WORKSPACE" ] || first=1
+        python scripts/learner_workspace.py --release notebooks --workspace "$WORKSPACE"
+        # Self-study: no instructor tools (lab_config/learner/page_config.json); the Validate button uses
+        # the course's nbgrader settings (lab_config/learner/nbgrader_config.py).
+        export JUPYTER_CONFIG_PATH="$PWD/lab_config/learner${JUPYTER_CONFIG_PATH:+:$JUPYTER_CONFIG_PATH}"
+        [ -z "$first" ] || LAB_ARGS+=(--LabApp.default_url=/lab/tree/00_welcome/welcome.ipynb)
+        settings="$PWD/lab_config/learner"
+        cd "$WORKSPACE"
+        exec jupyter lab --ServerApp.root_dir="$WORKSPACE" --LabApp.app_settings_dir="$settings" "${LAB_ARGS[@]}" "$@"
+        ;;
+    instructor)
+        shift
+        install ""
+        exec jupyter lab --ServerApp.root_dir="$PWD" --LabApp.app_settings_dir="$PWD/lab_config/instructor" \
+            "${LAB_ARGS[@]}" "$@"
         ;;
     test)
         shift
@@ -75,7 +111,7 @@ case "${1:-}" in
         exec python -m pytest -n auto --dist loadscope --nbval-lax tests solutions "$@"
         ;;
     *)
-        echo "usage: ./course.sh lab [jupyterlab args] | ./course.sh test [pytest args]" >&2
+        echo "usage: ./course.sh lab|instructor [jupyterlab args] | ./course.sh test [pytest args]" >&2
         exit 2
         ;;
 esac
