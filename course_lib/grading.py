@@ -70,10 +70,20 @@ def randn(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32, scale:
     return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
 
 
-# Every failure is raised here: the one frame of grading that a learner's traceback shows (the others carry
-# __tracebackhide__), right above the message; ``cause`` is the learner's own error, shown first with its frames.
+# Every failure is raised here. The message is printed first (stdout, above the traceback, where a learner
+# looks first; stderr would zero the cell in nbgrader), then raised. No frame of grading shows: they carry
+# __tracebackhide__, and IPython always shows the frame that raises, so that one is a one-line stand-in
+# (`File <course check>:1`) rather than grading's source. ``cause`` is the learner's own error, with its frames.
+_RAISE = compile("raise failure", "<course check>", "exec")
+
+
 def _fail(message: str, cause: BaseException | None = None) -> NoReturn:
-    raise AssertionError(message) from cause
+    __tracebackhide__ = True
+    print(f"\u2717 {message}", flush=True)
+    failure = AssertionError(message)
+    failure.__cause__, failure.__suppress_context__ = cause, True  # as `raise ... from cause`
+    exec(_RAISE, {"failure": failure})
+    raise AssertionError("unreachable")  # for type checkers: exec always raises
 
 
 # ----------------------------------------------------------------------------------------------

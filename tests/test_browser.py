@@ -1,18 +1,23 @@
-"""The course in a real browser: JupyterLab, as the README's `./course.sh lab` starts it, in chromium.
+"""The course in a real browser: JupyterLab in chromium, as learners and instructors start it.
 
-One JupyterLab server on a free local port (root_dir = the repository, a random token) and one
-headless Debian chromium driven by Playwright (no browser download: executable_path is Debian's
-binary). The tests open the welcome notebook (solution and student release), run all cells, move
-the ipywidgets slider with the keyboard and check that the readout and the plot change, check the
-error outputs, and click nbgrader's "Validate" button on a solved copy of the student notebook.
+Two JupyterLab servers on free local ports and one headless Debian chromium driven by Playwright (no
+browser download: executable_path is Debian's binary):
+- the learner's, started by `./course.sh lab` in a scratch clone (root = the working copy my_work/, the
+  learner's settings): Run All on the untouched student notebook runs every cell, the widget and the plot
+  render, and each unsolved test prints the course's message first with no frame of grading; a notebook
+  with one right and one wrong answer shows the pass line and the failing case;
+- the instructor's, at the repository root with the instructor settings (as `./course.sh instructor`): the
+  solution notebook runs clean and its slider redraws the plot, nbgrader's Validate button passes a solved
+  notebook, and Formgrader shows no exchange warning.
 
-Full-page screenshots go to test-artifacts/browser/ (git-ignored) and to the test's tmp_path.
-The committed notebooks are never written: autosave is off, only the scratch copy under
-test-artifacts/ is saved (by the Validate button), and the server's log is checked for that. Deselect with ``-m "not browser"``.
+Full-page screenshots go to test-artifacts/browser/ (git-ignored) and to the test's tmp_path. The committed
+notebooks are never written: autosave is off, only the scratch copy under test-artifacts/ is saved (by the
+Validate button), and the server's log is checked for that. Deselect with ``-m "not browser"``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -29,6 +34,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from course_checkout import NOT_INSTALLED_BY_COURSE_SH, checkout, course_sh_env, installed_by_course_sh
 from nbgrader_course import release_path, solution_path, typed_solutions
 
 pytestmark = pytest.mark.browser
@@ -65,26 +71,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    """A JupyterLab server on the course, as `./course.sh lab --no-browser` starts it; stopped by PID."""
+def _need_browser() -> None:
     if sync_playwright is None:
         pytest.skip("playwright is not installed (pip install -e '.[test]')")
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (./course.sh test does it as root)")
-    home = tmp_path_factory.mktemp("lab")
+
+
+def _user_settings(home: Path) -> Path:
     settings = home / "settings"
     for name, value in LAB_SETTINGS.items():
         (settings / name).parent.mkdir(parents=True, exist_ok=True)
         (settings / name).write_text(json.dumps(value))
-    port, token = _free_port(), secrets.token_hex(16)
-    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(home / "ws"))
+    return settings
+
+
+@contextlib.contextmanager
+def _serve(cmd: list[str], cwd: Path, env: dict, home: Path, base: str, token: str):
+    """A JupyterLab server for the duration of the block; stopped by its process group."""
     env.pop("MPLBACKEND", None)  # conftest's Agg would hide every plot: the kernel must pick the inline backend
-    cmd = [str(Path(sys.executable).parent / "jupyter"), "lab", f"--ServerApp.root_dir={ROOT}", "--no-browser",
-           f"--port={port}", "--ServerApp.port_retries=0", f"--ServerApp.token={token}", "--allow-root"]
     log = (home / "server.log").open("wb")
-    server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -97,7 +104,7 @@ def lab(tmp_path_factory):
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"JupyterLab did not answer on {base}:\n{(home / 'server.log').read_text()[-3000:]}")
             time.sleep(0.3)
-        yield {"base": base, "token": token, "log": home / "server.log"}
+        yield
     finally:
         # The server and the kernels it started share its process group (start_new_session).
         try:
@@ -110,6 +117,40 @@ def lab(tmp_path_factory):
                 pass
             server.wait(timeout=5)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """The instructor's JupyterLab at the repository root, with `./course.sh instructor`'s settings."""
+    _need_browser()
+    home = tmp_path_factory.mktemp("lab")
+    settings = _user_settings(home)
+    port, token = _free_port(), secrets.token_hex(16)
+    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(home / "ws"))
+    cmd = [str(Path(sys.executable).parent / "jupyter"), "lab", f"--ServerApp.root_dir={ROOT}", "--no-browser",
+           f"--port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", "--allow-root",
+           f"--LabApp.app_settings_dir={ROOT / 'lab_config' / 'instructor'}"]
+    base = f"http://127.0.0.1:{port}"
+    with _serve(cmd, ROOT, env, home, base, token):
+        yield {"base": base, "token": token, "log": home / "server.log", "root": ROOT}
+
+
+@pytest.fixture(scope="module")
+def learner_lab(tmp_path_factory):
+    """The learner's JupyterLab, started by `./course.sh lab` in a scratch clone (root: its my_work/)."""
+    _need_browser()
+    if not installed_by_course_sh():
+        pytest.skip(NOT_INSTALLED_BY_COURSE_SH)
+    home = tmp_path_factory.mktemp("learner")
+    clone = checkout(home / "clone")
+    settings = _user_settings(home)
+    port, token = _free_port(), secrets.token_hex(16)
+    env = course_sh_env(home, JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(home / "ws"))
+    cmd = ["./course.sh", "lab", "--no-browser", f"--port={port}", "--ServerApp.port_retries=0",
+           f"--IdentityProvider.token={token}"]
+    base = f"http://127.0.0.1:{port}"
+    with _serve(cmd, clone, env, home, base, token):
+        yield {"base": base, "token": token, "log": home / "server.log", "root": clone / "my_work"}
 
 
 @pytest.fixture(scope="module")
@@ -200,18 +241,31 @@ def _run_all(page, notebook):
 
 
 def _cells(notebook) -> list[dict]:
-    """Every code cell: its prompt and the error (ename, message) its outputs show, if any."""
+    """Every code cell: its prompt, the error (ename, message) its outputs show, if any, the text of its
+    first output and of its tracebacks."""
     cells = []
     for cell in notebook.locator(".jp-CodeCell").all():
         prompt = cell.locator(".jp-InputPrompt").inner_text().strip()
-        errors = []
+        errors, tracebacks = [], []
         for out in cell.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all():
             text = out.inner_text()
             if "Traceback" in text or "Cell In[" in text:
                 found = ERROR_LINE.findall(text)
                 errors.append(found[-1] if found else ("?", text[-300:]))
-        cells.append({"prompt": prompt, "executed": bool(re.search(r"\[\d+\]", prompt)), "errors": errors})
+                tracebacks.append(text)
+        outputs = cell.locator(".jp-OutputArea-output")
+        first = outputs.first.inner_text() if outputs.count() else ""
+        cells.append({"prompt": prompt, "executed": bool(re.search(r"\[\d+\]", prompt)), "errors": errors,
+                      "first_output": first, "traceback": "\n".join(tracebacks)})
     return cells
+
+
+def _assert_course_message_first(cell: dict) -> None:
+    """A failing test cell: the course's message is the first thing shown, and no frame of grading."""
+    (ename, message), = cell["errors"]
+    assert ename == "AssertionError", cell["errors"]
+    assert cell["first_output"].strip() == "\u2717 " + message.strip(), (cell["first_output"], message)
+    assert "grading.py" not in cell["traceback"], cell["traceback"]
 
 
 def _screenshot(page, notebook, name: str, tmp_path: Path):
@@ -264,22 +318,68 @@ def test_solution_notebook_runs_clean_and_its_slider_redraws_the_plot(lab, brows
     page.close()
 
 
-def test_student_notebook_only_raises_not_implemented(lab, browser, committed_notebooks, tmp_path):
-    """One Run All on the untouched student notebook runs every cell: the release tags answer and test cells
-    raises-exception, so an unsolved exercise does not stop the run. Each error must say that an exercise is
-    not written yet (the answer cells raise NotImplementedError), and the widget after them renders."""
-    relpath = release_path(ASSIGNMENT).relative_to(ROOT).as_posix()
-    page, notebook = _open(browser, lab, relpath)
+def test_student_notebook_runs_every_cell_and_each_unsolved_test_says_so_first(learner_lab, browser, tmp_path):
+    """The learner's first Run All, on the untouched notebook 00 of their working copy: every cell runs (the
+    release tags answer and test cells raises-exception), the widget and the plot render, and each test cell
+    prints the course's message before a traceback without grading frames."""
+    relpath = release_path(ASSIGNMENT).relative_to(ROOT / "notebooks").as_posix()
+    assert (learner_lab["root"] / relpath).is_file(), "./course.sh lab did not copy the notebook into my_work/"
+    page, notebook = _open(browser, learner_lab, relpath)
     _run_all(page, notebook)
     cells = _cells(notebook)
     assert all(c["executed"] for c in cells), f"Run All stopped early: {[c['prompt'] for c in cells]}"
-    errors = [e for c in cells for e in c["errors"]]
-    assert len(errors) >= 3, f"every exercise's test cell should fail in the unsolved release, got {errors}"
-    for ename, message in errors:
-        assert ename == "NotImplementedError" or (ename == "AssertionError" and "not implemented yet" in message), \
-            f"{relpath}: unexpected error {ename}: {message}"
+    failing = [c for c in cells if c["errors"]]
+    assert len(failing) == 3, f"the three exercises' test cells should fail, got {[c['errors'] for c in failing]}"
+    for cell in failing:
+        _assert_course_message_first(cell)
+        assert "not implemented yet" in cell["errors"][0][1], cell["errors"]
     expect(notebook.locator(".widget-slider")).to_have_count(1)
+    assert notebook.locator(".jp-OutputArea-output img").count() >= 1, "the plot should render"
     _screenshot(page, notebook, "student_welcome_run_all", tmp_path)
+    page.close()
+
+
+def test_a_right_answer_shows_its_pass_line_and_a_wrong_one_its_failing_case(learner_lab, browser, tmp_path):
+    """In the learner's lab, a notebook with relative_error written right and sqnr_db wrong (a natural log
+    where log10 belongs): the first test cell shows one pass line, the second the failing case and tolerance
+    first, with the learner's frames and no grading frame."""
+    release = nbformat.read(release_path(ASSIGNMENT), as_version=4)
+    solved = typed_solutions(release, nbformat.read(solution_path(ASSIGNMENT), as_version=4))
+    for cell in solved.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id == "sqnr_db":
+            assert "math.log10" in cell.source or "torch.log10" in cell.source, cell.source
+            cell.source = cell.source.replace("math.log10", "math.log").replace("torch.log10", "torch.log")
+        elif grade_id == "count_parameters":  # left unsolved
+            cell.source = next(c.source for c in release.cells
+                               if c.metadata.get("nbgrader", {}).get("grade_id") == "count_parameters")
+    relpath = f"{ASSIGNMENT}/attempt.ipynb"
+    nbformat.write(solved, learner_lab["root"] / relpath)
+    page, notebook = _open(browser, learner_lab, relpath)
+    _run_all(page, notebook)
+    cells = _cells(notebook)
+    assert all(c["executed"] for c in cells), f"Run All stopped early: {[c['prompt'] for c in cells]}"
+    passed = [c for c in cells if c["first_output"].startswith("\u2713")]
+    assert len(passed) == 1 and re.fullmatch(r"\u2713 \d+ checks passed \(relative_error on cpu\)",
+                                             passed[0]["first_output"].strip()), [c["first_output"] for c in cells]
+    assert not passed[0]["errors"]
+    wrong = [c for c in cells if c["errors"] and "sqnr_db(" in c["errors"][0][1]]
+    assert len(wrong) == 1, [c["errors"] for c in cells if c["errors"]]
+    _assert_course_message_first(wrong[0])
+    assert re.search(r"case 1 of 2.*rtol=1e-09", wrong[0]["first_output"], re.S), wrong[0]["first_output"]
+    _screenshot(page, notebook, "student_welcome_right_and_wrong", tmp_path)
+    page.close()
+
+
+def test_formgrader_shows_no_exchange_warning(lab, browser):
+    """Formgrader (instructor mode, a fresh clone's nbgrader config) lists the course's assignments and does
+    not warn that the exchange is missing."""
+    page = browser.new_page()
+    page.goto(f"{lab['base']}/formgrader?token={lab['token']}")
+    expect(page.locator("#main-table, table").first).to_be_visible(timeout=60_000)
+    expect(page.get_by_text(ASSIGNMENT, exact=True).first).to_be_visible(timeout=60_000)
+    assert page.locator("#warning-exchange").count() == 0, page.locator("#warning-exchange").inner_text()
+    assert "exchange directory" not in page.inner_text("body")
     page.close()
 
 

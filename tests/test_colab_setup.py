@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import types
@@ -23,6 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import repository_links  # noqa: E402
+from course_checkout import checkout, tracked_files  # noqa: E402
 
 NOTEBOOKS = sorted((ROOT / "solutions").glob("*/*.ipynb")) + sorted((ROOT / "notebooks").glob("*/*.ipynb"))
 IDS = [str(p.relative_to(ROOT).parent) for p in NOTEBOOKS]
@@ -145,11 +145,8 @@ def test_a_fork_changes_one_setting_and_regenerates(tmp_path):
     """Copy the repository, change the URL and branch in pyproject.toml, regenerate: nothing names the old ones."""
     if not (ROOT / ".git").exists():
         pytest.skip("needs a git checkout (git ls-files lists what a fork holds)")
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
-    fork = tmp_path / "fork"
-    for name in filter(None, files):
-        (fork / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, fork / name)
+    files = tracked_files()
+    fork = checkout(tmp_path / "fork")
     pyproject = fork / "pyproject.toml"
     text = pyproject.read_text()
     old_branch = f'branch = "{BRANCH}"'
@@ -160,7 +157,7 @@ def test_a_fork_changes_one_setting_and_regenerates(tmp_path):
                                 text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert regenerate.returncode == 0, regenerate.stderr[-3000:]
     old = REPOSITORY.removeprefix("https://github.com/")
-    stale = [name for name in filter(None, files) if old in (fork / name).read_text(errors="replace")]
+    stale = [name for name in files if old in (fork / name).read_text(errors="replace")]
     assert not stale, f"still name {old} after regenerating: {stale}"
     badges = setup_cells = 0
     for path in sorted(fork.glob("solutions/*/*.ipynb")) + sorted(fork.glob("notebooks/*/*.ipynb")):

@@ -10,9 +10,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -26,6 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import learner_workspace  # noqa: E402
+from course_checkout import NOT_INSTALLED_BY_COURSE_SH, checkout, course_sh_env, installed_by_course_sh  # noqa: E402
 
 INSTRUCTOR_PLUGINS = {"@jupyter/nbgrader:formgrader", "@jupyter/nbgrader:create-assignment",
                       "@jupyter/nbgrader:course-list", "@jupyter/nbgrader:assignment-list"}
@@ -91,21 +90,6 @@ def test_git_tells_which_release_notebooks_hold_local_edits(tmp_path):
 
 # --- course.sh itself -------------------------------------------------------------------------------------
 
-def _install_key() -> str:
-    """The key course.sh writes in the venv's install stamp (requirements and torch choice)."""
-    import hashlib
-
-    torch_version = re.search(r"^TORCH_VERSION=(\S+)$", (ROOT / "course.sh").read_text(), re.M)[1]
-    choice = f"torch=={torch_version} {os.environ.get('TORCH_PIP_ARGS', '')}"
-    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + choice.encode()).hexdigest()[:16]
-
-
-def _installed_by_course_sh() -> bool:
-    """The venv running the tests was installed by `./course.sh test` with today's pyproject.toml."""
-    stamp = Path(sys.prefix) / ".course-installed"
-    return stamp.is_file() and f"[test] {_install_key()}" in stamp.read_text().splitlines()
-
-
 def _banner_only(lines: list[str]) -> list[str]:
     """The lines that are not part of jupyter_server's "To access the server ... URLs" banner."""
     banner = ("To access the server", "file://", "Or copy and paste", "http://")
@@ -118,25 +102,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _checkout(tmp_path: Path) -> Path:
-    """A copy of the course's files as a clone holds them (course_lib itself stays the installed one)."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, check=True).stdout.decode().split("\0")
-    clone = tmp_path / "clone"
-    for name in filter(None, files):
-        (clone / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, clone / name)
-    return clone
-
-
 class _Lab:
     """`./course.sh <mode>` started in a clone; its output up to the URL, and the server's API."""
 
     def __init__(self, clone: Path, mode: str, home: Path):
         self.port = _free_port()
-        env = {**os.environ, "VENV": sys.prefix, "HOME": str(home), "JUPYTER_CONFIG_PATH": "",
-               "JUPYTER_PLATFORM_DIRS": "1", "PYTHONUNBUFFERED": "1"}
-        env.pop("JUPYTER_CONFIG_DIR", None)
+        env = course_sh_env(home)
         self.proc = subprocess.Popen(["./course.sh", mode, "--no-browser", f"--port={self.port}"], cwd=clone, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
@@ -187,10 +158,9 @@ class _Lab:
         return [ln for ln in rest.splitlines() if ln.strip()]
 
 
-@pytest.mark.skipif(not _installed_by_course_sh(), reason="the test environment was not installed by ./course.sh test "
-                    "(its install stamp is what lets a second start skip pip)")
+@pytest.mark.skipif(not installed_by_course_sh(), reason=NOT_INSTALLED_BY_COURSE_SH)
 def test_lab_opens_notebook_00_from_the_working_copy_and_a_second_start_runs_no_pip(tmp_path):
-    clone, home = _checkout(tmp_path), tmp_path / "home"
+    clone, home = checkout(tmp_path / "clone"), tmp_path / "home"
     lab = _Lab(clone, "lab", home)
     try:
         assert "/lab/tree/00_welcome/welcome.ipynb?token=" in lab.url, lab.url
@@ -219,9 +189,9 @@ def test_lab_opens_notebook_00_from_the_working_copy_and_a_second_start_runs_no_
     assert "my answer" in (clone / "my_work" / "00_welcome" / "welcome.ipynb").read_text()
 
 
-@pytest.mark.skipif(not _installed_by_course_sh(), reason="the test environment was not installed by ./course.sh test")
+@pytest.mark.skipif(not installed_by_course_sh(), reason=NOT_INSTALLED_BY_COURSE_SH)
 def test_instructor_mode_shows_the_nbgrader_tools(tmp_path):
-    clone = _checkout(tmp_path)
+    clone = checkout(tmp_path / "clone")
     lab = _Lab(clone, "instructor", tmp_path / "home")
     try:
         assert not INSTRUCTOR_PLUGINS & lab.disabled_extensions()
