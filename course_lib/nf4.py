@@ -31,6 +31,8 @@ Everything here reproduces ``bitsandbytes.functional.quantize_4bit(A, blocksize,
   mean, then 8-bit blockwise absmax quantization (block 256) with bitsandbytes' signed dynamic map.
   Here the nearest code is exact (midpoints, ties to the lower code); bitsandbytes' CPU kernel uses an
   approximate binary search and picks a code one or two steps from the nearest for a few values in a thousand.
+  A second-level block whose ``max|absmax - mean|`` is below ``1e-38`` (all zero, or subnormal) is divided
+  by ``1e-38`` and stores ``1e-38``, so decoding inverts encoding (bitsandbytes stores the raw value there).
   Cost per parameter: ``32 / 64 = 0.5`` bits of absmax without, ``8/64 + 32/(64*256) = 0.127`` with.
 - **FP4** (bitsandbytes' ``"fp4"``) is not OCP E2M1: 1 sign bit and the magnitudes
   ``[0, 0.0625, 8, 12, 4, 6, 2, 3] / 12`` indexed by the 3 low bits. Its codebook is in bit-pattern
@@ -496,8 +498,12 @@ def double_quantize_absmax(absmax: torch.Tensor, blocksize: int = 256) -> tuple[
 
     ``offset = mean(absmax)``; ``c = absmax - offset`` is cut into blocks of ``blocksize``; each block
     stores ``absmax2 = max|c|`` (float32) and its values ``c / absmax2`` as the nearest of the 256
-    values of ``dynamic_map()`` (ties to the lower value). An all-zero block is scaled by
-    ``1 / 1e-38`` (its codes are the code of 0.0) instead of dividing by zero.
+    values of ``dynamic_map()`` (ties to the lower value). A block whose ``max|c|`` is below
+    ``1e-38`` (all zero, or subnormal) is divided by ``1e-38`` instead, and ``1e-38`` is what it
+    stores as ``absmax2``: the stored scale is always the one used to encode, so
+    ``dequantize_absmax`` inverts this function (an all-zero block decodes to ``offset`` exactly).
+    bitsandbytes' CPU kernel divides by the raw ``max|c|`` there (its codes saturate when that is
+    subnormal); on normal values the two store the same ``absmax2``.
 
     Args:
         absmax: float tensor ``[n_blocks]`` (from ``quantize_4bit``), finite, not empty.
@@ -511,16 +517,16 @@ def double_quantize_absmax(absmax: torch.Tensor, blocksize: int = 256) -> tuple[
     flat = absmax.reshape(-1).to(torch.float32)
     offset = flat.mean()
     centred = flat - offset
-    absmax2 = blockwise_absmax(centred, blocksize)
+    # the floored scale is both the divisor and what is stored, so decoding inverts encoding
+    divisor = blockwise_absmax(centred, blocksize).clamp(min=_ABSMAX_FLOOR)
     n, full = centred.numel(), centred.numel() - centred.numel() % blocksize
-    divisor = absmax2.clamp(min=_ABSMAX_FLOOR)
     normed = torch.empty_like(centred)  # divided, as bitsandbytes' kernel does
     if full:
         normed[:full] = (centred[:full].reshape(-1, blocksize) / divisor[: full // blocksize, None]).reshape(-1)
     if full < n:
         normed[full:] = centred[full:] / divisor[-1]
     q = _nearest_code(normed, dynamic_map(device=flat.device))
-    return q, absmax2, offset
+    return q, divisor, offset
 
 
 def dequantize_absmax(qabsmax: torch.Tensor, absmax2: torch.Tensor, offset, blocksize: int = 256) -> torch.Tensor:

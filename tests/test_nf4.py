@@ -324,6 +324,31 @@ def test_double_quant_round_trip_error_and_zero_blocks(device):
     assert bool(torch.isfinite(back).all()) and torch.allclose(back, const)
 
 
+def test_double_quant_inverts_itself_on_all_zero_and_subnormal_absmax(device):
+    # A second-level block with max|absmax - mean| < 1e-38 is divided by the floor 1e-38: the stored
+    # absmax2 must be that floor too, or dequantize_absmax scales the codes by the wrong number.
+    zero_w = torch.zeros(3 * 64 + 10, device=device)  # all zero, ragged last block: absmax [0, 0, 0, 1e-38]
+    sub_w = torch.zeros(5 * 64, device=device)  # one subnormal value per block: subnormal absmax
+    sub_w[::64] = torch.tensor([1e-40, -3e-40, 2e-41, 5e-40, 0.0], device=device)
+    for w in (zero_w, sub_w):
+        packed, absmax = nf4.quantize_nf4(w)
+        q, absmax2, offset = nf4.double_quantize_absmax(absmax)
+        assert bool((absmax2 >= 1e-38).all())  # the scale used to encode is the one stored
+        back = nf4.dequantize_absmax(q, absmax2, offset)
+        assert bool(torch.isfinite(back).all())
+        # error at most half the dynamic map's largest gap times the stored scale (subnormal rounding aside)
+        assert bool(((back - absmax).abs() <= absmax2 * (0.0141 / 2) + 1e-44).all())
+        layer = torch.nn.Linear(w.numel() // 2, 2, bias=False).to(device)
+        with torch.no_grad():
+            layer.weight.copy_(w.reshape(2, -1))
+        deq = nf4.NF4Linear(layer, double_quant=True).dequantized_weight()
+        assert bool(torch.isfinite(deq).all())
+        assert bool((deq[w.reshape(2, -1) == 0] == 0).all())  # zeros decode to exact zeros
+    # an all-zero absmax (full blocks) decodes to exact zeros
+    q, absmax2, offset = nf4.double_quantize_absmax(torch.zeros(300, device=device))
+    assert torch.equal(nf4.dequantize_absmax(q, absmax2, offset), torch.zeros(300, device=device))
+
+
 def test_bits_per_parameter_closed_form():
     assert nf4.bits_per_parameter() == 4.5
     assert nf4.bits_per_parameter(64, double_quant=True) == 4 + 8 / 64 + 32 / (64 * 256)
