@@ -108,7 +108,8 @@ case "${1:-}" in
         # Build the C++ kernels once, up front (about a minute on 2 cores), instead of inside a
         # notebook's time budget or in several workers at once.
         python -c "from course_lib import kernels; kernels.load_extension('cpp')" || echo "(the C++ kernels could not be built; their tests will say why)"
-        exec python -m pytest -n auto --dist loadscope --nbval-lax tests solutions "$@"
+        # --durations: the slowest tests, for whoever keeps the run under its time budget
+        exec python -m pytest -n auto --dist loadscope --nbval-lax --durations=25 tests solutions "$@"
         ;;
     *)
         echo "usage: ./course.sh lab|instructor [jupyterlab args] | ./course.sh test [pytest args]" >&2
