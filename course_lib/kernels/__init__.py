@@ -5,7 +5,7 @@ operation              PyTorch reference (any dev)  C++ extension (CPU)         
 =====================  ===========================  ==========================  ==========================
 row-wise int8 quant    ``quantize_rows_int8``       csrc/lowbit_cpu.cpp          csrc/*.cu (launch.h)
 NF4 / int4 dequant     ``dequantize_nf4`` / int4    same names                   same names
-W4A16 GEMV (B <= 16)   ``gemv_nf4`` / ``gemv_int4``  same names                   v1 ... v9 (``gemv_nf4``)
+W4A16 GEMV (B <= 16)   ``gemv_nf4`` / ``gemv_int4``  same names                   NF4 v1 ... v9, int4 v4 and v6
 ternary GEMV           ``gemv_ternary``             additions only               additions only
 =====================  ===========================  ==========================  ==========================
 
