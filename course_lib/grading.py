@@ -303,7 +303,7 @@ _COURSE_DIR = os.path.dirname(os.path.realpath(__file__))
 # public functions) holds references.
 _INFRASTRUCTURE = frozenset({
     "__init__.py", "grading.py", "course_grading.py", "nbgrader_hooks.py", "env.py", "data.py", "models.py",
-    "evaluate.py", "training.py", "validation.py", os.path.join("kernels", "__init__.py"),
+    "evaluate.py", "training.py", "validation.py", "topics.py", os.path.join("kernels", "__init__.py"),
     os.path.join("kernels", "build.py"),
 })
 _INFRASTRUCTURE_DIRS = ("plots", "widgets")

@@ -19,10 +19,18 @@ import pytest
 import torch
 
 from course_lib import (affine, awq, bitnet, distill, formats, gptq, granularity, hqq, kernels, llm_int8, nf4,
-                        observers, prune, qat)
+                        observers, prune, qat, topics)
 
-MODULES = (formats, affine, granularity, observers, qat, nf4, llm_int8, gptq, awq, hqq, bitnet, prune, distill,
-           kernels)
+#: Topic modules (course_lib/topics.py) that this table does not cover yet, with the reason. The table began
+#: with the quantizers; these hold measurements, recipes and model plumbing, and their own test files check
+#: some of their bad input. Give their functions rows (or EXEMPT entries) here, then remove them from this set.
+NOT_YET_COVERED = {
+    "basics": "notebook 00's measurements (relative_error, sqnr_db, count_parameters): tests/test_basics.py",
+    "lm_quant": "whole-model plumbing shared by 07-12: tests/test_lm_quant.py",
+    "capstone": "recipes over whole models: tests/test_capstone.py",
+}
+
+MODULES = tuple(importlib.import_module(f"course_lib.{m}") for m in topics.modules() if m not in NOT_YET_COVERED)
 
 def _name(fn) -> str:
     module = fn.__module__
@@ -689,6 +697,10 @@ def test_every_public_function_has_a_row():
             if key not in covered and key not in EXEMPT:
                 missing.append(key)
     assert missing == [], f"public functions without a bad-input row (add one, or an EXEMPT entry): {missing}"
+
+
+def test_not_yet_covered_are_topic_modules():
+    assert set(NOT_YET_COVERED) <= set(topics.modules()), set(NOT_YET_COVERED) - set(topics.modules())
 
 
 def test_exemptions_have_no_rows():
