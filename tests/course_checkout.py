@@ -1,5 +1,6 @@
-"""Helpers for tests that start the course's own commands: a scratch copy of the repository as a clone holds
-it, and whether the running venv was installed by `./course.sh test` (so `./course.sh lab` skips pip)."""
+"""Helpers for tests that read the repository as a clone holds it or start the course's own commands: the
+files a clone holds, a scratch copy of them, a free port, and whether the running venv was installed by
+`./course.sh test` (so `./course.sh lab` skips pip)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -31,11 +33,19 @@ NOT_INSTALLED_BY_COURSE_SH = ("the test environment was not installed by ./cours
                               "what lets ./course.sh lab start without pip)")
 
 
-def tracked_files() -> list[str]:
-    """What a clone (or a fork after a commit) holds: tracked files and new files git does not ignore."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+def tracked_files(root: Path = ROOT) -> list[str]:
+    """What a clone (or a fork after a commit) holds: tracked files and new files git does not ignore, that exist
+    on disk, sorted."""
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
                          capture_output=True, check=True).stdout.decode()
-    return [name for name in out.split("\0") if name and (ROOT / name).is_file()]
+    return sorted({name for name in out.split("\0") if name and (root / name).is_file()})
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface, for a server a test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def checkout(target: Path) -> Path:

@@ -24,7 +24,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_checkout import NOT_INSTALLED_BY_COURSE_SH, checkout, course_sh_env, installed_by_course_sh
+from course_checkout import NOT_INSTALLED_BY_COURSE_SH, checkout, course_sh_env, free_port, installed_by_course_sh
 from nbgrader_course import release_path, solution_path, typed_solutions
 
 pytestmark = pytest.mark.browser
@@ -63,12 +62,6 @@ except ImportError:  # pragma: no cover - the test extra installs it
 else:
     # Under pytest-xdist the kernels share the cores with other workers: allow slow redraws.
     expect.set_options(timeout=30_000)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _need_browser() -> None:
@@ -125,7 +118,7 @@ def lab(tmp_path_factory):
     _need_browser()
     home = tmp_path_factory.mktemp("lab")
     settings = _user_settings(home)
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(home / "ws"))
     cmd = [str(Path(sys.executable).parent / "jupyter"), "lab", f"--ServerApp.root_dir={ROOT}", "--no-browser",
            f"--port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", "--allow-root",
@@ -144,7 +137,7 @@ def learner_lab(tmp_path_factory):
     home = tmp_path_factory.mktemp("learner")
     clone = checkout(home / "clone")
     settings = _user_settings(home)
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     env = course_sh_env(home, JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(home / "ws"))
     cmd = ["./course.sh", "lab", "--no-browser", f"--port={port}", "--ServerApp.port_retries=0",
            f"--IdentityProvider.token={token}"]

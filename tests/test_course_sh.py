@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import learner_workspace  # noqa: E402
-from course_checkout import NOT_INSTALLED_BY_COURSE_SH, checkout, course_sh_env, installed_by_course_sh  # noqa: E402
+from course_checkout import (NOT_INSTALLED_BY_COURSE_SH, checkout, course_sh_env, free_port,  # noqa: E402
+                             installed_by_course_sh)
 
 INSTRUCTOR_PLUGINS = {"@jupyter/nbgrader:formgrader", "@jupyter/nbgrader:create-assignment",
                       "@jupyter/nbgrader:course-list", "@jupyter/nbgrader:assignment-list"}
@@ -96,17 +96,11 @@ def _banner_only(lines: list[str]) -> list[str]:
     return [ln for ln in lines if ln.strip() and not ln.startswith("[C ") and not any(b in ln for b in banner)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class _Lab:
     """`./course.sh <mode>` started in a clone; its output up to the URL, and the server's API."""
 
     def __init__(self, clone: Path, mode: str, home: Path):
-        self.port = _free_port()
+        self.port = free_port()
         env = course_sh_env(home)
         self.proc = subprocess.Popen(["./course.sh", mode, "--no-browser", f"--port={self.port}"], cwd=clone, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -28,7 +28,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ import nbformat
 import pytest
 
 from adversarial_submissions import index_of
+from course_checkout import free_port
 from nbgrader_course import ROOT, release_path, solution_path, typed_solutions
 
 from course_lib import course_grading
@@ -75,12 +75,6 @@ def test_jupyterhub_folder_files_compile_and_parse():
 
 
 # --- system set-up (cached) ---------------------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _chp() -> Path:
     exe = CHP_CACHE / "node_modules" / ".bin" / "configurable-http-proxy"
@@ -156,7 +150,7 @@ def system():
 class Hub:
     def __init__(self, base: Path, chp: Path):
         self.base, self.token = base, secrets.token_hex(16)
-        self.port, hub_port, api_port = _free_port(), _free_port(), _free_port()
+        self.port, hub_port, api_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = base / "jupyterhub_config.py"
         config.write_text(f"""

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import nbformat
 
+from course_checkout import tracked_files
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Files read as text, by name ending; files without an extension (.ci/run, binder/postBuild, Dockerfile) are
@@ -75,14 +77,6 @@ class Citation:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.where}: {self.path}"
-
-
-def repository_files(root: Path = ROOT) -> list[str]:
-    """Tracked files and new ones that are not ignored (so a citation of a file about to be committed
-    counts), that exist on disk."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
-                         capture_output=True, text=True, check=True).stdout
-    return sorted({f for f in out.split("\0") if f and (root / f).is_file()})
 
 
 def repository_paths(files: list[str]) -> set[str]:
@@ -160,7 +154,7 @@ def file_texts(root: Path, name: str) -> list[tuple[str, str]]:
 
 def missing_citations(root: Path = ROOT) -> list[Citation]:
     """Each citation of a path that is not in the repository at ``root``, in file order."""
-    files = repository_files(root)
+    files = tracked_files(root)
     paths = repository_paths(files)
     pattern = path_pattern(top_level_dirs(files))
     candidates: list[Citation] = []
@@ -204,7 +198,7 @@ def test_no_file_cites_the_private_notes():
     """The team's notes live outside the repository; the product cites the paper or library instead."""
     notes = re.compile(r"(?<![\w-])(?:COURSE|REFERENCES)" + r"\.md\b", re.I)  # in two pieces: not a citation
     hits = []
-    for name in repository_files():
+    for name in tracked_files():
         for prefix, text in file_texts(ROOT, name):
             for number, line in enumerate(text.split("\n"), 1):
                 hits += [f"{name}:{prefix}{number}: {m.group()}" for m in notes.finditer(line)]
