@@ -75,7 +75,7 @@ case "${1:-}" in
         [ -z "$first" ] || LAB_ARGS+=(--LabApp.default_url=/lab/tree/00_welcome/welcome.ipynb)
         settings="$PWD/lab_config/learner"
         cd "$WORKSPACE"
-        exec jupyter lab --ServerApp.root_dir="$WORKSPACE" --LabApp.app_settings_dir="$settings" "${LAB_ARGS[@]}" "$@"
+        exec jupyter lab --ServerApp.root_dir="$PWD" --LabApp.app_settings_dir="$settings" "${LAB_ARGS[@]}" "$@"
         ;;
     instructor)
         shift
