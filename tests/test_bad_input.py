@@ -562,6 +562,7 @@ MODEL_ROWS = [
     (distill.train_classifier, lambda: distill.train_classifier(BAD, X, Y4, steps=1), "model"),
     (distill.student_vs_distilled, lambda: distill.student_vs_distilled(BAD, X, Y4, X, Y4), "teacher"),
     (distill.train_lm, lambda: distill.train_lm(BAD, torch.randint(0, 10, (4, 9))), "model"),
+    (kernels.replace_linears_nf4, lambda: kernels.replace_linears_nf4(BAD), "model"),
 ]
 
 

@@ -20,6 +20,8 @@ CPU-only torch, no GPU), ``"auto"`` prints one message naming the reason and use
 ``"cpp"`` or ``"cuda"`` explicitly raises.
 
 Files: ``build.py`` (building, loading, architectures), ``ops.py`` (the public functions and the ops' schemas),
+``nf4_linear.py`` (``NF4Linear``, a linear layer with NF4 weights whose forward pass runs these functions, and
+``replace_linears_nf4``, which swaps a model's linear layers for it: 4-bit inference end to end),
 ``csrc/`` (``lowbit_cpu.cpp``; the CUDA kernels, one file per family, with ``launch.h`` their host interface and
 ``bindings.cpp`` the torch side). The benchmark-only experiments (v8's sweep configurations, the bulk-copy
 kernel, the read-floor probe) are a separate extension in ``benchmarks/csrc/``.
@@ -39,7 +41,8 @@ from .build import (BACKENDS, CSRC, SUPPORTED_CUDA_ARCHS, backend_status, build_
                     check_cuda_sources, cuda_arch, load_extension)
 from .ops import (dequantize_int4, dequantize_nf4, dequantize_rows_int8, gemv_bytes, gemv_int4, gemv_nf4,
                   gemv_ternary, pack_int4, quantize_rows_int8)
-from . import build, ops  # noqa: E402  (the modules themselves, e.g. for build._modules in tests)
+from .nf4_linear import GEMV_MAX_ROWS, NF4Linear, replace_linears_nf4
+from . import build, nf4_linear, ops  # noqa: E402  (the modules themselves, e.g. for build._modules in tests)
 
 __all__ = ["BACKENDS", "CSRC", "SUPPORTED_CUDA_ARCHS", "backend_status", "build_c_kernel", "cache_dir",
-           "call_rows_int8_c", "check_cuda_sources", "cuda_arch", "load_extension", *ops.__all__]
+           "call_rows_int8_c", "check_cuda_sources", "cuda_arch", "load_extension", *ops.__all__, *nf4_linear.__all__]
