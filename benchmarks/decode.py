@@ -19,10 +19,10 @@ heads and 8 KV heads, vocabulary 128256, untied output layer). Contenders, each 
 Both NF4 contenders keep ``lm_head`` and the embeddings in the model's dtype (transformers' default for
 bitsandbytes). Each run: a prompt of ``--prompt`` random tokens (prefill), then ``--new-tokens`` greedy steps
 with transformers' ``StaticCache``; tokens/s = batch x new tokens / decode time (prefill excluded), the median
-of ``--repeats`` runs. A decode step runs as one CUDA graph replay where capture works ("graph"), compiled
-with ``torch.compile`` when ``--modes`` asks for it ("compile"), else eagerly ("eager"); the table says which
-ran and why a mode failed. The linear layers' share of a step: ``torch.profiler`` over ``--profile-steps``
-eager decode steps, the GPU kernel time inside the linear layers' forward calls over all kernel time.
+of ``--repeats`` runs. A decode step runs as one CUDA graph replay ("graph"), the same with the norms and MLPs
+compiled by ``torch.compile`` ("compile"), or eagerly ("eager", where neither works); the table has a row per
+contender and mode and says why a mode failed. The linear layers' share of a step: the model's linear layers alone, each called
+once on a decode-step input and timed as one CUDA graph, over the decode step's time.
 """
 
 from __future__ import annotations
@@ -49,8 +49,6 @@ from course_lib.kernels import NF4Linear, replace_linears_nf4  # noqa: E402
 
 CONTENDERS = ("fp16", "bnb", "ours")
 MODES = ("graph", "compile", "eager")
-#: Modules whose forward is a weight product: the "linear share" of a step.
-_RANGE = "decode_bench_linear"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,12 +179,6 @@ class Decoder:
         self.graph = graph
         self.run_step = replay
 
-    def use_compile(self) -> None:
-        self.run_step = torch.compile(self.step, dynamic=False)
-        self.prefill()
-        for _ in range(3):
-            self.run_step()
-
     def generate(self, new_tokens: int) -> tuple[torch.Tensor, float]:
         """(tokens [batch, new_tokens], decode seconds): prefill, then ``new_tokens`` timed decode steps."""
         tokens = torch.empty(self.batch, new_tokens, dtype=torch.long, device=self.device)
@@ -204,57 +196,59 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def linear_share(decoder: Decoder, steps: int) -> tuple[float, float]:
-    """(linear layers' share, lm_head's share) of a decode step's time, from ``steps`` eager steps.
+#: Modules that ``compile`` mode compiles: the norms and the MLP (gate, up, SiLU x up, down); each class's
+#: instances share one compiled graph (their parameters are graph inputs). The attention block is left out: its
+#: layer index is a Python int, which would compile it once per layer.
+COMPILED_BLOCKS = ("LlamaRMSNorm", "LlamaMLP")
 
-    On CUDA: GPU kernel time launched inside the layers' forward calls / all kernel time. On the CPU: the
-    layers' CPU time / the steps' wall time.
-    """
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile, record_function
 
-    open_ranges, handles = [], []
-    for name, module in decoder.model.named_modules():
+def compile_blocks(model: torch.nn.Module, on: bool) -> None:
+    """Compile (``on``) or restore the eager forward of the model's norms and MLPs, in place."""
+    for module in model.modules():
+        if type(module).__name__ in COMPILED_BLOCKS:
+            if on:
+                module.compile(dynamic=False)
+            else:
+                module._compiled_call_impl = None
+
+
+def time_calls(fn, device: torch.device, reps: int) -> float:
+    """Seconds per call of ``fn``: on CUDA one CUDA graph of it replayed ``reps`` times, else eager calls."""
+    fn()
+    fn()
+    _sync(device)
+    if device.type == "cuda":
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        graph.replay()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(reps):
+            graph.replay()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3 / reps
+    start_s = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - start_s) / reps
+
+
+def linear_seconds(model: torch.nn.Module, batch: int, device: torch.device, dtype: torch.dtype,
+                   reps: int) -> dict[str, float]:
+    """Seconds that the model's linear layers take for one decode step, run alone, each once on a
+    ``[batch, 1, in_features]`` input: ``{"decoder": all but lm_head, "lm_head": lm_head}``."""
+    groups: dict[str, list[torch.nn.Module]] = {"decoder": [], "lm_head": []}
+    for name, module in model.named_modules():
         if _is_linear(module):
-            label = f"{_RANGE}:{'lm_head' if name.endswith('lm_head') else 'decoder'}"
-
-            def enter(mod, inputs, label=label):
-                open_ranges.append(record_function(label))
-                open_ranges[-1].__enter__()
-
-            handles.append(module.register_forward_pre_hook(enter))
-            handles.append(module.register_forward_hook(lambda mod, inputs, out: open_ranges.pop().__exit__(None, None, None)))
-    cuda = decoder.device.type == "cuda"
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    try:
-        decoder.prefill()
-        decoder.step()
-        _sync(decoder.device)
-        with profile(activities=activities) as prof:
-            start = time.perf_counter()
-            for _ in range(steps):
-                decoder.step()
-            _sync(decoder.device)
-            wall_us = (time.perf_counter() - start) * 1e6
-    finally:
-        for handle in handles:
-            handle.remove()
-    events = prof.events()
-
-    def kernel_us(event) -> float:
-        return sum(k.duration for k in event.kernels) + sum(kernel_us(c) for c in event.cpu_children)
-
-    inside = {"decoder": 0.0, "lm_head": 0.0}
-    for event in events:
-        if event.name.startswith(_RANGE + ":"):
-            part = event.name.split(":", 1)[1]
-            inside[part] += kernel_us(event) if cuda else event.cpu_time_total
-    if cuda:
-        total = sum(e.time_range.elapsed_us() for e in events if e.device_type == DeviceType.CUDA)
-    else:
-        total = wall_us
-    total = max(total, 1e-9)
-    return inside["decoder"] / total, inside["lm_head"] / total
+            groups["lm_head" if name.endswith("lm_head") else "decoder"].append(module)
+    out = {}
+    with torch.no_grad():
+        for part, layers in groups.items():
+            inputs = {m.in_features: torch.randn(batch, 1, m.in_features, device=device, dtype=dtype) for m in layers}
+            out[part] = time_calls(lambda: [m(inputs[m.in_features]) for m in layers], device, reps) if layers else 0.0
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,9 +268,10 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
     dense_label = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
     modes = [m for m in args.modes.split(",") if m]
     if device.type != "cuda":
-        modes = [m for m in modes if m != "graph"] or ["eager"]
-    if "eager" not in modes:
-        modes.append("eager")
+        modes = [m for m in modes if m == "eager"] or ["eager"]
+    for limit in ("cache_size_limit", "recompile_limit"):  # a graph per shape and contender
+        if hasattr(torch._dynamo.config, limit):
+            setattr(torch._dynamo.config, limit, 64)
     base = build_model(args, device, dtype)
     models = {}
     for name in args.contenders.split(","):
@@ -291,42 +286,46 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
     rows, failures, tokens = [], [], {}
     for batch in [int(b) for b in args.batches.split(",")]:
         for name, model in models.items():
-            decoder, used = None, None
-            for mode in modes:
+            linear = linear_seconds(model, batch, device, dtype, args.linear_reps) if args.linear_reps else None
+            measured = 0
+            for mode in modes if "eager" in modes else [*modes, "eager"]:
+                if mode == "eager" and measured and "eager" not in modes:
+                    break  # eager only as the last resort
                 decoder = Decoder(model, batch, args, device)
                 try:
-                    if mode == "graph":
+                    if mode == "compile":
+                        compile_blocks(model, True)
+                    if mode in ("graph", "compile"):
                         decoder.use_graph()
-                    elif mode == "compile":
-                        decoder.use_compile()
-                    generated, _ = decoder.generate(min(4, args.new_tokens))  # warm-up, and a first check
-                    used = mode
-                    break
-                except Exception as exc:  # a mode that does not work for this contender: say why, try the next
-                    failures.append(f"{name} batch {batch}: {mode} failed ({type(exc).__name__}: "
-                                    f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})")
-                    torch._dynamo.reset()
+                    decoder.generate(min(4, args.new_tokens))  # warm-up
+                    times = []
+                    for _ in range(args.repeats):
+                        generated, seconds = decoder.generate(args.new_tokens)
+                        times.append(seconds)
+                except Exception as exc:  # a mode that does not work for this contender: say why
+                    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+                    failures.append(f"{name} batch {batch}: {mode} failed ({type(exc).__name__}: {text})")
+                    continue
+                finally:
+                    compile_blocks(model, False)
+                    del decoder
                     _sync(device)
-            if used is None:
-                raise RuntimeError(f"{name} batch {batch}: no mode worked: {failures[-1]}")
-            times = []
-            for _ in range(args.repeats):
-                generated, seconds = decoder.generate(args.new_tokens)
-                times.append(seconds)
-            tokens[name, batch] = generated.cpu()
-            seconds = statistics.median(times)
-            share, head = (linear_share(Decoder(model, batch, args, device), args.profile_steps)
-                           if args.profile_steps else (None, None))
-            rows.append(dict(batch=batch, contender=name if name != "fp16" else dense_label, key=name, mode=used,
-                             gb=weight_bytes(model) / 1e9, step_ms=seconds / args.new_tokens * 1e3,
-                             tok_s=batch * args.new_tokens / seconds, share=share, head=head))
-            del decoder
-    for row in rows:
-        by = {r["key"]: r for r in rows if r["batch"] == row["batch"]}
+                measured += 1
+                tokens[name, batch, mode] = generated.cpu()
+                step = statistics.median(times) / args.new_tokens
+                rows.append(dict(batch=batch, contender=name if name != "fp16" else dense_label, key=name, mode=mode,
+                                 gb=weight_bytes(model) / 1e9, step_ms=step * 1e3, tok_s=batch / step,
+                                 linear_ms=None if linear is None else linear["decoder"] * 1e3,
+                                 head_ms=None if linear is None else linear["lm_head"] * 1e3,
+                                 share=None if linear is None else linear["decoder"] / step,
+                                 head=None if linear is None else linear["lm_head"] / step))
+                print(rows[-1], flush=True)
+    for row in rows:  # ratios within one batch size and one mode
+        by = {r["key"]: r for r in rows if r["batch"] == row["batch"] and r["mode"] == row["mode"]}
         row["vs_dense"] = row["tok_s"] / by["fp16"]["tok_s"] if "fp16" in by else None
         row["vs_bnb"] = row["tok_s"] / by["bnb"]["tok_s"] if "bnb" in by else None
-        ref = tokens.get(("bnb", row["batch"]))
-        row["agree_bnb"] = None if ref is None else _prefix_agreement(tokens[row["key"], row["batch"]], ref)
+        ref = tokens.get(("bnb", row["batch"], row["mode"]))
+        row["agree_bnb"] = None if ref is None else _prefix_agreement(tokens[row["key"], row["batch"], row["mode"]], ref)
     facts = dict(failures=failures, dense=dense_label, tokens=tokens)
     return rows, facts
 
@@ -337,12 +336,13 @@ def _fmt(value, spec: str, suffix: str = "") -> str:
 
 def table(rows: list[dict], dense: str) -> str:
     lines = [f"| batch | contender | mode | weights GB | ms / step | tokens/s | vs {dense} | vs bnb | "
-             "decoder linears, share of step | lm_head share | same tokens as bnb |",
+             "decoder linears ms (share) | lm_head ms (share) | same tokens as bnb |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+    for r in sorted(rows, key=lambda r: (r["batch"], MODES.index(r["mode"]), CONTENDERS.index(r["key"]))):
         lines.append(f"| {r['batch']} | {r['contender']} | {r['mode']} | {r['gb']:.2f} | {r['step_ms']:.2f} | "
                      f"{r['tok_s']:.1f} | {_fmt(r['vs_dense'], '.2f', 'x')} | {_fmt(r['vs_bnb'], '.2f', 'x')} | "
-                     f"{_fmt(r['share'], '.0%')} | {_fmt(r['head'], '.0%')} | {_fmt(r['agree_bnb'], '.0%')} |")
+                     f"{_fmt(r['linear_ms'], '.2f')} ({_fmt(r['share'], '.0%')}) | "
+                     f"{_fmt(r['head_ms'], '.2f')} ({_fmt(r['head'], '.0%')}) | {_fmt(r['agree_bnb'], '.0%')} |")
     return "\n".join(lines)
 
 
@@ -391,11 +391,13 @@ def report(rows: list[dict], facts: dict, args: argparse.Namespace, argv: list[s
         f"- run: prompt {args.prompt} random tokens, then {args.new_tokens} greedy steps with a StaticCache; "
         f"tokens/s = batch x {args.new_tokens} / decode time (prefill excluded), median of {args.repeats} runs; "
         "ms / step = decode time / steps",
-        "- mode: graph = each decode step one CUDA graph replay; compile = torch.compile of the step; eager = "
-        "plain PyTorch (each contender takes the first of the modes asked for that works)",
-        f"- linear share: torch.profiler over {args.profile_steps} eager decode steps, "
-        + ("GPU kernel time inside the linear layers' forward calls over all GPU kernel time"
-           if device.type == "cuda" else "CPU time inside the linear layers over the steps' wall time"),
+        "- mode: graph = each decode step one CUDA graph replay of transformers' eager modules; compile = the "
+        "same, with the RMSNorms and MLPs (gate, up, SiLU x up, down) compiled by torch.compile (attention is "
+        "not: its layer index would compile it once per layer); eager = plain PyTorch, only where no other "
+        "mode ran; ratios compare rows of one batch size and one mode",
+        "- decoder linears ms / lm_head ms: the model's linear layers alone, each called once on a [batch, 1, "
+        "in_features] input, " + ("timed as one CUDA graph" if device.type == "cuda" else "timed eagerly")
+        + f" (median of {args.linear_reps} replays); share = that time / the decode step's time",
         "- same tokens as bnb: the greedy sequences' common prefix with bitsandbytes', mean over the batch "
         "(both NF4 models hold the same codes; random weights give near-ties, so low-order differences in "
         "the sums can flip a token, after which the sequences part)",
@@ -404,7 +406,7 @@ def report(rows: list[dict], facts: dict, args: argparse.Namespace, argv: list[s
         "",
     ]
     if facts["failures"]:
-        lines += ["Modes that failed (the next one in the list ran):", ""]
+        lines += ["Modes that failed:", ""]
         lines += [f"- {f}" for f in facts["failures"]] + [""]
     return "\n".join(lines)
 
@@ -426,19 +428,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prompt", type=int, default=16, help="prompt tokens")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--profile-steps", type=int, default=4, help="0: no profile (no linear share)")
+    parser.add_argument("--linear-reps", type=int, default=20,
+                        help="replays timing the linear layers alone (0: don't)")
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
-    parser.add_argument("--modes", default="graph,eager",
-                        help=f"modes to try in order, from {MODES} (eager is always the last resort)")
+    parser.add_argument("--modes", default="graph,compile",
+                        help=f"modes to measure, from {MODES} (eager also runs where none of them works; "
+                             "graph and compile need CUDA)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--commit", default=None, help="the commit the code comes from (default: git rev-parse)")
     args = parser.parse_args(argv)
     if args.dtype is None:
         args.dtype = "float16" if args.device.startswith("cuda") else "float32"
     for name in ("layers", "hidden", "intermediate", "heads", "kv_heads", "vocab", "prompt", "new_tokens",
-                 "repeats", "profile_steps"):
-        if getattr(args, name) < (0 if name == "profile_steps" else 1):
-            parser.error(f"--{name.replace('_', '-')} must be >= {0 if name == 'profile_steps' else 1}")
+                 "repeats", "linear_reps"):
+        if getattr(args, name) < (0 if name == "linear_reps" else 1):
+            parser.error(f"--{name.replace('_', '-')} must be >= {0 if name == 'linear_reps' else 1}")
     if args.hidden % args.heads or args.heads % args.kv_heads:
         parser.error("--hidden must be a multiple of --heads, and --heads of --kv-heads")
     unknown = set(args.modes.split(",")) - set(MODES) - {""}

@@ -28,13 +28,13 @@ def test_smallest_configuration_runs_and_nf4_contenders_agree(tmp_path):
     decode = _decode_module()
     args = decode.parse_args(["--device", "cpu", "--layers", "1", "--hidden", "128", "--intermediate", "256",
                               "--heads", "2", "--kv-heads", "1", "--vocab", "256", "--prompt", "4",
-                              "--new-tokens", "6", "--batches", "1,2", "--repeats", "1", "--profile-steps", "0",
+                              "--new-tokens", "6", "--batches", "1,2", "--repeats", "1", "--linear-reps", "1",
                               "--out", str(tmp_path / "decode.md")])
     rows, facts = decode.run(args)
     assert [(r["batch"], r["key"]) for r in rows] == [(b, c) for b in (1, 2) for c in ("fp16", "bnb", "ours")]
-    assert all(r["mode"] == "eager" and r["tok_s"] > 0 for r in rows)
+    assert all(r["mode"] == "eager" and r["tok_s"] > 0 and 0 < r["share"] < 1 for r in rows)
     for batch in (1, 2):
-        ours, theirs = facts["tokens"]["ours", batch], facts["tokens"]["bnb", batch]
+        ours, theirs = facts["tokens"]["ours", batch, "eager"], facts["tokens"]["bnb", batch, "eager"]
         assert ours.shape == (batch, 6) and (ours == theirs).all(), f"batch {batch}: {ours} vs {theirs}"
     text = decode.report(rows, facts, args, ["--device", "cpu"])
     assert "| 1 | ours | eager |" in text and "vs fp32" in text
