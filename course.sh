@@ -32,10 +32,13 @@ install() {
         return 0
     fi
     echo "Installing the course into $VENV (the first time takes a few minutes)..."
+    # --no-compile: pip would byte-compile every file of every package (torch alone: ~15 s); Python compiles
+    # the modules a notebook imports on first import instead, a small fraction of them.
+    local pip=(python -m pip install --no-compile)
     if ! python -c "import torch" >/dev/null 2>&1; then
         if [ -n "${TORCH_PIP_ARGS:-}" ]; then
             # shellcheck disable=SC2086
-            python -m pip install "torch==$TORCH_VERSION" $TORCH_PIP_ARGS
+            "${pip[@]}" "torch==$TORCH_VERSION" $TORCH_PIP_ARGS
         elif ! command -v nvidia-smi >/dev/null 2>&1 && [ "$(uname -s)" = Linux ] && python - <<'PY'
 import sys, urllib.request
 try:
@@ -44,13 +47,13 @@ except Exception:
     sys.exit(1)
 PY
         then
-            python -m pip install "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu \
-                || python -m pip install "torch==$TORCH_VERSION"
+            "${pip[@]}" "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu \
+                || "${pip[@]}" "torch==$TORCH_VERSION"
         else
-            python -m pip install "torch==$TORCH_VERSION"
+            "${pip[@]}" "torch==$TORCH_VERSION"
         fi
     fi
-    python -m pip install -q -e ".$extras"
+    "${pip[@]}" -q -e ".$extras"
     echo "$extras $key" >> "$stamp"
 }
 
@@ -105,9 +108,11 @@ case "${1:-}" in
         export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
         # Library tests, the nbgrader round trip on every notebook, and every solution notebook
         # executed headless (nbval), spread over all cores.
-        # Build the C++ kernels once, up front (about a minute on 2 cores), instead of inside a
-        # notebook's time budget or in several workers at once.
-        python -c "from course_lib import kernels; kernels.load_extension('cpp')" || echo "(the C++ kernels could not be built; their tests will say why)"
+        # Build the C++ kernels once (about a minute of one core), in the background while pytest collects
+        # and starts on the other core, instead of inside a notebook's time budget. A test or notebook that
+        # needs them before the build is done waits for it (torch's build lock), never starts a second one.
+        python -c "from course_lib import kernels; kernels.load_extension('cpp')" >/dev/null \
+            || echo "(the C++ kernels could not be built; their tests will say why)" &
         # --durations: the slowest tests, for whoever keeps the run under its time budget
         exec python -m pytest -n auto --dist loadscope --nbval-lax --durations=25 tests solutions "$@"
         ;;

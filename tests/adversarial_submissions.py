@@ -95,25 +95,18 @@ def noisy_but_correct(assignment: str):
 
 def wrong_and_tests_tampered(assignment: str):
     """Cases 2 and 3: wrong work with its test cell edited to ``pass`` (0: the original test is restored);
-    correct work whose test cell was deleted (restored: full marks); wrong work whose test cell lost its
-    nbgrader metadata and was replaced by ``pass`` (the original is added back: 0)."""
+    correct work whose test cell was deleted (restored: full marks); work that is wrong in one respect only
+    (``trainable_only`` ignored) whose test cell lost its nbgrader metadata and was replaced by ``pass``
+    (the original is added back: 0). Plain wrong work under untouched tests is graded by
+    tests/test_grade_assignment.py."""
     nb = correct(assignment)
     set_answer(nb, "relative_error", wrong(nb, "relative_error"))
     nb.cells[index_of(nb, "test_relative_error")].source = "pass"
     delete(nb, "test_sqnr_db")
-    set_answer(nb, "count_parameters", wrong(nb, "count_parameters"))
-    strip_metadata(nb, "test_count_parameters", source="pass")
-    return nb, {"test_relative_error": 0.0, "test_sqnr_db": 2.0, "test_count_parameters": 0.0}
-
-
-def wrong_plain(assignment: str):
-    """Case 2: wrong work under untouched tests; one answer is wrong only on the hidden tests' fp16 input."""
-    nb = correct(assignment)
-    set_answer(nb, "relative_error", wrong(nb, "relative_error"))
-    set_answer(nb, "sqnr_db", wrapped(nb, "sqnr_db", result="result if args[0].dtype != torch.float16 else 0.0"))
     set_answer(nb, "count_parameters", answer(nb, "count_parameters").replace("p.requires_grad or not trainable_only",
                                                                               "True"))
-    return nb, {"test_relative_error": 0.0, "test_sqnr_db": 0.0, "test_count_parameters": 0.0}
+    strip_metadata(nb, "test_count_parameters", source="pass")
+    return nb, {"test_relative_error": 0.0, "test_sqnr_db": 2.0, "test_count_parameters": 0.0}
 
 
 PATCH_GRADING = """
@@ -152,25 +145,14 @@ get_ipython().events.register("pre_run_cell", lambda *a: setattr(__import__("cou
 def monkeypatching(assignment: str):
     """Case 6: wrong work plus learner code that disables the checker: patched grading helpers, a patched
     reference, a fake ``grading``, a patched builtins.AssertionError, silenced tracebacks and exception
-    hooks, an input transformer that empties the test cell, an event callback that re-patches. All 0."""
+    hooks, an input transformer that empties the test cell, an event callback that re-patches. All 0.
+    sqnr_db is wrong only on the hidden tests' fp16 input: its 0 needs the hidden tests to run, with the
+    real checker restored."""
     nb = correct(assignment)
     set_answer(nb, "relative_error", wrong(nb, "relative_error") + PATCH_GRADING)
-    set_answer(nb, "sqnr_db", wrong(nb, "sqnr_db") + PATCH_DISPLAY)
+    set_answer(nb, "sqnr_db", wrapped(nb, "sqnr_db", result="result if args[0].dtype != torch.float16 else 0.0")
+               + PATCH_DISPLAY)
     set_answer(nb, "count_parameters", wrong(nb, "count_parameters") + PATCH_TRANSFORMERS)
-    return nb, {"test_relative_error": 0.0, "test_sqnr_db": 0.0, "test_count_parameters": 0.0}
-
-
-def delegating(assignment: str):
-    """Case 7: answers that call the course_lib reference instead of computing (directly, through an alias
-    bound at import, inside a try block): check_function's reference-call watch detects each (0)."""
-    nb = correct(assignment)
-    set_answer(nb, "relative_error", "def relative_error(x, x_hat):\n"
-               "    from course_lib.basics import relative_error as r\n    return r(x, x_hat)\n")
-    set_answer(nb, "sqnr_db", "from course_lib import basics as _b\n_ref = _b.sqnr_db\n\n\n"
-               "def sqnr_db(x, x_hat):\n    try:\n        return _ref(x, x_hat)\n    except AssertionError:\n"
-               "        return _ref(x, x_hat)\n")
-    set_answer(nb, "count_parameters", "def count_parameters(model, trainable_only=False):\n"
-               "    from course_lib.basics import count_parameters as r\n    return r(model, trainable_only)\n")
     return nb, {"test_relative_error": 0.0, "test_sqnr_db": 0.0, "test_count_parameters": 0.0}
 
 
@@ -233,10 +215,8 @@ def duplicated_cells(assignment: str):
 
 SUBMISSIONS = {
     "noisy": noisy_but_correct,
-    "wrong": wrong_plain,
     "tampered_tests": wrong_and_tests_tampered,
     "monkeypatch": monkeypatching,
-    "delegate": delegating,
     "breaks_guard": breaking_the_guard,
     "crash_segv": crash_segfault_then_exit,
     "crash_loop_mem": crash_loop_and_memory,
@@ -253,6 +233,16 @@ SUBMISSIONS = {
 # answer when nothing watches (so that 0 comes from the watch, not from a wrong result).
 
 DELEGATIONS: dict[str, dict[str, str]] = {
+    # the reference imported inside the function, bound to another name at import, called inside a try block
+    "00_welcome": {
+        "relative_error": "def relative_error(x, x_hat):\n"
+                          "    from course_lib.basics import relative_error as r\n    return r(x, x_hat)\n",
+        "sqnr_db": "from course_lib import basics as _b\n_ref = _b.sqnr_db\n\n\n"
+                   "def sqnr_db(x, x_hat):\n    try:\n        return _ref(x, x_hat)\n    except AssertionError:\n"
+                   "        return _ref(x, x_hat)\n",
+        "count_parameters": "def count_parameters(model, trainable_only=False):\n"
+                            "    from course_lib.basics import count_parameters as r\n    return r(model, trainable_only)\n",
+    },
     "01_precision_formats": {
         "int_range": "def int_range(bits, signed=True):\n"
                      "    from course_lib.formats import int_range as given\n    return given(bits, signed)\n",

@@ -390,8 +390,8 @@ def test_every_delegating_answer_computes_the_answer_when_nothing_watches(monkey
     pytest.importorskip("nbformat")  # adversarial_submissions builds notebooks (the GPU machine has no nbformat)
     import course_lib
     from adversarial_submissions import DELEGATIONS
-    from course_lib import (affine, awq, bitnet, capstone, distill, formats, gptq, granularity, hqq, kernels, llm_int8,
-                            nf4, prune, qat)
+    from course_lib import (affine, awq, basics, bitnet, capstone, distill, formats, gptq, granularity, hqq, kernels,
+                            llm_int8, nf4, prune, qat)
 
     monkeypatch.setattr(grading, "no_delegation", lambda *a, **k: contextlib.nullcontext())
     w, x = grading.randn(16, 128, seed=0, scale=0.02), grading.randn(8, 16, seed=1)
@@ -400,6 +400,9 @@ def test_every_delegating_answer_computes_the_answer_when_nothing_watches(monkey
     W, H = grading.randn(8, 32, seed=2), gptq.hessian_from_inputs(grading.randn(100, 32, seed=3))
     packed, absmax = nf4.quantize_nf4(w)
     cases = {  # answer: (reference, arguments)
+        "relative_error": (basics.relative_error, (x, x + 0.01)),
+        "sqnr_db": (basics.sqnr_db, (x, x + 0.01)),
+        "count_parameters": (basics.count_parameters, (nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)),)),
         "int_range": (formats.int_range, (8, True)),
         "quantize": (affine.quantize, (grading.randn(16, seed=4), torch.tensor(0.05), torch.tensor(3), -8, 7)),
         "fake_quantize_per_group": (granularity.fake_quantize_per_group, (grading.randn(4, 32, seed=5), 4, 16)),

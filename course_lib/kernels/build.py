@@ -126,7 +126,10 @@ def load_extension(kind: str, verbose: bool = False) -> str:
         name = f"course_lowbit_{kind}_{digest}"
         build = cache_dir() / tag / name
         build.mkdir(parents=True, exist_ok=True)
-        if not list(build.glob(f"{name}*.so")) and not list(build.glob(f"{name}*.pyd")):
+        # said by the process that compiles; one that waits for another's build (torch's lock file) says
+        # nothing, so that a notebook's output does not depend on which process got there first
+        building_elsewhere = (build / "lock").exists()
+        if not building_elsewhere and not list(build.glob(f"{name}*.so")) and not list(build.glob(f"{name}*.pyd")):
             print(f"course_lib.kernels: compiling the {kind.upper()} extension (first use only, about a minute)...",
                   flush=True)
         flags = dict(extra_cflags=["-O3", "-fopenmp-simd"], extra_include_paths=[str(CSRC)])
