@@ -32,7 +32,7 @@ def test_smallest_configuration_runs_and_nf4_contenders_agree(tmp_path):
                               "--out", str(tmp_path / "decode.md")])
     rows, facts = decode.run(args)
     assert [(r["batch"], r["key"]) for r in rows] == [(b, c) for b in (1, 2) for c in ("fp16", "bnb", "ours")]
-    assert all(r["mode"] == "eager" and r["tok_s"] > 0 and 0 < r["share"] < 1 for r in rows)
+    assert all(r["mode"] == "eager" and r["tok_s"] > 0 and r["linear_ms"] > 0 for r in rows)  # timings: no bounds
     for batch in (1, 2):
         ours, theirs = facts["tokens"]["ours", batch, "eager"], facts["tokens"]["bnb", batch, "eager"]
         assert ours.shape == (batch, 6) and (ours == theirs).all(), f"batch {batch}: {ours} vs {theirs}"
