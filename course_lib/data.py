@@ -5,18 +5,39 @@
 - :func:`sentence_pairs`: a small sentence-similarity set written for this course, to score
   MiniLM's embeddings before and after quantization;
 - :func:`corpus_text`: the calibration and evaluation texts of the course LM (from the Python
-  3.11 documentation, PSF licence; see docs/COURSE_LM.md).
+  3.11 documentation, PSF licence; see docs/COURSE_LM.md);
+- synthetic data, drawn from a seed (the same numbers on every machine), that the widgets show
+  when no model is loaded: :func:`weight_sample` (named distributions, standard deviation 1),
+  :func:`gaussian_with_outliers` (notebooks 02 and 10), :func:`outlier_column_layers` (03),
+  :func:`outlier_feature_activations` (06), :func:`correlated_feature_layer` (07),
+  :func:`heavy_tailed_weight` (09) and :func:`outlier_feature_layer` (12). Each is written once,
+  here; the widget modules only choose among them.
 """
 
 from __future__ import annotations
 
 import csv
 import functools
+import math
 from pathlib import Path
 
 import torch
 
-__all__ = ["ASSETS_DIR", "load_digits", "sentence_pairs", "corpus_text", "CORPUS_SPLITS"]
+__all__ = [
+    "ASSETS_DIR",
+    "load_digits",
+    "sentence_pairs",
+    "corpus_text",
+    "CORPUS_SPLITS",
+    "WEIGHT_DISTRIBUTIONS",
+    "weight_sample",
+    "gaussian_with_outliers",
+    "outlier_column_layers",
+    "outlier_feature_activations",
+    "correlated_feature_layer",
+    "heavy_tailed_weight",
+    "outlier_feature_layer",
+]
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 CORPUS_DIR = ASSETS_DIR / "course_lm_corpus"
@@ -135,3 +156,197 @@ def corpus_text(split: str) -> str:
         raise ValueError(f"split must be one of {CORPUS_SPLITS}, got {split!r} (the training text is not shipped; "
                          "scripts/build_corpus.py rebuilds it)")
     return _read_corpus(split)
+
+
+# ----------------------------------------------------------------------------------------------
+# synthetic data for the widgets
+#
+# Each function seeds its own torch.Generator, so a widget's numbers (and a notebook that prints
+# them) are the same on every machine. The order of the draws is part of the data: changing it
+# changes what the widgets show.
+
+#: Distributions of :func:`weight_sample`: Gaussian, Laplace (heavier tails), Student-t with 3
+#: degrees of freedom (outliers) and uniform.
+WEIGHT_DISTRIBUTIONS = ("gaussian", "laplace", "student_t3", "uniform")
+
+
+def _generator(seed: int) -> torch.Generator:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    return torch.Generator().manual_seed(seed)
+
+
+def _student_t(shape: tuple[int, ...], df: int, gen: torch.Generator, scale: float = 1.0) -> torch.Tensor:
+    # scale times a normal over the root of a chi-square / df (variance scale**2 * df / (df - 2))
+    normal = torch.randn(*shape, generator=gen)
+    chi2 = torch.randn(df, *shape, generator=gen).pow(2).sum(0)
+    return scale * normal / (chi2 / df).sqrt()
+
+
+def _linear_weight(out_features: int, in_features: int, gen: torch.Generator) -> torch.Tensor:
+    # Gaussian with variance 1 / in_features: outputs of the order of the inputs.
+    return torch.randn(out_features, in_features, generator=gen) / math.sqrt(in_features)
+
+
+def _feature_scales(in_features: int, outlier_scale: float) -> torch.Tensor:
+    # Every 16th input feature outlier_scale times larger: the uneven feature scales of real activations.
+    scale = torch.ones(in_features)
+    scale[::16] = outlier_scale
+    return scale
+
+
+def weight_sample(distribution: str, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` values of a named distribution with mean 0 and standard deviation 1.
+
+    Args:
+        distribution: one of :data:`WEIGHT_DISTRIBUTIONS`.
+        n: the number of values.
+        seed: seed of the draws.
+
+    Returns:
+        float32 ``[n]``.
+    """
+    gen = _generator(seed)
+    if distribution == "gaussian":
+        return torch.randn(n, generator=gen)
+    if distribution == "laplace":
+        # inverse CDF; float64 draws keep log1p away from -1 (a float32 draw of 0 would give -inf)
+        u = torch.rand(n, generator=gen, dtype=torch.float64) - 0.5
+        return (-torch.sign(u) * torch.log1p(-2 * u.abs()) / 2**0.5).float()
+    if distribution == "student_t3":
+        return _student_t((n,), 3, gen) / 3**0.5
+    if distribution == "uniform":
+        return (torch.rand(n, generator=gen) * 2 - 1) * 3**0.5
+    raise ValueError(f"distribution must be one of {WEIGHT_DISTRIBUTIONS}, got {distribution!r}")
+
+
+def gaussian_with_outliers(n: int = 20_000, one_in: int = 200, factor: float = 4.0, seed: int = 0) -> torch.Tensor:
+    """A Gaussian sample (standard deviation 1) with a few values ``factor`` times larger.
+
+    Like a layer's weights or activations. The defaults (0.5% of the values 4x larger) are notebook
+    02's data; notebook 10's ternary widget takes 0.1% 8x larger (``one_in=1000, factor=8``).
+
+    Args:
+        n: the number of values.
+        one_in: one value in ``one_in`` is an outlier (at least one).
+        factor: the outliers' factor.
+        seed: seed of the draws.
+
+    Returns:
+        float32 ``[n]``; the outliers are its first ``max(1, n // one_in)`` values.
+    """
+    x = weight_sample("gaussian", n, seed)
+    x[: max(1, n // one_in)] *= factor
+    return x
+
+
+def outlier_column_layers(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Two small weights ``[64, 256]`` (standard deviation 0.05), the second with one outlier input column.
+
+    Notebook 03's granularity widget shows them when no model is loaded: column 17 of the second is 40x
+    larger, the case where one scale per input column beats one per row.
+
+    Args:
+        seed: seed of the draws.
+
+    Returns:
+        ``{"synthetic": w, "synthetic, one outlier column": w_spiky}``, float32.
+    """
+    gen = _generator(seed)
+    plain = torch.randn(64, 256, generator=gen) * 0.05
+    spiky = torch.randn(64, 256, generator=gen) * 0.05
+    spiky[:, 17] *= 40
+    return {"synthetic": plain, "synthetic, one outlier column": spiky}
+
+
+def outlier_feature_activations(tokens: int = 256, features: int = 256, out_features: int = 128,
+                                seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Activations with a few systematic outlier features (as in large LMs), and a weight matrix.
+
+    Notebook 06's threshold widget: features 7, 60, 131 and 200 reach about 25, 12, 8 and 3.5 (times a
+    random factor in [0.5, 1.5) and a random sign per token); the others have standard deviation 0.7.
+
+    Args:
+        tokens: rows of the activations.
+        features: columns of the activations (at least 201, for the outlier features).
+        out_features: rows of the weight.
+        seed: seed of the draws.
+
+    Returns:
+        ``(x, w)``: float32 activations ``[tokens, features]`` and weight ``[out_features, features]``
+        (variance ``1 / features``).
+    """
+    gen = _generator(seed)
+    x = torch.randn(tokens, features, generator=gen) * 0.7
+    for col, size in ((7, 25.0), (60, 12.0), (131, 8.0), (200, 3.5)):
+        x[:, col] = torch.randn(tokens, generator=gen).sign() * size * (0.5 + torch.rand(tokens, generator=gen))
+    return x, _linear_weight(out_features, features, gen)
+
+
+def correlated_feature_layer(correlation: float, outlier_scale: float, out_features: int = 64,
+                             in_features: int = 128, tokens: int = 2048,
+                             seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A weight and two input sets (calibration, held out) with correlated, unevenly scaled features.
+
+    Notebook 07's GPTQ widget: the inputs share a 4-dimensional common factor with weight
+    ``correlation``, and every 16th feature is ``outlier_scale`` times larger.
+
+    Args:
+        correlation: in ``[0, 1]``: 0, independent features; near 1, all features move together.
+        outlier_scale: the factor of every 16th input feature.
+        out_features, in_features: the weight's shape.
+        tokens: rows of each input set.
+        seed: seed of the draws.
+
+    Returns:
+        ``(W, X_calibration, X_held_out)``: float32 ``[out_features, in_features]`` and twice
+        ``[tokens, in_features]``.
+    """
+    gen = _generator(seed)
+    W = _linear_weight(out_features, in_features, gen)
+    loading = torch.randn(4, in_features, generator=gen)
+    feature_scale = _feature_scales(in_features, outlier_scale)
+
+    def inputs(n: int) -> torch.Tensor:
+        z = torch.randn(n, in_features, generator=gen)
+        common = torch.randn(n, 4, generator=gen) @ loading / 2
+        return (math.sqrt(1 - correlation) * z + math.sqrt(correlation) * common) * feature_scale
+
+    return W, inputs(tokens), inputs(tokens)
+
+
+def heavy_tailed_weight(out_features: int = 128, in_features: int = 256, seed: int = 0) -> torch.Tensor:
+    """A heavy-tailed weight matrix, like a trained layer's: 0.02 times a Student-t with 4 degrees of freedom.
+
+    Notebook 09's HQQ widget (and tests/test_hqq.py) quantize it.
+
+    Args:
+        out_features, in_features: the shape.
+        seed: seed of the draws.
+
+    Returns:
+        float32 ``[out_features, in_features]`` (standard deviation about 0.028).
+    """
+    return _student_t((out_features, in_features), 4, _generator(seed), scale=0.02)
+
+
+def outlier_feature_layer(outlier_scale: float, out_features: int = 64, in_features: int = 128, tokens: int = 1024,
+                          seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A weight and inputs whose every 16th feature is ``outlier_scale`` times larger.
+
+    Notebook 12's pruning widget: the case where Wanda (|weight| x input norm) keeps weights that
+    magnitude pruning drops.
+
+    Args:
+        outlier_scale: the factor of every 16th input feature.
+        out_features, in_features: the weight's shape.
+        tokens: rows of the inputs.
+        seed: seed of the draws.
+
+    Returns:
+        ``(W, X)``: float32 ``[out_features, in_features]`` and ``[tokens, in_features]``.
+    """
+    gen = _generator(seed)
+    W = _linear_weight(out_features, in_features, gen)
+    X = torch.randn(tokens, in_features, generator=gen) * _feature_scales(in_features, outlier_scale)
+    return W, X

@@ -198,3 +198,68 @@ def test_split_is_by_path_hash_and_disjoint():
     for name in ("eval", "calib", "valid"):
         assert 5000 <= sum(len(docs[p]) for p in splits[name]) < 5000 + 1100
     assert splits == bc.split_documents(dict(reversed(list(docs.items()))), 5000, 60_000)
+
+
+# --------------------------------------------------------------------------------------
+# synthetic data for the widgets
+# --------------------------------------------------------------------------------------
+def _fingerprint(t: torch.Tensor) -> tuple[float, float]:
+    return round(float(t.double().sum()), 4), round(float(t.double().abs().max()), 4)
+
+
+#: (generator call, fingerprints of its tensors): what the widgets show by default. A changed draw order
+#: or formula changes the widgets' numbers (and notebook 02's printed ones): update these on purpose only.
+WIDGET_DATA = [
+    (lambda: [data.gaussian_with_outliers()], [(-212.3551, 13.642)]),
+    (lambda: list(data.outlier_column_layers().values()), [(-6.2056, 0.2172), (-1.121, 5.0879)]),
+    (lambda: list(data.outlier_feature_activations()), [(-77.2979, 37.4469), (0.5942, 0.2761)]),
+    (lambda: list(data.correlated_feature_layer(0.5, 8.0)), [(-5.9526, 0.3625), (1527.264, 55.7349),
+                                                              (-653.6906, 47.9582)]),
+    (lambda: [data.heavy_tailed_weight()], [(-14.2485, 0.676)]),
+    (lambda: list(data.outlier_feature_layer(10.0)), [(-5.9526, 0.3625), (23.1819, 42.1717)]),
+]
+
+
+@pytest.mark.parametrize("make, expected", WIDGET_DATA, ids=["gaussian_with_outliers", "outlier_column_layers",
+                                                             "outlier_feature_activations", "correlated_feature_layer",
+                                                             "heavy_tailed_weight", "outlier_feature_layer"])
+def test_widget_data_is_the_same_on_every_call_and_machine(make, expected):
+    first, second = make(), make()
+    assert all(torch.equal(a, b) and a.dtype == torch.float32 for a, b in zip(first, second))
+    assert [_fingerprint(t) for t in first] == expected
+
+
+@pytest.mark.parametrize("distribution", data.WEIGHT_DISTRIBUTIONS)
+def test_weight_sample_has_unit_std_and_a_seed(distribution):
+    x = data.weight_sample(distribution, 100_000)
+    assert x.shape == (100_000,) and x.dtype == torch.float32 and torch.isfinite(x).all()
+    assert abs(float(x.mean())) < 0.02 and abs(float(x.std()) - 1) < 0.05
+    assert torch.equal(x, data.weight_sample(distribution, 100_000, seed=0))
+    assert not torch.equal(x, data.weight_sample(distribution, 100_000, seed=1))
+
+
+def test_widget_data_shapes_and_outliers():
+    x = data.gaussian_with_outliers(1000, one_in=100, factor=8.0, seed=3)
+    plain = data.weight_sample("gaussian", 1000, seed=3)
+    assert torch.equal(x[:10], 8.0 * plain[:10]) and torch.equal(x[10:], plain[10:])
+    assert torch.equal(data.gaussian_with_outliers(50, one_in=100, factor=2.0)[:1],
+                       2.0 * data.weight_sample("gaussian", 50)[:1])  # at least one outlier
+    layers = data.outlier_column_layers()
+    spiky = layers["synthetic, one outlier column"]
+    assert spiky.abs().amax(dim=0).argmax() == 17
+    x, w = data.outlier_feature_activations(tokens=32, features=300, out_features=8)
+    assert x.shape == (32, 300) and w.shape == (8, 300)
+    assert set(x.abs().amax(dim=0).topk(4).indices.tolist()) == {7, 60, 131, 200}
+    W, X_cal, X_test = data.correlated_feature_layer(0.9, 5.0, out_features=8, in_features=32, tokens=64)
+    assert W.shape == (8, 32) and X_cal.shape == X_test.shape == (64, 32) and not torch.equal(X_cal, X_test)
+    W, X = data.outlier_feature_layer(5.0, out_features=8, in_features=32, tokens=512)
+    norms = X.norm(dim=0)
+    assert W.shape == (8, 32) and X.shape == (512, 32) and norms[::16].min() > 3 * norms[1:16].max()
+    assert data.heavy_tailed_weight(4, 6, seed=1).shape == (4, 6)
+
+
+def test_widget_data_errors():
+    with pytest.raises(ValueError, match="distribution"):
+        data.weight_sample("cauchy", 10)
+    with pytest.raises(TypeError, match="seed"):
+        data.heavy_tailed_weight(seed=1.5)

@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from .. import affine
+from ..data import gaussian_with_outliers
 from ..plots.affine import draw_error_histogram, draw_mapping
 
 #: Scheme name -> (symmetric, signed, restricted).
@@ -14,14 +15,6 @@ SCHEMES = {
     "symmetric (signed)": (True, True, False),
     "symmetric, restricted": (True, True, True),
 }
-
-
-def default_data(n: int = 20_000, seed: int = 0) -> torch.Tensor:
-    """A bell-shaped sample with a few large values, like a layer's weights or activations."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, generator=gen)
-    x[: n // 200] *= 4  # 0.5% outliers
-    return x
 
 
 def explore(x: torch.Tensor, bits: int, x_min: float, x_max: float, scheme: str, axes=None) -> dict:
@@ -61,7 +54,7 @@ def affine_explorer(x: torch.Tensor | None = None, bits: int = 4):
     """
     import ipywidgets as widgets
 
-    data = default_data() if x is None else x.detach().flatten().float().cpu()
+    data = gaussian_with_outliers() if x is None else x.detach().flatten().float().cpu()
     amax = float(data.abs().max())
     limit = round(amax * 1.25, 1)
     bits_slider = widgets.IntSlider(value=bits, min=2, max=8, step=1, description="bits")

@@ -5,32 +5,49 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import torch
 
+from .. import affine, bitnet
+from ..data import gaussian_with_outliers, weight_sample
 from ..plots.bitnet import draw_ternary_histogram
 
-#: Weight distributions the widget offers (all with standard deviation about 1 before outliers).
+#: Weight distributions the widget offers (all with standard deviation 1 before outliers).
 DISTRIBUTIONS = ("gaussian", "laplace", "gaussian + 0.1% outliers (x8)")
+SAMPLE_SIZE = 50_000
 
 
-def sample_weights(distribution: str, n: int = 50_000, seed: int = 0) -> torch.Tensor:
-    """``n`` weights from one of :data:`DISTRIBUTIONS`."""
+def sample(distribution: str) -> torch.Tensor:
+    """The widget's :data:`SAMPLE_SIZE` weights of one of :data:`DISTRIBUTIONS` (from ``course_lib.data``).
+
+    Args:
+        distribution: a menu entry of :data:`DISTRIBUTIONS`.
+
+    Returns:
+        float32 ``[SAMPLE_SIZE]``, the same on every call.
+    """
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
-    gen = torch.Generator().manual_seed(seed)
-    if distribution == "laplace":
-        u = torch.rand(n, generator=gen, dtype=torch.float64) - 0.5
-        w = -torch.sign(u) * torch.log1p(-2 * u.abs()) / 2**0.5
-        return w.float()
-    w = torch.randn(n, generator=gen)
-    if distribution.startswith("gaussian +"):
-        w[: max(1, n // 1000)] *= 8
-    return w
+    if distribution == DISTRIBUTIONS[2]:
+        return gaussian_with_outliers(SAMPLE_SIZE, one_in=1000, factor=8.0)
+    return weight_sample(distribution, SAMPLE_SIZE)
 
 
 def ternary_stats(w: torch.Tensor, multiplier: float) -> dict:
-    """Step ``gamma = multiplier * mean|w|``: shares of -1/0/+1 and the relative MSE (no plot)."""
-    gamma = multiplier * float(w.abs().mean())
-    codes = (w * (1.0 / gamma)).round().clamp(-1, 1)
-    rel_mse = float((w - gamma * codes).pow(2).mean() / w.pow(2).mean())
+    """Ternarize ``w`` with the step ``gamma = multiplier * mean|w|`` (no plot).
+
+    ``multiplier=1`` is BitNet's absmean quantizer (``bitnet.absmean_ternary``); another multiplier
+    keeps its rule (round ``w / gamma``, clamp to -1..1) with a wider or narrower step: the affine
+    grid of codes -1, 0, 1 with scale ``gamma``.
+
+    Args:
+        w: float weights, any shape.
+        multiplier: the step as a multiple of mean|w| (> 0).
+
+    Returns:
+        dict: ``gamma`` (the step), ``zeros`` (share of 0 codes), ``rel_mse`` (``mean (w - w_hat)^2 / mean w^2``).
+    """
+    _, absmean = bitnet.absmean_ternary(w)
+    gamma = multiplier * float(absmean)
+    codes = affine.quantize(w, gamma, 0, -1, 1)
+    rel_mse = float((w - affine.dequantize(codes, gamma, 0)).pow(2).mean() / w.pow(2).mean())
     return {"gamma": gamma, "zeros": float((codes == 0).float().mean()), "rel_mse": rel_mse}
 
 
@@ -49,7 +66,7 @@ def ternary_explorer(multiplier: float = 1.0):
     out = widgets.Output()
 
     def update(change=None) -> dict:
-        w = sample_weights(dist.value)
+        w = sample(dist.value)
         stats = ternary_stats(w, mult.value)
         best = min((ternary_stats(w, m / 20)["rel_mse"], m / 20) for m in range(2, 81))
         absmax_mult = float(w.abs().max() / w.abs().mean())

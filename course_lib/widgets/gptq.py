@@ -2,38 +2,14 @@
 
 from __future__ import annotations
 
-import math
-
 import matplotlib.pyplot as plt
-import torch
 
 from .. import gptq
+from ..data import correlated_feature_layer
 from ..granularity import fake_quantize_weight
 
 #: Group-size menu: label -> group size (None: one scale per output channel).
 GROUP_SIZES = {"per channel": None, "64": 64, "32": 32}
-
-
-def synthetic_layer(correlation: float, outlier_scale: float, out_features: int = 64, in_features: int = 128,
-                    tokens: int = 2048, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A weight ``[out, in]`` and calibration / held-out inputs ``[tokens, in]``.
-
-    Inputs share a common factor with weight ``correlation`` (0: independent features; near 1: all
-    features move together), and every 16th feature is multiplied by ``outlier_scale`` (the uneven
-    feature scales of real activations).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    W = torch.randn(out_features, in_features, generator=gen) / math.sqrt(in_features)
-    loading = torch.randn(4, in_features, generator=gen)
-    feature_scale = torch.ones(in_features)
-    feature_scale[::16] = outlier_scale
-
-    def inputs(n):
-        z = torch.randn(n, in_features, generator=gen)
-        common = torch.randn(n, 4, generator=gen) @ loading / 2
-        return (math.sqrt(1 - correlation) * z + math.sqrt(correlation) * common) * feature_scale
-
-    return W, inputs(tokens), inputs(tokens)
 
 
 def explore(bits: int, group_size: int | None, correlation: float, outlier_scale: float, ax=None) -> dict:
@@ -43,7 +19,7 @@ def explore(bits: int, group_size: int | None, correlation: float, outlier_scale
         dict ``{"RTN": e, "GPTQ": e, "GPTQ act-order": e}`` of relative output errors
         ``||WX - QX||^2 / ||WX||^2`` on held-out inputs.
     """
-    W, X_cal, X_test = synthetic_layer(correlation, outlier_scale)
+    W, X_cal, X_test = correlated_feature_layer(correlation, outlier_scale)
     H = gptq.hessian_from_inputs(X_cal)
     results = {
         "RTN": fake_quantize_weight(W, bits, group_size),

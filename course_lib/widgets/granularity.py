@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from .. import granularity
+from ..data import outlier_column_layers
 from ..plots.granularity import draw_error_histogram
 
 #: Menu label -> granularity name of ``course_lib.granularity``.
@@ -18,15 +19,6 @@ CHOICES = {
     "per-group": "group",
 }
 GROUP_SIZES = (8, 16, 32, 64, 128, 256, 512)
-
-
-def default_weights(seed: int = 0) -> dict[str, torch.Tensor]:
-    """Two small synthetic layers (one with an outlier column), for use without the MiniLM model."""
-    gen = torch.Generator().manual_seed(seed)
-    plain = torch.randn(64, 256, generator=gen) * 0.05
-    spiky = torch.randn(64, 256, generator=gen) * 0.05
-    spiky[:, 17] *= 40
-    return {"synthetic": plain, "synthetic, one outlier column": spiky}
 
 
 def explore(w: torch.Tensor, bits: int, granularity_name: str, group_size: int | None = None,
@@ -62,7 +54,7 @@ def granularity_explorer(weights: Mapping[str, torch.Tensor] | None = None, bits
 
     Args:
         weights: ``{name: 2-D weight}``, e.g. ``granularity.linear_weights(model)``; default two
-            synthetic layers.
+            synthetic layers (``course_lib.data.outlier_column_layers``).
         bits: the starting bit width (2 to 8).
 
     Returns:
@@ -72,7 +64,7 @@ def granularity_explorer(weights: Mapping[str, torch.Tensor] | None = None, bits
     """
     import ipywidgets as widgets
 
-    weights = dict(default_weights() if weights is None else weights)
+    weights = dict(outlier_column_layers() if weights is None else weights)
     if not weights:
         raise ValueError("weights must hold at least one 2-D weight")
     for name, w in weights.items():

@@ -6,19 +6,14 @@ import matplotlib.pyplot as plt
 import torch
 
 from .. import hqq
+from ..data import heavy_tailed_weight
 from ..granularity import fake_quantize_weight
 from ..plots.hqq import draw_convergence
 
 #: Group-size menu: label -> group size (None: one group per output channel).
 GROUP_SIZES = {"32": 32, "64": 64, "128": 128, "per channel": None}
-
-
-def default_weight(out_features: int = 128, in_features: int = 256, seed: int = 0) -> torch.Tensor:
-    """A heavy-tailed (Student-t, 4 degrees of freedom) weight matrix, like a trained layer's."""
-    gen = torch.Generator().manual_seed(seed)
-    normal = torch.randn(out_features, in_features, generator=gen)
-    chi2 = torch.randn(4, out_features, in_features, generator=gen).pow(2).sum(0)
-    return 0.02 * normal / (chi2 / 4).sqrt()
+#: The widget's weight when it is given none (tests/test_hqq.py builds its inputs with it).
+default_weight = heavy_tailed_weight
 
 
 def explore(W: torch.Tensor, bits: int, group_size: int | None, lp_norm: float, beta: float, iters: int,

@@ -6,17 +6,11 @@ import matplotlib.pyplot as plt
 import torch
 
 from .. import llm_int8
+from ..data import outlier_feature_activations
 from ..plots.llm_int8 import draw_column_absmax
 
-
-def default_data(tokens: int = 256, features: int = 256, out_features: int = 128, seed: int = 0):
-    """Activations with a few systematic outlier features (as in large LMs) and a weight matrix."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(tokens, features, generator=gen) * 0.7
-    for col, size in ((7, 25.0), (60, 12.0), (131, 8.0), (200, 3.5)):
-        x[:, col] = torch.randn(tokens, generator=gen).sign() * size * (0.5 + torch.rand(tokens, generator=gen))
-    w = torch.randn(out_features, features, generator=gen) / features**0.5
-    return x, w
+#: The widget's data when it is given none (tests/test_llm_int8.py calls it by this name).
+default_data = outlier_feature_activations
 
 
 def explore(x: torch.Tensor, w: torch.Tensor, threshold: float, axes=None) -> dict:

@@ -6,29 +6,19 @@ import matplotlib.pyplot as plt
 import torch
 
 from .. import nf4
+from ..data import weight_sample
 from ..plots.nf4 import SCHEME_COLORS, draw_code_points, scheme_codebooks
 
-#: Weight sources the widget offers without a model.
-SOURCES = ("Gaussian", "Laplace (heavier tails)", "Student-t, 3 dof (outliers)", "uniform")
-
-
-def sample_weights(source: str, n: int = 64 * 1024, seed: int = 0) -> torch.Tensor:
-    """Synthetic weights of a named distribution (std about 0.02, like a trained layer)."""
-    gen = torch.Generator().manual_seed(seed)
-    if source == "Gaussian":
-        x = torch.randn(n, generator=gen)
-    elif source == "Laplace (heavier tails)":
-        u = torch.rand(n, generator=gen) - 0.5
-        x = -torch.sign(u) * torch.log1p(-2 * u.abs()) / 2**0.5
-    elif source == "Student-t, 3 dof (outliers)":
-        z = torch.randn(n, generator=gen)
-        chi2 = torch.randn(n, 3, generator=gen).pow(2).sum(1)
-        x = z / torch.sqrt(chi2 / 3) / 3**0.5
-    elif source == "uniform":
-        x = (torch.rand(n, generator=gen) * 2 - 1) * 3**0.5
-    else:
-        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-    return x * 0.02
+#: Weight sources the widget offers without a model: menu label -> ``course_lib.data.weight_sample``'s
+#: distribution, drawn with :data:`SAMPLE_SIZE` values and scaled to standard deviation :data:`WEIGHT_STD`.
+SOURCES = {
+    "Gaussian": "gaussian",
+    "Laplace (heavier tails)": "laplace",
+    "Student-t, 3 dof (outliers)": "student_t3",
+    "uniform": "uniform",
+}
+SAMPLE_SIZE = 64 * 1024
+WEIGHT_STD = 0.02  # like a trained layer's weights
 
 
 def compare(w: torch.Tensor, blocksize: int, schemes=("nf4", "fp4", "int4", "int4_asym")) -> dict:
@@ -64,7 +54,7 @@ def codebook_explorer(weights: dict | None = None, blocksize: int = 64):
 
     def data(name: str) -> torch.Tensor:
         if name not in cache:
-            cache[name] = extra[name] if name in extra else sample_weights(name)
+            cache[name] = extra[name] if name in extra else WEIGHT_STD * weight_sample(SOURCES[name], SAMPLE_SIZE)
         return cache[name]
 
     def update(change=None) -> dict:

@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import math
-
 import matplotlib.pyplot as plt
-import torch
 
 from .. import prune
+from ..data import outlier_feature_layer
 
 METHODS = ("magnitude (per layer)", "Wanda (per row)", "2:4 magnitude", "2:4 Wanda")
-
-
-def synthetic_layer(outlier_scale: float, out_features: int = 64, in_features: int = 128, tokens: int = 1024,
-                    seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A weight ``[out, in]`` and inputs ``[tokens, in]`` where every 16th input feature is ``outlier_scale`` larger."""
-    gen = torch.Generator().manual_seed(seed)
-    W = torch.randn(out_features, in_features, generator=gen) / math.sqrt(in_features)
-    scale = torch.ones(in_features)
-    scale[::16] = outlier_scale
-    X = torch.randn(tokens, in_features, generator=gen) * scale
-    return W, X
 
 
 def explore(method: str, sparsity: float, outlier_scale: float, ax=None) -> dict:
     """Prune the synthetic layer; show the mask and return the relative output error ``||WX - W'X||^2 / ||WX||^2``."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    W, X = synthetic_layer(outlier_scale)
+    W, X = outlier_feature_layer(outlier_scale)
     norms = X.norm(dim=0)
     if method == METHODS[0]:
         mask = prune.magnitude_mask(W, sparsity)
