@@ -8,6 +8,9 @@ Every notebook measures quality and cost with these functions, so that a table i
 - :func:`unigram_perplexity`: the no-context baseline a language model has to beat;
 - :func:`accuracy`: top-1 accuracy of a classifier (the digits models);
 - :func:`embedding_cosine` and :func:`spearman`: quality of sentence embeddings (MiniLM);
+- :func:`granularity_sweep`: notebook 03's sweep, every Linear of the sentence encoder
+  fake-quantized at each granularity setting (``granularity.quantized_linears``), with its
+  embeddings' cosine to the fp32 ones;
 - :func:`model_size_bytes`: bytes of a model's weights as stored, or as they would be stored
   in another dtype or in a packed k-bit format with per-group scales;
 - :func:`measure_latency`: wall-clock timing with warm-up and CUDA synchronization;
@@ -27,12 +30,15 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .granularity import quantized_linears
+
 __all__ = [
     "perplexity",
     "unigram_perplexity",
     "accuracy",
     "embedding_cosine",
     "spearman",
+    "granularity_sweep",
     "model_size_bytes",
     "measure_latency",
     "quantization_table",
@@ -379,6 +385,46 @@ def spearman(x, y) -> float:
     if denom == 0.0:
         return float("nan")
     return max(-1.0, min(1.0, float((rx * ry).sum()) / denom))
+
+
+def granularity_sweep(model: torch.nn.Module, tokenizer, sentences, settings, progress: bool = True) -> list[dict]:
+    """Weight error and sentence-embedding cosine of ``model`` under each quantization setting.
+
+    Args:
+        model: a sentence encoder (e.g. ``course_lib.models.load_minilm()``'s model); restored afterwards.
+        tokenizer: its tokenizer.
+        sentences: a non-empty list of strings, embedded with ``course_lib.models.embed``.
+        settings: an iterable of ``(bits, granularity, group_size)`` tuples.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        One dict per setting (the rows ``course_lib.plots.granularity.plot_pareto`` draws): ``bits``,
+        ``granularity``, ``group_size``, ``label``, ``effective_bits``, ``mse`` (mean squared weight
+        error over all Linear weights), ``rel_error`` (``sse / sum_sq``), ``cosine`` (mean cosine of
+        quantized vs fp32 embeddings) and ``min_cosine``.
+    """
+    from .models import embed  # imports transformers: only when a sweep runs
+
+    settings = list(settings)
+    if not settings:
+        raise ValueError("settings must not be empty")
+    reference = embed(model, tokenizer, sentences)
+    rows = []
+    if progress:
+        from tqdm.auto import tqdm
+
+        settings_iter = tqdm(settings, desc="quantize + embed", leave=False)
+    else:
+        settings_iter = settings
+    for bits, granularity, group_size in settings_iter:
+        with quantized_linears(model, bits, granularity, group_size) as stats:
+            cos = embedding_cosine(embed(model, tokenizer, sentences), reference)
+        label = f"group {group_size}" if granularity == "group" else f"per-{granularity}"
+        rows.append({"bits": bits, "granularity": granularity, "group_size": group_size, "label": label,
+                     "effective_bits": stats["effective_bits"], "mse": stats["sse"] / stats["numel"],
+                     "rel_error": stats["sse"] / stats["sum_sq"], "cosine": float(cos.mean()),
+                     "min_cosine": float(cos.min())})
+    return rows
 
 
 # --------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ so that ``quantize_dequantize`` equals ``torch.fake_quantize_per_channel_affine`
 - ``quantized_linear``: per-token activations x per-output-channel weights, int32 accumulation;
 - ``fake_quantize(x, bits, granularity, group_size)`` and ``effective_bits``: every granularity
   of ``GRANULARITIES``, and its storage cost in bits per parameter;
-- ``quantized_linears`` / ``granularity_sweep``: fake-quantize every ``nn.Linear`` of a model in
-  place (restored afterwards) and measure the weight error and the sentence-embedding cosine.
+- ``quantized_linears``: fake-quantize every ``nn.Linear`` of a model in place (restored
+  afterwards) and report the weight error and the bits stored (``course_lib.evaluate.granularity_sweep``
+  measures the sentence-embedding cosine under each setting with it).
 
 The weight quantizer of the later notebooks (GPTQ, AWQ, HQQ, the capstone) lives here too:
 round-to-nearest (RTN) of a 2-D weight ``[out_features, in_features]`` with one scale and zero
@@ -45,7 +46,6 @@ __all__ = [
     "effective_bits",
     "linear_weights",
     "quantized_linears",
-    "granularity_sweep",
 ]
 
 
@@ -522,43 +522,3 @@ def quantized_linears(model: torch.nn.Module, bits: int, granularity: str = "cha
         with torch.no_grad():
             for name, w in weights.items():
                 w.copy_(saved[name])
-
-
-def granularity_sweep(model: torch.nn.Module, tokenizer, sentences, settings, progress: bool = True) -> list[dict]:
-    """Weight error and sentence-embedding cosine of ``model`` under each quantization setting.
-
-    Args:
-        model: a sentence encoder (e.g. ``course_lib.models.load_minilm()``'s model); restored afterwards.
-        tokenizer: its tokenizer.
-        sentences: a non-empty list of strings, embedded with ``course_lib.models.embed``.
-        settings: an iterable of ``(bits, granularity, group_size)`` tuples.
-        progress: show a tqdm progress bar.
-
-    Returns:
-        One dict per setting: ``bits``, ``granularity``, ``group_size``, ``label``, ``effective_bits``,
-        ``mse`` (mean squared weight error over all Linear weights), ``rel_error`` (``sse / sum_sq``),
-        ``cosine`` (mean cosine of quantized vs fp32 embeddings) and ``min_cosine``.
-    """
-    from .evaluate import embedding_cosine
-    from .models import embed
-
-    settings = list(settings)
-    if not settings:
-        raise ValueError("settings must not be empty")
-    reference = embed(model, tokenizer, sentences)
-    rows = []
-    if progress:
-        from tqdm.auto import tqdm
-
-        settings_iter = tqdm(settings, desc="quantize + embed", leave=False)
-    else:
-        settings_iter = settings
-    for bits, granularity, group_size in settings_iter:
-        with quantized_linears(model, bits, granularity, group_size) as stats:
-            cos = embedding_cosine(embed(model, tokenizer, sentences), reference)
-        label = f"group {group_size}" if granularity == "group" else f"per-{granularity}"
-        rows.append({"bits": bits, "granularity": granularity, "group_size": group_size, "label": label,
-                     "effective_bits": stats["effective_bits"], "mse": stats["sse"] / stats["numel"],
-                     "rel_error": stats["sse"] / stats["sum_sq"], "cosine": float(cos.mean()),
-                     "min_cosine": float(cos.min())})
-    return rows

@@ -18,8 +18,8 @@ import re
 import pytest
 import torch
 
-from course_lib import (affine, awq, bitnet, distill, formats, gptq, granularity, hqq, kernels, llm_int8, nf4,
-                        observers, prune, qat, topics)
+from course_lib import (affine, awq, bitnet, distill, evaluate, formats, gptq, granularity, hqq, kernels, llm_int8,
+                        nf4, observers, prune, qat, topics)
 
 #: Topic modules (course_lib/topics.py) that this table does not cover yet, with the reason. The table began
 #: with the quantizers; these hold measurements, recipes and model plumbing, and their own test files check
@@ -526,7 +526,7 @@ MODEL_ROWS = [
     (qat.quantize_model, lambda: qat.quantize_model(BAD, 8), "model"),
     (qat.calibrate, lambda: qat.calibrate(BAD, X), "model"),
     (qat.qat_finetune, lambda: qat.qat_finetune(BAD, X, Y4, epochs=1), "qmodel"),
-    (granularity.granularity_sweep, lambda: granularity.granularity_sweep(BAD, None, ["a"], [(8, "channel", None)]),
+    (evaluate.granularity_sweep, lambda: evaluate.granularity_sweep(BAD, None, ["a"], [(8, "channel", None)]),
      "model"),
     (nf4.quantize_linears_nf4, lambda: nf4.quantize_linears_nf4(BAD), "model"),
     (nf4.fake_quantize_linears, lambda: nf4.fake_quantize_linears(BAD), "model"),

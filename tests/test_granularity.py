@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import course_lib  # noqa: E402,F401  (silences bitsandbytes' import warning)
-from course_lib import affine, granularity as G  # noqa: E402
+from course_lib import affine, evaluate, granularity as G  # noqa: E402
 from course_lib.plots import granularity as plots  # noqa: E402
 from course_lib.widgets import granularity as widgets  # noqa: E402
 
@@ -438,7 +438,8 @@ def test_granularity_sweep_on_minilm():
 
     model, tok = load_minilm()
     sentences = ["A cat sits on the mat.", "Quantization stores numbers in fewer bits."]
-    rows = G.granularity_sweep(model, tok, sentences, [(8, "channel", None), (3, "tensor", None)], progress=False)
+    rows = evaluate.granularity_sweep(model, tok, sentences, [(8, "channel", None), (3, "tensor", None)],
+                                      progress=False)
     assert [r["label"] for r in rows] == ["per-channel", "per-tensor"]
     assert rows[0]["cosine"] > 0.999 > rows[1]["cosine"]
     assert rows[0]["rel_error"] < rows[1]["rel_error"]

@@ -145,7 +145,7 @@ def plot_pareto(rows: Sequence[Mapping], title: str = "") -> plt.Figure:
     """Error vs effective bits per parameter: weight error (left) and 1 - embedding cosine (right).
 
     Args:
-        rows: dicts from ``granularity.granularity_sweep`` (keys ``bits``, ``label``, ``granularity``,
+        rows: dicts from ``course_lib.evaluate.granularity_sweep`` (keys ``bits``, ``label``, ``granularity``,
             ``effective_bits``, ``rel_error``, ``cosine``).
     """
     fig, (ax_w, ax_c) = plt.subplots(1, 2, figsize=(12, 4.2))
