@@ -23,12 +23,10 @@ ASSIGNMENT = "00_welcome"
 
 
 def _inbox(path):
-    """alice: the solutions (6/6); bob: every answer off by one (0/6); carol: relative_error wrong (4/6)."""
-    good, bad, partly = correct(ASSIGNMENT), correct(ASSIGNMENT), correct(ASSIGNMENT)
-    for fn in ("relative_error", "sqnr_db", "count_parameters"):
-        set_answer(bad, fn, wrong(bad, fn))
+    """alice: the solutions (6/6); carol: relative_error off by one under its untouched test (4/6)."""
+    good, partly = correct(ASSIGNMENT), correct(ASSIGNMENT)
     set_answer(partly, "relative_error", wrong(partly, "relative_error"))
-    for student, nb in (("alice", good), ("bob", bad), ("carol", partly)):
+    for student, nb in (("alice", good), ("carol", partly)):
         (path / student).mkdir(parents=True)
         nbformat.write(nb, path / student / "welcome.ipynb")
     return path
@@ -59,13 +57,12 @@ def test_one_command_grades_exports_and_hides_hidden_tests(sequential):
 
     rows = {r["student_id"]: r for r in csv.DictReader((root / "grades.csv").open())}
     assert float(rows["alice"]["score"]) == 6.0 and float(rows["alice"]["max_score"]) == 6.0
-    assert float(rows["bob"]["score"]) == 0.0
     assert float(rows["carol"]["score"]) == 4.0
 
     secret = grade_assignment.hidden_lines(root, ASSIGNMENT)
     assert any("overflow in fp16" in line for line in secret)  # the check below looks for something real
     pages = sorted((root / "feedback").glob(f"*/{ASSIGNMENT}/*.html"))
-    assert {p.parts[-3] for p in pages} == {"alice", "bob", "carol"}
+    assert {p.parts[-3] for p in pages} == {"alice", "carol"}
     for page in pages:
         text = page.read_text(encoding="utf-8")
         assert "relative_error" in course_grading.page_text(text)  # the feedback is there...
@@ -77,8 +74,8 @@ def test_jobs_2_gives_the_sequential_gradebook(tmp_path, inbox, sequential):
     root, rc = _graded(tmp_path, inbox, jobs=2)
     assert rc == 0
     assert course_grading.scores(root, ASSIGNMENT) == course_grading.scores(sequential[0], ASSIGNMENT) \
-        == {"alice": 6.0, "bob": 0.0, "carol": 4.0}
+        == {"alice": 6.0, "carol": 4.0}
     assert course_grading.grades(root, ASSIGNMENT) == course_grading.grades(sequential[0], ASSIGNMENT)
-    for student in ("alice", "bob", "carol"):
+    for student in ("alice", "carol"):
         assert (root / "autograded" / student / ASSIGNMENT / "welcome.ipynb").exists()
         assert (root / "feedback" / student / ASSIGNMENT / "welcome.html").exists()
