@@ -12,15 +12,19 @@ The problem, per group ``W`` with inverse scale ``s`` (fixed) and zero point ``z
 
 Half-quadratic splitting introduces ``W_e`` (the error, made sparse by the l_p prox) and alternates
 
-    W_e <- shrink_lp(W - Q_z^{-1}(Q_z(W)), beta, p)                   (the l_p proximal step)
+    W_e <- shrink_lp(W - Q_z^{-1}(Q_z(W)), beta, p)      (approximately the l_p proximal step)
     z   <- mean(Q_z(W) - (W - W_e) * s)         over each group         (closed-form least squares)
     beta <- beta * kappa                                                  (the penalty grows)
 
-with the package's defaults ``p = 0.7``, ``beta = 10``, ``kappa = 1.01``, 20 iterations and early
-stopping on the mean absolute error. ``shrink_lp(x) = sign(x) * relu(|x| - |x|**(p - 1) / beta)``;
-for ``p = 1`` it is soft-thresholding by ``1 / beta``.
+with ``p = 0.7``, ``beta = 10``, ``kappa = 1.01`` (the HQQ write-up's values and the package's
+``opt_params``), 20 iterations and early stopping on the mean absolute error.
+``shrink_lp(x) = sign(x) * relu(|x| - |x|**(p - 1) / beta)``. For ``p = 1`` it is the proximal step
+of ``|e| / beta`` (soft-thresholding). For ``p < 1`` the proximal step of ``|e|**p / beta`` has no
+closed form: it solves ``e = x - (p / beta) * |e|**(p - 1) * sign(e)``; ``shrink_lp`` is one
+fixed-point step of that equation started at ``e = x``, with the factor ``p`` absorbed into ``beta``.
 
-Conventions, each the ``hqq`` package's (0.2.8), so that results agree bit for bit on the CPU:
+Conventions, each the ``hqq`` package's (0.2.8), so that the pieces can be compared bit for bit on
+the CPU:
 
 - **Groups** are ``group_size`` consecutive weights along ``in_features`` (the package's ``axis=1``,
   the default of ``hqq_base_quant_config`` and of ``HQQLinear``): ``W.reshape(-1, group_size)``;
@@ -36,12 +40,31 @@ Conventions, each the ``hqq`` package's (0.2.8), so that results agree bit for b
 - **The zero point is added before rounding** (``round(W * s + z)``, z fractional).
 - All arithmetic is float32 on every device (the package uses float16 on CUDA).
 
-Where this module differs from the package, on purpose: **early stopping keeps the best zero
-point**. The package's default solver (``optimize_weights_proximal_legacy``) stops when the error
-stops decreasing but returns the zero point computed *after* the step that made it worse, and
-after a full run it returns a zero point it never evaluated. Here every candidate is evaluated
-(``z_0`` = the min-max initialisation, then one per update) and the best is returned, so the
-error is never above RTN's with the same grid, and never above the package's (tested).
+What is bit for bit the package's (``tests/test_hqq.py``): ``shrink_lp`` (its ``shrink_lp_op``),
+the min-max initialisation (its ``Quantizer.quantize`` with ``optimize=False``: scale, zero and
+codes), and one update with the same ``beta`` (its ``optimize_weights_proximal_legacy_step``).
+
+Where the whole solver differs from the package's default one (``optimize_weights_proximal_legacy``,
+what ``Quantizer.quantize(optimize=True)`` and ``HQQLinear`` run):
+
+- **beta**: the package keeps ``beta`` constant and never reads ``kappa``; this module multiplies
+  ``beta`` by ``kappa`` after every update (as the package's ``optimize_weights_proximal_v2`` does).
+  With ``kappa=1`` the two follow the same trajectory. With the defaults on weights of a trained
+  LM's size (standard deviation about 0.02) the shrinkage is inactive (its threshold
+  ``beta**(-1 / (2 - p))``, 0.17, is above every error), so ``kappa`` changes nothing there.
+- **early stopping**: the package evaluates ``z_i``, computes ``z_(i+1)``, and when ``z_i`` is not
+  better than the best so far it stops and returns ``z_(i+1)``, which it never evaluated; after
+  all 20 updates it returns ``z_20``, also never evaluated. Here every candidate (``z_0`` = the
+  min-max start, then one per update) is evaluated and the best is returned, so the error is
+  never above the start's (RTN on the same grid).
+
+Measured on the 54 cases of ``tests/test_hqq.py`` (2, 3 and 4 bits, per row and groups of 64,
+LM-scale and unit-scale weights; float32, CPU): with ``kappa=1`` the result equals the package's bit
+for bit in 46, and always when the error falls at every one of the 20 updates; of the other 8 the
+course's mean absolute error is lower in 4, equal in 2 and higher in 2, by at most 1.3e-5 relative
+(where the package's unevaluated zero point happened to be better). With ``kappa=1.01`` on
+unit-scale weights, where the shrinkage acts, the trajectories differ: the course's error is up to
+1.6% above the package's or 0.3% below it. There the two are different solvers.
 """
 
 from __future__ import annotations
@@ -129,10 +152,12 @@ def _check_params(W: torch.Tensor, inv_scale: torch.Tensor, zero: torch.Tensor) 
 
 
 def shrink_lp(x: torch.Tensor, beta: float, lp_norm: float = 0.7) -> torch.Tensor:
-    """The generalized soft-thresholding operator, the proximal step of ``|x|**p / beta``.
+    """The generalized soft-thresholding operator, HQQ's stand-in for the proximal step of ``|x|**p / beta``.
 
-    ``sign(x) * relu(|x| - |x|**(p - 1) / beta)``, elementwise. For ``p = 1`` it is
-    soft-thresholding (every value moves ``1 / beta`` towards 0, small ones become 0); for
+    ``sign(x) * relu(|x| - |x|**(p - 1) / beta)``, elementwise. For ``p = 1`` it is the proximal step
+    itself, soft-thresholding (every value moves ``1 / beta`` towards 0, small ones become 0); for
+    ``p < 1`` it is one fixed-point step of the proximal step's optimality condition
+    ``e = x - (p / beta) |e|**(p - 1) sign(e)``, started at ``e = x``, with ``p`` absorbed into ``beta``; for
     ``p < 1`` small values are thresholded harder and large values are shrunk less (``|x|**(p-1)``
     decreases with ``|x|``). ``x = 0`` gives 0 (not NaN).
 

@@ -199,21 +199,50 @@ def test_bit_identical_when_package_does_not_stop_early(bits, group_size):
         assert (ours - W).abs().mean() <= (pkg["dequantized"] - W).abs().mean() * (1 + 1e-4)
 
 
-@needs_package
-@pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("bits,group_size", [(4, 64), (3, 64), (2, 64), (4, None), (3, 128)])
-def test_same_or_lower_error_than_package(bits, group_size, seed):
-    """Documented tolerance: at most 1e-4 relative above the package's mean |error|.
+def _package_cases():
+    """Weights of a trained LM's size (heavy-tailed, std ~0.03) and of unit scale, where the shrinkage acts."""
+    for seed in range(3):
+        W = heavy_tailed(64, 256, seed=seed)
+        yield "lm-scale", W
+        yield "unit-scale", W / W.std()
+        yield "unit-scale", torch.randn(64, 256, generator=torch.Generator().manual_seed(seed))
 
-    Equal whenever the package runs all its iterations (same trajectory, bit for bit); when it stops
-    early it returns the zero point one update past the best, which is usually worse than the best
-    this module keeps, and occasionally (measured: at most 1.4e-5 relative on the course LM) better.
+
+@needs_package
+def test_whole_solver_against_package_what_matches_and_by_how_much():
+    """What hqq.py's docstring states about the package's default solver, measured.
+
+    kappa=1 (the package never grows beta): bit for bit whenever the error falls at every one of the
+    20 updates; otherwise the course keeps the best evaluated zero point while the package returns an
+    unevaluated one, so the course is usually lower and, when higher, by less than 1e-4 relative.
+    kappa=1.01 changes nothing on LM-scale weights (the shrinkage is inactive there); on unit-scale
+    weights the solvers differ (measured: 1.6% higher to 0.3% lower mean absolute error).
     """
-    W = heavy_tailed(128, 256, seed=seed)
-    pkg = (hqq.package_quantize_weight(W, bits, group_size)["dequantized"] - W).abs().mean().item()
-    for kappa in (1.0, 1.01):
-        ours = (hqq.hqq_quantize_weight(W, bits, group_size, kappa=kappa) - W).abs().mean().item()
-        assert ours <= pkg * (1 + 1e-4)
+    n = same = course_higher = 0
+    worst_higher, spread_kappa = 0.0, 0.0
+    for kind, W in _package_cases():
+        for bits in (2, 3, 4):
+            for group_size in (None, 64):
+                pkg = hqq.package_quantize_weight(W, bits, group_size)["dequantized"]
+                e_pkg = (pkg - W).abs().mean().item()
+                ours = hqq.hqq_quantize_weight(W, bits, group_size, kappa=1.0)
+                Wg = hqq.group_weight(W, group_size)
+                _, errors = hqq.optimize_zero_point(Wg, *hqq.init_scale_zero(Wg, bits), bits, kappa=1.0)
+                falls_every_update = len(errors) == 21 and errors[-1] == min(errors)
+                assert torch.equal(ours, pkg) or not falls_every_update, (kind, bits, group_size)
+                n += 1
+                same += torch.equal(ours, pkg)
+                e_ours = (ours - W).abs().mean().item()
+                if e_ours > e_pkg:
+                    course_higher += 1
+                    worst_higher = max(worst_higher, e_ours / e_pkg - 1)
+                default = hqq.hqq_quantize_weight(W, bits, group_size)  # kappa=1.01
+                if kind == "lm-scale":
+                    assert torch.equal(default, ours), "kappa must not matter on LM-scale weights"
+                else:
+                    spread_kappa = max(spread_kappa, abs((default - W).abs().mean().item() / e_pkg - 1))
+    assert n == 54 and same >= 40 and course_higher <= 4 and worst_higher < 1e-4
+    assert spread_kappa < 0.03
 
 
 @needs_package
