@@ -27,6 +27,7 @@ A file named without a folder counts as found at the repository's root or beside
 from __future__ import annotations
 
 import fnmatch
+import posixpath
 import re
 import subprocess
 from dataclasses import dataclass
@@ -194,15 +195,49 @@ def test_every_cited_repository_path_exists():
                          + "\n".join(map(str, missing)))
 
 
-def test_no_file_cites_the_private_notes():
-    """The team's notes live outside the repository; the product cites the paper or library instead."""
-    notes = re.compile(r"(?<![\w-])(?:COURSE|REFERENCES)" + r"\.md\b", re.I)  # in two pieces: not a citation
+#: A token that names one of the team's private notes (the name in two pieces: this file is scanned too), with
+#: the path in front of it: ``docs/`` + the name is the repository's own page, any other spelling is the notes.
+PRIVATE_NOTES = re.compile(r"(?<![\w./-])(?P<token>[\w./-]*?(?<![\w-])(?:COURSE|REFERENCES)" + r"\.md)\b", re.I)
+
+
+def private_note_citations(text: str, here: str, files: set[str]) -> list[tuple[int, str]]:
+    """(line, token) for each mention in ``text`` (a file in folder ``here``) of a private note's name that is
+    not a repository file: as written from the root (``docs/<name>``) or relative to ``here`` (a Markdown link
+    from ``docs/`` to its neighbour). A bare name elsewhere, an absolute path or another folder is a hit."""
     hits = []
-    for name in tracked_files():
+    for number, line in enumerate(text.split("\n"), 1):
+        for m in PRIVATE_NOTES.finditer(URL.sub(lambda u: " " * len(u.group()), line)):
+            token = m.group("token")
+            relative = posixpath.normpath(posixpath.join(here, token.removeprefix("./")))
+            if token.startswith("/") or not (token.removeprefix("./") in files or relative in files):
+                hits.append((number, token))
+    return hits
+
+
+def test_no_file_cites_the_private_notes():
+    """The team's notes live outside the repository; the product cites the paper or library instead, or the
+    repository's own page of references (docs/ + the name), which is a file of the repository."""
+    names = tracked_files()
+    files = set(names)
+    hits = []
+    for name in names:
+        here = posixpath.dirname(name) or "."
         for prefix, text in file_texts(ROOT, name):
-            for number, line in enumerate(text.split("\n"), 1):
-                hits += [f"{name}:{prefix}{number}: {m.group()}" for m in notes.finditer(line)]
+            hits += [f"{name}:{prefix}{number}: {token}" for number, token in private_note_citations(text, here, files)]
     assert not hits, "private notes cited:\n" + "\n".join(hits)
+
+
+def test_only_the_repository_page_of_references_passes_the_private_notes_check():
+    course, refs = "COURSE" + ".md", "REFERENCES" + ".md"  # in pieces, so that this file's own scan does not see them
+    files = {f"docs/{refs}", "README.md"}
+    text = (f"See docs/{refs} and [the page](docs/{refs}).\n"
+            f"{refs}, {course}, shared/{refs}, /work/shared/{course}, ../{refs}, docs/{course}.\n"
+            f"docs/COURSE_LM.md and https://example.org/{refs} are not the notes.")
+    assert private_note_citations(text, ".", files) == [
+        (2, refs), (2, course), (2, f"shared/{refs}"), (2, f"/work/shared/{course}"), (2, f"../{refs}"),
+        (2, f"docs/{course}")]
+    # from docs/ itself, a bare link to its neighbour is the repository's page; ../docs/ is too
+    assert private_note_citations(f"[x]({refs}), ../docs/{refs}; {course}", "docs", files) == [(1, course)]
 
 
 def test_the_scanner_finds_a_missing_path_and_passes_an_existing_one():
