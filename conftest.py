@@ -64,18 +64,22 @@ def pytest_runtest_call(item):
                 (item.cell.source, list(item.test_outputs)))
 
 
-# The scopes that take longest (measured: a clean run of the test command on 2 cores, 2026-12-06), started
-# first: xdist's default order (most tests first) left them for the end, where one worker ran them alone
-# for minutes while the other was idle.
+# The scopes that take longest, longest first (seconds of one worker, measured in clean runs of the test
+# command on 2 cores, 2026-12-06): xdist's default order (most tests first) left them for the end, where
+# one worker ran them alone for minutes while the other was idle. A scope missing here starts after these.
 SLOW_FIRST = (
-    "tests/test_adversarial_grading.py",  # 10 submissions of notebook 00, crashes and timeouts: ~380 s
-    "tests/test_grade_at_scale.py",       # ~200 s
-    "tests/test_jupyterhub.py",           # ~140 s
-    "tests/test_grade_assignment.py",     # ~140 s
-    "tests/test_widgets_versions.py",     # ~120 s
-    "notebook:07_gptq", "notebook:08_awq", "notebook:11_distillation", "notebook:09_hqq",
-    "tests/test_reference_sources.py", "notebook:14_capstone", "notebook:10_bitnet", "notebook:04_ptq_qat",
-    "tests/test_browser.py", "notebook:12_pruning",
+    "tests/test_adversarial_grading.py",  # 8 submissions of notebook 00, crashes and a timeout: ~180 s
+    "notebook:07_gptq", "notebook:08_awq", "notebook:11_distillation",  # 3 runs each: ~150-170 s
+    "notebook:09_hqq",                    # ~110 s
+    "tests/test_jupyterhub.py",           # ~100 s
+    "tests/test_grade_assignment.py",     # 4 autogrades of notebook 00: ~90 s
+    "notebook:14_capstone", "notebook:10_bitnet", "notebook:04_ptq_qat",  # ~75-80 s
+    "tests/test_local_exchange.py",       # ~75 s
+    "tests/test_widgets_versions.py",     # ~70 s
+    "notebook:12_pruning", "notebook:03_granularity", "notebook:05_nf4", "notebook:06_llm_int8",  # ~60-70 s
+    "tests/test_reference_sources.py",    # ~55 s
+    "tests/test_browser.py", "tests/test_kernels_build.py", "tests/test_colab_setup.py",
+    "tests/test_grade_at_scale.py",       # ~40-50 s each
 )
 
 
