@@ -29,6 +29,12 @@ The course follows the constants of llm-awq (mit-han-lab/llm-awq):
 - finally round-to-nearest with ``course_lib.granularity.fake_quantize_weight`` (unsigned
   codes with a zero point, per group of ``group_size`` input columns).
 
+One difference from llm-awq, kept on purpose: the quantizer (the searches' and the final one) is
+the course's RTN, whose range is widened to contain 0, so that ratio 0 is exactly the RTN
+baseline; llm-awq uses each group's raw min and max, with ``max - min`` clamped at ``1e-5``. On a
+group that holds both signs the two give the same weights bit for bit, and every group of 64 or
+128 of the course LM does; on one-signed groups they differ, either way (``tests/test_awq.py``).
+
 As in llm-awq, block ``i + 1`` is calibrated on the output of the *unquantized* block ``i``.
 """
 

@@ -62,6 +62,37 @@ def test_fast_quantizer_zero_and_constant(device):
         assert torch.equal(awq._fake_quantize(w, 4, 8), granularity.fake_quantize_weight(w, 4, 8))
 
 
+def _llm_awq_style_quantize(w, bits, group):
+    """llm-awq's group quantizer, written from its description: the raw min and max of each group (not widened to
+    contain 0), (max - min) clamped at 1e-5, an integer zero point."""
+    g = w.reshape(-1, group)
+    qmax = 2**bits - 1
+    lo, hi = g.amin(dim=1, keepdim=True), g.amax(dim=1, keepdim=True)
+    step = (hi - lo).clamp(min=1e-5) / qmax
+    zero = (-torch.round(lo / step)).clamp(0, qmax)
+    return ((torch.round(g / step) + zero).clamp(0, qmax) - zero).mul(step).reshape(w.shape)
+
+
+def test_quantizer_range_against_llm_awq(course_lm):
+    """The course widens each group's range to contain 0 (granularity's RTN, so that ratio 0 is exactly the RTN
+    baseline); llm-awq does not. Groups with both signs quantize bit for bit the same, and every group of 128 (and
+    64) of the course LM has both signs. On one-signed groups they differ either way: near 0 llm-awq's tighter range
+    is finer; far from 0 its zero point, clamped to the code range, clips the group's top."""
+    mixed = _randn(64, 128, seed=40, scale=0.02)
+    for bits in (3, 4):
+        assert torch.equal(awq._fake_quantize(mixed, bits, 128), _llm_awq_style_quantize(mixed, bits, 128))
+
+    def mse_ratio(shift):  # course / llm-awq, 3 bits, weights of size 0.02 shifted away from 0
+        w = _randn(64, 128, seed=41, scale=0.02).abs() + shift * 0.02
+        return ((awq._fake_quantize(w, 3, 128) - w).pow(2).mean() / (_llm_awq_style_quantize(w, 3, 128) - w).pow(2).mean()).item()
+
+    assert mse_ratio(0.1) > 1.03 and mse_ratio(2.0) < 0.5
+    for group in (64, 128):
+        for name, lin in lm_quant.linear_layers(course_lm[0]).items():
+            g = lin.weight.detach().reshape(-1, group)
+            assert bool(((g.amin(dim=1) < 0) & (g.amax(dim=1) > 0)).all()), f"{name}: a one-signed group of {group}"
+
+
 # ----------------------------------------------------------------------------------------------
 # activation_scales, awq_scales, scaled_fake_quantize
 
