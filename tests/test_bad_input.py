@@ -226,6 +226,7 @@ GOOD = {
                             backend="torch"),
     kernels.gemv_ternary: dict(x=X[:1], packed=PACKED_TERN, scale=0.5, backend="torch"),
     kernels.gemv_bytes: dict(n=8, k=16),
+    kernels.nf4_byte_table: dict(codebook=torch.linspace(-1, 1, 16)),
 }
 
 # (function, kind, overrides, exception, regex or None = the first overridden argument's name)
@@ -514,6 +515,8 @@ ROWS = [
     (kernels.gemv_ternary, "type", dict(x=[1.0] * 16), TypeError, None),
     (kernels.gemv_bytes, "range", dict(n=0), ValueError, None),
     (kernels.gemv_bytes, "group", dict(group_size=0), ValueError, None),
+    (kernels.nf4_byte_table, "shape", dict(codebook=torch.zeros(8)), ValueError, None),
+    (kernels.nf4_byte_table, "type", dict(codebook=[0.0] * 16), TypeError, None),
 ]
 
 # Model-level functions: the model (or block, layer) argument is not an nn.Module. The other arguments are

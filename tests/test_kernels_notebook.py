@@ -89,3 +89,20 @@ def test_widget_updates_without_a_browser():
     again = box.update()
     assert math.isclose(again["speedup_bound"], 1.0) and box.readout.value != text
     plt.close("all")
+
+
+def test_cuda_core_floor_and_ceilings_plot():
+    n = k = 8192
+    rate = 132 * 128 * 1.98e9
+    assert plots.cuda_core_floor(n, k, 1, rate) == pytest.approx(n * k * 1.5 / rate)
+    assert plots.cuda_core_floor(n, k, 16, rate, 2.0, 1.0) == pytest.approx(n * k * 18 / rate)
+    with pytest.raises(ValueError, match="issue_rate"):
+        plots.cuda_core_floor(n, k, 1, 0.0)
+    fig = plots.plot_gemv_ceilings(n, k, BW, PEAK, rate, {"ideal": (1.0, 0.5)},
+                                   measured={"a kernel": {1: 20e-6, 16: 150e-6}}, batches=(1, 4, 16, 64))
+    c = fig.ceilings
+    assert set(c) == {1, 4, 16, 64}
+    # memory-bound at batch 1, CUDA-core-bound before the tensor cores' ridge
+    assert c[1]["memory_s"] > c[1]["ideal"] and c[64]["ideal"] > c[64]["memory_s"] > c[64]["tensor_core_s"]
+    assert all(c[a]["ideal"] < c[b]["ideal"] for a, b in ((1, 4), (4, 16), (16, 64)))
+    plt.close("all")

@@ -40,7 +40,7 @@ Layouts (identical in all three forms):
 from .build import (BACKENDS, CSRC, SUPPORTED_CUDA_ARCHS, backend_status, build_c_kernel, cache_dir, call_rows_int8_c,
                     check_cuda_sources, cuda_arch, load_extension)
 from .ops import (dequantize_int4, dequantize_nf4, dequantize_rows_int8, gemv_bytes, gemv_int4, gemv_nf4,
-                  gemv_ternary, pack_int4, quantize_rows_int8)
+                  gemv_ternary, nf4_byte_table, pack_int4, quantize_rows_int8)
 from .nf4_linear import GEMV_MAX_ROWS, NF4Linear, replace_linears_nf4
 from . import build, nf4_linear, ops  # noqa: E402  (the modules themselves, e.g. for build._modules in tests)
 

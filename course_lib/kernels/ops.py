@@ -25,6 +25,7 @@ __all__ = [
     "quantize_rows_int8",
     "dequantize_rows_int8",
     "dequantize_nf4",
+    "nf4_byte_table",
     "pack_int4",
     "dequantize_int4",
     "gemv_nf4",
@@ -215,6 +216,23 @@ def dequantize_nf4(packed: torch.Tensor, absmax: torch.Tensor, shape: Sequence[i
         return reference(packed.reshape(-1), absmax, shape, blocksize).to(dtype)
     out = torch.ops.course_lib.dequantize_nf4(packed.reshape(-1).contiguous(), absmax.contiguous(), n, blocksize, dtype)
     return out.reshape(shape)
+
+
+def nf4_byte_table(codebook: torch.Tensor) -> torch.Tensor:
+    """The decode table of one packed NF4 byte (two codes), for kernels that decode a byte with one lookup.
+
+    Args:
+        codebook: the 16 code values, float (``course_lib.nf4.nf4_codebook()``).
+
+    Returns:
+        float32 ``[256, 2]`` on ``codebook``'s device: row ``v`` is ``(codebook[v >> 4], codebook[v & 15])``,
+        the unscaled weights of the high (first) and low (second) nibble of a byte of value ``v``.
+    """
+    check_tensor(codebook, "codebook", ndim=1)
+    if codebook.numel() != 16:
+        raise ValueError(f"codebook must hold 16 values, got {codebook.numel()}")
+    v = torch.arange(256, device=codebook.device)
+    return torch.stack([codebook[v >> 4], codebook[v & 15]], dim=1).to(torch.float32)
 
 
 def pack_int4(w: torch.Tensor, group_size: int = 128) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -116,3 +116,57 @@ def plot_kernel_times(times_s: Mapping[str, float], floor_s: float | None = None
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def cuda_core_floor(n: int, k: int, batch: int, issue_rate: float, decode_per_weight: float = 1.0,
+                    per_weight_per_row: float = 0.5) -> float:
+    """The instruction floor of a GEMV kernel that decodes and multiplies on CUDA cores (no tensor cores).
+
+    Every weight is decoded once (``decode_per_weight`` instructions), then takes part in one multiply-add per
+    activation row (``per_weight_per_row`` instructions: 0.5 when one ``HFMA2`` handles two weights). The GPU
+    issues at most ``issue_rate`` thread-instructions per second (SMs x 128 lanes x clock on an H100).
+
+    Returns:
+        seconds: ``n * k * (decode_per_weight + batch * per_weight_per_row) / issue_rate``.
+    """
+    if not issue_rate > 0:
+        raise ValueError(f"issue_rate must be positive, got {issue_rate!r}")
+    if decode_per_weight < 0 or per_weight_per_row < 0:
+        raise ValueError("decode_per_weight and per_weight_per_row must be >= 0")
+    return n * k * (decode_per_weight + batch * per_weight_per_row) / issue_rate
+
+
+def plot_gemv_ceilings(n: int, k: int, bandwidth: float, peak_flops: float, issue_rate: float,
+                       counts: Mapping[str, tuple[float, float]], measured: Mapping[str, Mapping[int, float]] | None = None,
+                       batches: Sequence[int] = (1, 2, 4, 8, 16, 32, 64), fmt: str = "NF4 (fp32 absmax per 64)",
+                       title: str = "", figsize=(7.5, 4.2)):
+    """Time against batch for one layer: the bandwidth floor of ``fmt``, the tensor-core floor (FLOPs / peak),
+    one CUDA-core instruction floor per entry of ``counts`` (label -> (decode_per_weight, per_weight_per_row)),
+    and measured times as markers (label -> {batch: seconds}).
+
+    Returns:
+        The Figure; ``fig.ceilings[batch]`` holds memory_s, tensor_core_s and one entry per label of ``counts``.
+    """
+    fig, ax = plt.subplots(figsize=figsize)
+    ceilings = {}
+    for b in batches:
+        floor = time_floor(fmt, n, k, b, bandwidth, peak_flops)
+        ceilings[b] = {"memory_s": floor["memory_s"], "tensor_core_s": floor["compute_s"],
+                       **{label: cuda_core_floor(n, k, b, issue_rate, *c) for label, c in counts.items()}}
+    ax.plot(batches, [ceilings[b]["memory_s"] * 1e6 for b in batches], color="tab:red", lw=2,
+            label=f"bandwidth floor ({fmt.split(' ')[0]} bytes)")
+    ax.plot(batches, [ceilings[b]["tensor_core_s"] * 1e6 for b in batches], color="black", ls="--", lw=1,
+            label="tensor-core floor (FLOPs / peak)")
+    for style, label in zip(("-.", ":", (0, (5, 1))), counts):
+        ax.plot(batches, [ceilings[b][label] * 1e6 for b in batches], color="tab:purple", ls=style, lw=1.5,
+                label=f"CUDA-core floor, {label}")
+    for marker, (label, times) in zip("osD^v<>", (measured or {}).items()):
+        xs = [b for b in batches if b in times]
+        ax.plot(xs, [times[b] * 1e6 for b in xs], marker=marker, ls="", ms=7, label=f"measured: {label}")
+    ax.set(xscale="log", yscale="log", xlabel="batch (activation rows)", ylabel="time (us)",
+           title=title or f"GEMV {n}x{k}: which ceiling binds")
+    ax.set_xticks(list(batches), [str(b) for b in batches])
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.ceilings = ceilings
+    return fig
