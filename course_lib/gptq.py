@@ -16,9 +16,11 @@ instead of RTN's ``||W - Q||^2``. The pieces, each a function here (and an exerc
 - :func:`quantize_model_gptq`: a whole causal LM, block after block, each block calibrated on the
   outputs of the already-quantized blocks before it.
 
-Conventions follow IST-DASLab/gptq ``gptq.py``, with the course's min-max
-quantizer ``course_lib.granularity`` (unsigned codes ``0 .. 2**bits - 1``). Two documented
-differences from the original:
+Conventions follow IST-DASLab/gptq ``gptq.py`` and its quantizer (``quant.py``), through
+:func:`gptq_scale_zero_point`: unsigned codes ``0 .. 2**bits - 1``; the asymmetric grid is the
+course's min-max grid (``course_lib.granularity``), the symmetric grid is the original's ``sym``
+(``2**bits`` levels, zero point ``2**(bits-1)``), not the restricted grid of notebooks 02-03.
+Three documented differences from the original:
 
 1. **Group parameters from up-to-date weights.** When a group starts in the middle of a block
    (``group_size`` smaller than ``blocksize``), the original fits the group's scale and zero point
@@ -31,6 +33,11 @@ differences from the original:
    layers at groups of 32 and 64 each gave the lower output error on about half of the layers.
 2. **Stable act-order.** Columns are sorted by decreasing ``diag(H)`` with a stable sort (ties keep
    their order), so the result is deterministic.
+3. **Symmetric rows without a negative weight.** The original's ``sym`` mirrors the range only when
+   the row (or group) has a negative weight; otherwise its ``xmin`` stays 0, its scale halves to
+   ``max / maxq`` while the zero point stays at the middle code, so its highest grid point is
+   ``(2**(bits-1) - 1) / maxq`` of the row's maximum (3/7 at 3 bits) and larger weights are clipped. Here such a row gets the same
+   ``[-max, max]`` grid as every other row. On rows with a negative weight the two grids are identical.
 
 Act-order with groups: as in the original with ``static_groups=False``, groups are consecutive
 runs of ``group_size`` columns **in the permuted order** (the order of quantization), so a group
@@ -47,6 +54,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from .affine import SCALE_EPS
 from .granularity import weight_scale_zero_point
 from .validation import FLOAT_DTYPES, check_bits, check_divides, check_int, check_module, check_tensor
 
@@ -55,6 +63,7 @@ __all__ = [
     "accumulate_hessian",
     "hessian_from_inputs",
     "hessian_inverse_cholesky",
+    "gptq_scale_zero_point",
     "gptq_quantize_weight_unblocked",
     "gptq_quantize_weight",
     "dequantize_gptq",
@@ -235,6 +244,45 @@ def hessian_inverse_cholesky(H: torch.Tensor, percdamp: float = 0.01) -> torch.T
 # one layer
 
 
+def gptq_scale_zero_point(w: torch.Tensor, bits: int, symmetric: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """GPTQ's min-max grid for each row of ``w`` (a weight, or the columns of one group): ``(scale, zero)``.
+
+    Codes are unsigned, ``0 .. maxq`` with ``maxq = 2**bits - 1``, and a weight is stored as
+    ``clamp(round(w / scale) + zero, 0, maxq)``. Per row, with ``lo = min(min(w), 0)`` and
+    ``hi = max(max(w), 0)``:
+
+    - asymmetric (the default): ``scale = (hi - lo) / maxq``, ``zero = round(-lo / scale)``: the course's
+      min-max grid, ``granularity.weight_scale_zero_point``;
+    - ``symmetric=True``: the original GPTQ code's ``sym``: ``amax = max(-lo, hi)``,
+      ``scale = 2 * amax / maxq``, ``zero = (maxq + 1) / 2 = 2**(bits-1)``. All ``2**bits`` codes are used:
+      the grid runs from ``-2**(bits-1)`` to ``2**(bits-1) - 1`` steps around 0 and ``±amax`` is
+      ``±(2**(bits-1) - 1/2)`` steps, half a step from either end (``-amax`` rounds to the lowest code,
+      ``+amax`` is clamped to the highest), so no weight errs by more than half a step. This is **not** the
+      restricted grid of ``granularity.weight_scale_zero_point(..., symmetric=True)`` (``2**bits - 1`` levels,
+      ``scale = amax / (2**(bits-1) - 1)``), whose step is larger (by 7/6 at 3 bits, 15/14 at 4).
+      An all-zero row gets ``scale = 2 / maxq`` (the original's ``[-1, 1]``); a row without a negative
+      weight gets ``[-amax, amax]`` too (the original keeps ``lo = 0`` there; see the module docstring).
+
+    Args:
+        w: float ``[rows, columns]``, finite.
+        bits: 2 to 8.
+        symmetric: the original's symmetric grid instead of the asymmetric min-max grid.
+
+    Returns:
+        ``(scale, zero)``: float32 and int32 ``[rows, 1]``; scales are at least ``SCALE_EPS``.
+    """
+    if not symmetric:
+        return weight_scale_zero_point(w, bits, None, False)
+    check_bits(bits, "bits", low=2, high=8)
+    check_tensor(w, "w", dtypes=FLOAT_DTYPES, ndim=2)
+    maxq = 2**bits - 1
+    w = w.detach().to(torch.float32)
+    amax = torch.maximum(-w.amin(dim=1, keepdim=True).clamp(max=0.0), w.amax(dim=1, keepdim=True).clamp(min=0.0))
+    amax = torch.where(amax == 0, torch.ones_like(amax), amax)
+    scale = ((amax + amax) / maxq).clamp(min=SCALE_EPS)
+    return scale, torch.full_like(scale, 2 ** (bits - 1), dtype=torch.int32)
+
+
 def _quant_dequant(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, qmax: int) -> torch.Tensor:
     """``(clamp(round(w / scale) + zero, 0, qmax) - zero) * scale`` for one column ``w`` ``[rows]``.
 
@@ -254,7 +302,7 @@ def _prepare(W: torch.Tensor, H: torch.Tensor, bits: int, act_order: bool, symme
     idx = torch.arange(n, device=W.device)
     channel = None
     if group_size is None:  # one scale per output channel, fitted once on the original weights
-        channel = weight_scale_zero_point(W, bits, None, symmetric)
+        channel = gptq_scale_zero_point(W, bits, symmetric)
     dead = H[idx, idx] == 0
     H[idx[dead], idx[dead]] = 1.0
     W[:, dead] = 0.0
@@ -299,7 +347,8 @@ def gptq_quantize_weight_unblocked(W: torch.Tensor, H: torch.Tensor, bits: int, 
             of ``in_features``.
         percdamp: relative dampening (0.01).
         act_order: quantize columns in order of decreasing ``H_ii``.
-        symmetric: symmetric grid (see ``granularity.weight_scale_zero_point``).
+        symmetric: the original GPTQ code's symmetric grid (see :func:`gptq_scale_zero_point`), instead
+            of the asymmetric min-max grid.
 
     Returns:
         :class:`GPTQResult` ``(weight, scale, zero, g_idx)``.
@@ -316,7 +365,7 @@ def gptq_quantize_weight_unblocked(W: torch.Tensor, H: torch.Tensor, bits: int, 
         scales.append(channel[0]), zeros.append(channel[1])
     for i in range(n):
         if group_size is not None and i % group_size == 0:
-            s, z = weight_scale_zero_point(W[:, i:i + group_size], bits, None, symmetric)
+            s, z = gptq_scale_zero_point(W[:, i:i + group_size], bits, symmetric)
             scales.append(s), zeros.append(z)
             scale, zero = s.to(W.dtype), z.to(W.dtype)
         q = _quant_dequant(W[:, i], scale[:, 0], zero[:, 0], qmax)
@@ -371,7 +420,7 @@ def gptq_quantize_weight(W: torch.Tensor, H: torch.Tensor, bits: int, group_size
                 cols = W1[:, i:min(j2, i2) - i1]
                 if j2 > i2:  # the group reaches past the block: add the block's pending updates
                     cols = torch.cat([cols, W[:, i2:j2] - Err1[:, :i] @ U[i1:col, i2:j2]], dim=1)
-                s, z = weight_scale_zero_point(cols, bits, None, symmetric)
+                s, z = gptq_scale_zero_point(cols, bits, symmetric)
                 scales.append(s), zeros.append(z)
                 scale, zero = s.to(W.dtype), z.to(W.dtype)
             w = W1[:, i]

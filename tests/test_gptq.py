@@ -33,23 +33,46 @@ def correlated_layer(out_features=48, in_features=96, tokens=1024, seed=0, dtype
     return W.to(device, dtype), X.to(device, dtype)
 
 
-def original_fasterquant(W, H, bits, groupsize=-1, blocksize=128, percdamp=0.01, actorder=False):
+def original_sym_params(x, bits):
+    """The symmetric grid of IST-DASLab/gptq ``quant.py`` (``Quantizer.find_params``, ``sym=True``), per row,
+    re-derived in closed form: ``amax = max(|min(x, 0)|, max(x, 0))``, ``xmin = -amax`` where the row has a
+    negative entry (else 0), ``[-1, 1]`` for an all-zero row; ``scale = (amax - xmin) / maxq``,
+    ``zero = (maxq + 1) / 2``. Float32, ``[rows, 1]``."""
+    x = x.float()
+    maxq = 2**bits - 1
+    amax = x.abs().amax(dim=1, keepdim=True)
+    xmin = torch.where(x.amin(dim=1, keepdim=True) < 0, -amax, torch.zeros_like(amax))
+    dead = amax == 0
+    xmax, xmin = torch.where(dead, 1.0, amax), torch.where(dead, -1.0, xmin)
+    scale = (xmax - xmin) / maxq
+    return scale, torch.full_like(scale, (maxq + 1) / 2)
+
+
+def original_fasterquant(W, H, bits, groupsize=-1, blocksize=128, percdamp=0.01, actorder=False, sym=False,
+                         find_params=None, return_codes=False):
     """A line-by-line transcription of IST-DASLab/gptq ``GPTQ.fasterquant`` (static_groups off),
-    with the course's min-max quantizer in place of the repository's ``Quantizer``.
+    with the course's min-max quantizer (asymmetric) or :func:`original_sym_params` (``sym=True``)
+    in place of the repository's ``Quantizer``; ``find_params(x) -> (scale, zero)`` overrides both.
 
     Kept deliberately close to the original, including its fitting of a group that starts inside
-    a block on ``W`` as it was at the block start.
+    a block on ``W`` as it was at the block start. ``return_codes``: ``(Q, codes, scales)``, the
+    integer codes in the input order and the scales ``[out, n_groups]`` in the order they were fitted.
     """
     W = W.clone().float()
     H = H.clone().float()
     columns = W.shape[1]
     qmax = 2**bits - 1
-
-    def find_params(x):
-        s, z = weight_scale_zero_point(x, bits)
-        return s, z.float()
+    if find_params is None:
+        def find_params(x):
+            if sym:
+                return original_sym_params(x, bits)
+            s, z = weight_scale_zero_point(x, bits)
+            return s, z.float()
+    scales = []
 
     scale, zero = find_params(W)
+    if groupsize == -1:
+        scales.append(scale)
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
     W[:, dead] = 0
@@ -59,6 +82,7 @@ def original_fasterquant(W, H, bits, groupsize=-1, blocksize=128, percdamp=0.01,
         H = H[perm][:, perm]
         invperm = torch.argsort(perm)
     Q = torch.zeros_like(W)
+    codes = torch.zeros_like(W)
     damp = percdamp * torch.mean(torch.diag(H))
     diag = torch.arange(columns)
     H[diag, diag] += damp
@@ -77,7 +101,9 @@ def original_fasterquant(W, H, bits, groupsize=-1, blocksize=128, percdamp=0.01,
             d = Hinv1[i, i]
             if groupsize != -1 and (i1 + i) % groupsize == 0:
                 scale, zero = find_params(W[:, (i1 + i):(i1 + i + groupsize)])
+                scales.append(scale)
             q = torch.clamp(torch.round(w.unsqueeze(1) / scale) + zero, 0, qmax)
+            codes[:, i1 + i] = q.flatten()
             q = (scale * (q - zero)).flatten()
             Q1[:, i] = q
             err1 = (w - q) / d
@@ -86,8 +112,8 @@ def original_fasterquant(W, H, bits, groupsize=-1, blocksize=128, percdamp=0.01,
         Q[:, i1:i2] = Q1
         W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])
     if actorder:
-        Q = Q[:, invperm]
-    return Q
+        Q, codes = Q[:, invperm], codes[:, invperm]
+    return (Q, codes, torch.cat(scales, dim=1)) if return_codes else Q
 
 
 # ----------------------------------------------------------------------------------------------
@@ -197,6 +223,63 @@ def test_equals_the_original_algorithm_when_groups_start_at_blocks(group_size, a
     ours = gptq.gptq_quantize_weight(W, H, 3, group_size, 128, act_order=act_order).weight
     theirs = original_fasterquant(W, H, 3, group_size or -1, 128, actorder=act_order)
     assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_symmetric_grid_is_the_originals_closed_form(bits):
+    """gptq_scale_zero_point(symmetric=True) == quant.py's sym grid, bit for bit: 2**bits levels, zero 2**(bits-1)."""
+    gen = torch.Generator().manual_seed(bits)
+    w = torch.randn(64, 40, generator=gen) * torch.exp(torch.randn(64, 1, generator=gen))
+    w[3] = 0  # all-zero row: the original's [-1, 1]
+    scale, zero = gptq.gptq_scale_zero_point(w, bits, symmetric=True)
+    ref_scale, ref_zero = original_sym_params(w, bits)
+    assert scale.dtype == torch.float32 and zero.dtype == torch.int32 and scale.shape == zero.shape == (64, 1)
+    assert torch.equal(scale, ref_scale) and torch.equal(zero.float(), ref_zero)
+    assert torch.equal(scale[:, 0], 2 * w.abs().amax(1).where(w.abs().amax(1) > 0, 1.0) / (2**bits - 1))
+    # not the restricted grid of notebooks 02-03: its step is (2**bits - 1) / (2**bits - 2) times larger
+    restricted, _ = weight_scale_zero_point(w, bits, symmetric=True)
+    keep = torch.arange(64) != 3
+    torch.testing.assert_close(restricted[keep] / scale[keep], torch.full((63, 1), (2**bits - 1) / (2**bits - 2)))
+    # the asymmetric grid is the course's min-max grid
+    for a, b in zip(gptq.gptq_scale_zero_point(w, bits), weight_scale_zero_point(w, bits)):
+        assert torch.equal(a, b)
+
+
+def test_symmetric_row_without_a_negative_weight_is_not_clipped():
+    """The documented difference: the original keeps xmin = 0 for such a row and clips at (2**(b-1) - 1) / maxq."""
+    w = torch.tensor([[0.0, 0.5, 1.0, 2.0, 3.5, 7.0]])
+    scale, zero = gptq.gptq_scale_zero_point(w, 3, symmetric=True)
+    assert scale.item() == 2.0 and zero.item() == 4  # [-7, 7] like any row with max |w| = 7
+    top = (torch.clamp(torch.round(w / scale) + zero, 0, 7) - zero) * scale
+    assert top.max().item() == 6.0  # half a step below 7, as for every row
+    o_scale, o_zero = original_sym_params(w, 3)
+    assert o_scale.item() == 1.0 and o_zero.item() == 4  # the original: step 1, codes up to 3 above zero
+    assert ((torch.clamp(torch.round(w / o_scale) + o_zero, 0, 7) - o_zero) * o_scale).max().item() == 3.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_symmetric_gptq_has_the_originals_codes_and_lower_error_than_the_restricted_grid(seed):
+    """symmetric=True on random layers: codes and scales of the original (transcribed), per channel and g128,
+    with and without act-order; and its output error is below that of GPTQ on the restricted grid at 3 bits."""
+    W, X = correlated_layer(64, 256, 2048, seed=seed)
+    H = gptq.hessian_from_inputs(X)
+    for group_size, act_order in ((None, False), (128, False), (128, True)):
+        res = gptq.gptq_quantize_weight(W, H, 3, group_size, 128, act_order=act_order, symmetric=True)
+        Q, codes, scales = original_fasterquant(W, H, 3, group_size or -1, 128, actorder=act_order, sym=True,
+                                                return_codes=True)
+        gi = res.g_idx.long()
+        ours = torch.round(res.weight / res.scale[:, gi]) + res.zero[:, gi]
+        assert torch.equal(ours, codes) and torch.equal(res.scale, scales) and torch.equal(res.weight, Q)
+        assert torch.equal(res.zero, torch.full_like(res.zero, 4))
+
+        def restricted(x):
+            s, z = weight_scale_zero_point(x, 3, symmetric=True)
+            return s, z.float()
+
+        Q_restricted = original_fasterquant(W, H, 3, group_size or -1, 128, actorder=act_order,
+                                            find_params=restricted)
+        e_ours, e_restricted = (gptq.layer_output_error(W, Qx, X) for Qx in (res.weight, Q_restricted))
+        assert e_ours < 0.9 * e_restricted, (group_size, act_order, e_ours, e_restricted)
 
 
 def test_original_fits_groups_inside_a_block_on_stale_weights():
