@@ -207,6 +207,43 @@ def test_dequantize_matches_bitsandbytes(shape, quant_type):
     assert torch.equal(ours, theirs)
 
 
+def _bnb_cpu_kernel_has_avx512() -> bool:
+    """Whether bitsandbytes' C++ CPU library takes its AVX-512 branches here (its own run-time check)."""
+    try:
+        from bitsandbytes.cextension import lib
+        return bool(lib.has_avx512f_cpu())
+    except (ImportError, AttributeError):  # pragma: no cover - another bitsandbytes build: assume it might
+        return True
+
+
+# 2-D tensors whose rows are not a whole number of blocks (a block straddles two rows), and a block longer than a row
+STRADDLING = [((64, 96), 64), ((33, 112), 64), ((128, 80), 64), ((128, 64), 128), ((100, 70), 64)]
+
+
+@pytest.mark.parametrize("shape,blocksize", STRADDLING)
+@pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
+def test_dequantize_where_blocks_straddle_rows(shape, blocksize, quant_type):
+    """Blocks run over the flattened tensor, across row ends. The course decodes them as bitsandbytes' own
+    pure-PyTorch decoder does, bit for bit, with NF4's usual error (about 0.09 relative, FP4 0.12). bitsandbytes'
+    C++ CPU decoder equals both on a CPU where it takes its scalar branch (measured here: AVX2). Its AVX-512 branch
+    (last dimension a multiple of 16) looks the absmax up as if each row started a new block, so on such a CPU it is
+    compared only for the shape that never takes that branch (last dimension 70)."""
+    pure_torch = getattr(pytest.importorskip("bitsandbytes.backends.default.ops"), "_dequantize_4bit_compute", None)
+    if pure_torch is None:  # pragma: no cover - a bitsandbytes without the private function
+        pytest.skip("bitsandbytes.backends.default.ops._dequantize_4bit_compute is gone in this bitsandbytes")
+    pure_torch = getattr(pure_torch, "__wrapped__", pure_torch)  # the function itself, not its torch.compile wrapper
+    x = _randn(*shape, seed=21, scale=1.0)
+    packed, state = _bnb_quantize(x, blocksize, quant_type)
+    ours = nf4.dequantize_4bit(packed, state.absmax, shape, blocksize, quant_type)
+    book = nf4.nf4_codebook() if quant_type == "nf4" else nf4.fp4_codebook()
+    assert torch.equal(ours, pure_torch(packed, state.absmax, book, blocksize, shape, torch.float32))
+    rel = ((ours - x).norm() / x.norm()).item()
+    assert (0.08 < rel < 0.10) if quant_type == "nf4" else (0.11 < rel < 0.13), rel
+    if not _bnb_cpu_kernel_has_avx512() or shape[-1] % 16:
+        theirs = bnb_F.dequantize_4bit(packed.reshape(-1, 1), state)
+        assert torch.equal(theirs, ours)
+
+
 def test_dequantize_is_codebook_times_absmax(device):
     x = _randn(3, 70, seed=4).to(device)
     packed, absmax = nf4.quantize_nf4(x, 32)
