@@ -308,7 +308,7 @@ _INFRASTRUCTURE = frozenset({
 })
 _INFRASTRUCTURE_DIRS = ("plots", "widgets")
 # third-party code that quantizes or prunes: whole packages, or parts of torch (relative to torch's folder)
-_THIRD_PARTY_PACKAGES = ("bitsandbytes", "hqq", "torchao", "optimum", "auto_gptq", "gptqmodel", "awq")
+_THIRD_PARTY_PACKAGES = ("bitsandbytes", "hqq", "torchao", "optimum", "auto_gptq", "gptqmodel", "awq", "gguf")
 _TORCH_PARTS = ("ao", "quantization", os.path.join("nn", "quantized"), os.path.join("nn", "qat"),
                 os.path.join("nn", "intrinsic"), os.path.join("nn", "utils", "prune.py"))
 # torch's own quantizers, C functions seen by name (torch.quantize_per_tensor, torch.fake_quantize_*, ...)

@@ -68,8 +68,10 @@ TOPICS: tuple[Topic, ...] = (
           plots=("plots.formats",), widget="widgets.formats", tests=("tests/test_formats.py",)),
     Topic("02_affine_quantization", "affine_quantization.ipynb", "affine quantization", ("affine",),
           plots=("plots.affine",), widget="widgets.affine", tests=("tests/test_affine.py",)),
-    Topic("03_granularity", "granularity.ipynb", "granularity", ("granularity",),
-          plots=("plots.granularity",), widget="widgets.granularity", tests=("tests/test_granularity.py",)),
+    # gguf_formats: llama.cpp's block formats (block-wise scales as files store them), the notebook's last section
+    Topic("03_granularity", "granularity.ipynb", "granularity", ("granularity", "gguf_formats"),
+          plots=("plots.granularity",), widget="widgets.granularity",
+          tests=("tests/test_granularity.py", "tests/test_gguf_formats.py")),
     Topic("04_ptq_qat", "ptq_qat.ipynb", "PTQ vs QAT", ("observers", "qat"),
           plots=("plots.qat",), widget="widgets.qat", tests=("tests/test_observers.py", "tests/test_qat.py")),
     Topic("05_nf4", "nf4.ipynb", "NF4", ("nf4",),

@@ -255,6 +255,10 @@ DELEGATIONS: dict[str, dict[str, str]] = {
     "03_granularity": {
         "fake_quantize_per_group": "def fake_quantize_per_group(x, bits, group_size, symmetric=False):\n"
                                    "    return granularity.fake_quantize(x, bits, 'group', group_size, symmetric)\n",
+        # llama.cpp's own Python package computes the bytes
+        "q4_0_quantize": "import gguf\n\n\ndef q4_0_quantize(x):\n"
+                         "    data = gguf.quants.quantize(x.detach().cpu().float().numpy(), gguf.GGMLQuantizationType.Q4_0)\n"
+                         "    return torch.from_numpy(data).to(x.device)\n",
     },
     "04_ptq_qat": {
         "fake_quantize_ste": "def fake_quantize_ste(x, scale, zero_point, qmin, qmax):\n"

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from course_lib import (affine, awq, bitnet, distill, evaluate, formats, gptq, granularity, hqq, kernels, llm_int8,
-                        nf4, observers, prune, qat, topics)
+                        gguf_formats, nf4, observers, prune, qat, topics)
 
 #: Topic modules (course_lib/topics.py) that this table does not cover yet, with the reason. The table began
 #: with the quantizers; these hold measurements, recipes and model plumbing, and their own test files check
@@ -132,6 +132,17 @@ GOOD = {
     granularity.effective_bits: dict(shape=(8, 16), bits=4, granularity="group", group_size=8),
     granularity.linear_weights: dict(model=MLP),
     granularity.quantized_linears: dict(model=MLP, bits=8),
+    gguf_formats.block_layout: dict(fmt="Q4_K"),
+    gguf_formats.bits_per_weight: dict(fmt="Q8_0"),
+    gguf_formats.mixture_bits_per_weight: dict(weights_per_format={"Q4_K": 3, "Q6_K": 1}),
+    gguf_formats.q8_0_quantize: dict(x=_w(4, 64)),
+    gguf_formats.q8_0_dequantize: dict(blocks=gguf_formats.q8_0_quantize(_w(4, 64))),
+    gguf_formats.q4_0_quantize: dict(x=_w(4, 64)),
+    gguf_formats.q4_0_dequantize: dict(blocks=gguf_formats.q4_0_quantize(_w(4, 64))),
+    gguf_formats.q4_k_quantize: dict(x=_w(2, 256)),
+    gguf_formats.q4_k_dequantize: dict(blocks=gguf_formats.q4_k_quantize(_w(2, 256))),
+    gguf_formats.q6_k_quantize: dict(x=_w(2, 256)),
+    gguf_formats.q6_k_dequantize: dict(blocks=gguf_formats.q6_k_quantize(_w(2, 256))),
     observers.percentile_range: dict(x=X, percentile=99.0),
     observers.mse_range: dict(x=X, bits=8, num_candidates=10),
     observers.entropy_range: dict(x=X, bits=8, num_bins=256),
@@ -326,6 +337,21 @@ ROWS = [
     (granularity.quantized_linears, "type", dict(model="mlp"), TypeError, None),
     (granularity.quantized_linears, "bits", dict(bits=1), ValueError, None),
     # observers
+    (gguf_formats.block_layout, "range", dict(fmt="Q4_K_M"), ValueError, "fmt"),
+    (gguf_formats.bits_per_weight, "type", dict(fmt=4), TypeError, "fmt"),
+    (gguf_formats.mixture_bits_per_weight, "range", dict(weights_per_format={"Q4_K": -1}), ValueError, None),
+    (gguf_formats.mixture_bits_per_weight, "empty", dict(weights_per_format={}), ValueError, None),
+    (gguf_formats.q8_0_quantize, "group", dict(x=_w(4, 48)), ValueError, "x.*multiple of the Q8_0 block size 32"),
+    (gguf_formats.q8_0_quantize, "nan", dict(x=_nan(4, 64)), ValueError, None),
+    (gguf_formats.q8_0_dequantize, "dtype", dict(blocks=_w(4, 68)), TypeError, None),
+    (gguf_formats.q4_0_quantize, "dtype", dict(x=torch.ones(4, 64, dtype=torch.int32)), TypeError, None),
+    (gguf_formats.q4_0_quantize, "inf", dict(x=_inf(4, 64)), ValueError, None),
+    (gguf_formats.q4_0_dequantize, "shape", dict(blocks=torch.zeros(4, 20, dtype=torch.uint8)), ValueError, None),
+    (gguf_formats.q4_k_quantize, "group", dict(x=_w(2, 128)), ValueError, "x.*multiple of the Q4_K block size 256"),
+    (gguf_formats.q4_k_quantize, "empty", dict(x=torch.zeros(0, 256)), ValueError, None),
+    (gguf_formats.q4_k_dequantize, "shape", dict(blocks=torch.zeros(2, 140, dtype=torch.uint8)), ValueError, None),
+    (gguf_formats.q6_k_quantize, "ndim", dict(x=torch.tensor(1.0)), ValueError, None),
+    (gguf_formats.q6_k_dequantize, "type", dict(blocks=[0] * 210), TypeError, None),
     (observers.percentile_range, "range", dict(percentile=101.0), ValueError, None),
     (observers.percentile_range, "nan", dict(x=_nan(4, 16)), ValueError, None),
     (observers.percentile_range, "empty", dict(x=torch.zeros(0)), ValueError, None),
@@ -586,7 +612,7 @@ NONCONTIGUOUS = [
     (gptq.gptq_quantize_weight, "W"), (awq.scaled_fake_quantize, "w"), (hqq.hqq_quantize_weight, "W"),
     (hqq.group_weight, "W"), (bitnet.absmean_ternary, "w"), (bitnet.bitlinear_forward, "weight"),
     (prune.magnitude_mask, "w"), (prune.nm_mask, "w"), (kernels.pack_int4, "w"),
-    (kernels.quantize_rows_int8, "x"),
+    (kernels.quantize_rows_int8, "x"), (gguf_formats.q4_0_quantize, "x"), (gguf_formats.q4_k_quantize, "x"),
 ]
 
 # Functions with no row, and why: "no tensor" ones take no tensor input at all (a constant table, an

@@ -289,6 +289,9 @@ def test_third_party_quantizers_are_caught():
     hqq_core = pytest.importorskip("hqq.core.quantize")
     assert "hqq.core" in _delegation_message(
         lambda w: hqq_core.Quantizer.quantize(w.reshape(4, 16), nbits=4, group_size=16)[0], w)
+    gguf = pytest.importorskip("gguf")
+    assert "gguf.quants" in _delegation_message(
+        lambda w: torch.from_numpy(gguf.quants.quantize(w.reshape(2, 32).numpy(), gguf.GGMLQuantizationType.Q4_0)), w)
 
 
 def test_the_course_kernels_custom_ops_are_caught():
@@ -390,8 +393,8 @@ def test_every_delegating_answer_computes_the_answer_when_nothing_watches(monkey
     pytest.importorskip("nbformat")  # adversarial_submissions builds notebooks (the GPU machine has no nbformat)
     import course_lib
     from adversarial_submissions import DELEGATIONS
-    from course_lib import (affine, awq, basics, bitnet, capstone, distill, formats, gptq, granularity, hqq, kernels,
-                            llm_int8, nf4, prune, qat)
+    from course_lib import (affine, awq, basics, bitnet, capstone, distill, formats, gguf_formats, gptq, granularity, hqq,
+                            kernels, llm_int8, nf4, prune, qat)
 
     monkeypatch.setattr(grading, "no_delegation", lambda *a, **k: contextlib.nullcontext())
     w, x = grading.randn(16, 128, seed=0, scale=0.02), grading.randn(8, 16, seed=1)
@@ -406,6 +409,7 @@ def test_every_delegating_answer_computes_the_answer_when_nothing_watches(monkey
         "int_range": (formats.int_range, (8, True)),
         "quantize": (affine.quantize, (grading.randn(16, seed=4), torch.tensor(0.05), torch.tensor(3), -8, 7)),
         "fake_quantize_per_group": (granularity.fake_quantize_per_group, (grading.randn(4, 32, seed=5), 4, 16)),
+        "q4_0_quantize": (gguf_formats.q4_0_quantize, (grading.randn(4, 64, seed=10),)),
         "fake_quantize_ste": (qat.fake_quantize_ste, (grading.randn(64, seed=6), torch.tensor(0.05),
                                                       torch.tensor(3, dtype=torch.int32), 0, 15)),
         "quantize_nf4": (nf4.quantize_nf4, (w,)),

@@ -1,0 +1,550 @@
+"""Notebook 03 (section "GGUF: what people download"): llama.cpp's block formats, in torch.
+
+A GGUF file stores each weight row as a sequence of fixed-size *blocks*: a few scales in fp16 followed by
+packed integer codes. The byte layout of one block is the whole format; the bytes produced here are the
+bytes ``gguf.quants.quantize`` produces (llama.cpp's Python package, ``pip install gguf``) and the values
+decoded here are the values ``gguf.quants.dequantize`` decodes, bit for bit (``tests/test_gguf_formats.py``):
+
+- ``Q8_0``: 32 weights, one fp16 scale ``d = absmax / 127`` and 32 int8 codes, rounded half away from zero
+  (34 bytes: 8.5 bits per weight, not 8);
+- ``Q4_0``: 32 weights, one fp16 scale and 32 4-bit codes. The scale is the *signed* value of largest
+  magnitude divided by -8, so that value lands exactly on code 0 (= -8 after the offset) and the grid
+  ``-8 .. 7`` is used asymmetrically on its side; codes are ``trunc(x / d + 8.5)`` clipped to 15. Code ``i``
+  of the first half goes into the low nibble of byte ``i``, code ``i`` of the second half into its high
+  nibble (18 bytes: 4.5 bits);
+- ``Q4_K``: a super-block of 256 weights in 8 sub-blocks of 32; each sub-block has its own scale and
+  minimum (``x = d_j * q - m_j``, ``q`` in ``0 .. 15``), and these 16 numbers are themselves quantized to
+  6 bits against two fp16 super-scales ``d`` and ``dmin`` (12 bytes of packed 6-bit values; 144 bytes:
+  4.5 bits);
+- ``Q6_K``: 256 weights in 16 sub-blocks of 16, symmetric 6-bit codes, one int8 scale per sub-block and
+  one fp16 super-scale (210 bytes: 6.5625 bits).
+
+``gguf.quants`` (0.19) quantizes ``Q4_0``, ``Q8_0`` and a few others but only *decodes* the K-quants; the K
+quantizers here follow the steps of llama.cpp's reference quantizers (``quantize_row_q4_K_ref`` and
+``quantize_row_q6_K_ref`` in ``ggml/src/ggml-quants.c``), and their bytes decode through ``gguf.quants`` to
+exactly ``q4_k_dequantize`` / ``q6_k_dequantize`` of them. They are not claimed to be byte-identical to a
+compiled llama.cpp: the C code accumulates its sums one element at a time (and a compiler may fuse
+multiply-adds), torch sums in its own order, so a near-tie between two candidate scales may resolve the
+other way.
+
+The K-quantizers' search, in the course's words:
+
+- ``Q4_K``, per sub-block of 32: weight each value by ``rms(sub-block) + |x|`` (large values matter more),
+  start from the min-max grid ``[min(x, 0), max(x)]`` with 15 steps, then try 21 slightly stretched grids
+  (``15 - 1 + 0.1 k`` steps over the same range, ``k = 0 .. 20``); for each, round the values to codes and
+  solve the weighted least-squares line ``x ~ scale * q + min`` for the best scale and offset (the offset
+  clamped to ``<= 0``); keep the grid with the smallest weighted squared error. Then quantize the 8 scales
+  and 8 offsets to 6 bits against their maxima, and round every value once more with the scales as
+  stored;
+- ``Q6_K``, per sub-block of 16: a symmetric grid through the value of largest magnitude (``-32 .. 31``),
+  and 18 nearby grids (``32 +- 0.1 k`` steps); for each, the least-squares scale for the rounded codes with
+  weights ``x**2``; keep the one that explains most of the (weighted) signal. The 16 scales are quantized
+  to int8 against the largest, and the values rounded again with the scales as stored.
+
+Bits per weight come from the layouts (``GGUF_LAYOUTS``: every field of a block, its bit width and its
+count), not from a table: ``bits_per_weight("Q8_0") == 8.5``.
+
+Every quantizer takes a float tensor ``[..., n]`` (fp16, bf16, fp32 or fp64; computed in fp32 like
+llama.cpp) with ``n`` a multiple of the block size and returns ``uint8`` bytes ``[..., n / block *
+block_bytes]``, the layout ``gguf.quants.quantize`` returns; every dequantizer takes such bytes and returns
+float32 ``[..., n]``. CPU and CUDA (little-endian byte order of fp16, as in the file format).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from .validation import FLOAT_DTYPES, check_int, check_tensor
+
+__all__ = [
+    "BlockLayout",
+    "GGUF_LAYOUTS",
+    "block_layout",
+    "bits_per_weight",
+    "mixture_bits_per_weight",
+    "q8_0_quantize",
+    "q8_0_dequantize",
+    "q4_0_quantize",
+    "q4_0_dequantize",
+    "q4_k_quantize",
+    "q4_k_dequantize",
+    "q6_k_quantize",
+    "q6_k_dequantize",
+]
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """The layout of one block of a GGUF format.
+
+    Attributes:
+        name: the format's name in llama.cpp (``"Q4_K"``).
+        block_size: weights per block (32, or 256 for the K-quants' super-blocks).
+        fields: ``(field, bits per entry, entries per block)`` for every field of the block, in the
+            order of the C struct (``("d", 16, 1)``: one fp16 scale).
+    """
+
+    name: str
+    block_size: int
+    fields: tuple[tuple[str, int, int], ...]
+
+    @property
+    def block_bits(self) -> int:
+        """Bits of one block: the sum over its fields."""
+        return sum(bits * count for _, bits, count in self.fields)
+
+    @property
+    def block_bytes(self) -> int:
+        """Bytes of one block (every layout fills whole bytes)."""
+        return self.block_bits // 8
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Bits stored per weight, scales included: ``block_bits / block_size``."""
+        return self.block_bits / self.block_size
+
+
+_FP16 = 16
+#: Every block format the course measures, with the fields of llama.cpp's ``block_*`` structs
+#: (``ggml/src/ggml-common.h``); the K-quants' 6-bit scales and mins are packed into 12 bytes.
+GGUF_LAYOUTS: dict[str, BlockLayout] = {layout.name: layout for layout in (
+    BlockLayout("Q8_0", 32, (("d", _FP16, 1), ("qs", 8, 32))),
+    BlockLayout("Q4_0", 32, (("d", _FP16, 1), ("qs", 4, 32))),
+    BlockLayout("Q4_1", 32, (("d", _FP16, 1), ("m", _FP16, 1), ("qs", 4, 32))),
+    BlockLayout("Q5_0", 32, (("d", _FP16, 1), ("qh", 1, 32), ("qs", 4, 32))),
+    BlockLayout("Q5_1", 32, (("d", _FP16, 1), ("m", _FP16, 1), ("qh", 1, 32), ("qs", 4, 32))),
+    BlockLayout("Q2_K", 256, (("scales", 4, 16), ("mins", 4, 16), ("qs", 2, 256), ("d", _FP16, 1),
+                              ("dmin", _FP16, 1))),
+    BlockLayout("Q3_K", 256, (("hmask", 1, 256), ("qs", 2, 256), ("scales", 6, 16), ("d", _FP16, 1))),
+    BlockLayout("Q4_K", 256, (("d", _FP16, 1), ("dmin", _FP16, 1), ("scales", 6, 8), ("mins", 6, 8),
+                              ("qs", 4, 256))),
+    BlockLayout("Q5_K", 256, (("d", _FP16, 1), ("dmin", _FP16, 1), ("scales", 6, 8), ("mins", 6, 8),
+                              ("qh", 1, 256), ("qs", 4, 256))),
+    BlockLayout("Q6_K", 256, (("ql", 4, 256), ("qh", 2, 256), ("scales", 8, 16), ("d", _FP16, 1))),
+)}
+
+_QK = 256           # weights per K-quant super-block
+_GROUP_MAX_EPS = 1e-15  # llama.cpp: a Q6_K super-block whose largest scale is below this is stored as zeros
+
+
+def block_layout(fmt: str) -> BlockLayout:
+    """The layout of one block of ``fmt``.
+
+    Args:
+        fmt: a format name of ``GGUF_LAYOUTS`` (``"Q8_0"``, ``"Q4_K"``, ...).
+
+    Returns:
+        Its ``BlockLayout``.
+    """
+    if not isinstance(fmt, str):
+        raise TypeError(f"fmt must be a str, got {type(fmt).__name__}")
+    if fmt not in GGUF_LAYOUTS:
+        raise ValueError(f"fmt must be one of {sorted(GGUF_LAYOUTS)}, got {fmt!r}")
+    return GGUF_LAYOUTS[fmt]
+
+
+def bits_per_weight(fmt: str) -> float:
+    """Bits stored per weight by ``fmt``, computed from its block layout (scales included).
+
+    Args:
+        fmt: a format name of ``GGUF_LAYOUTS``.
+
+    Returns:
+        ``8 * block_bytes / block_size``: 8.5 for Q8_0, 4.5 for Q4_0 and Q4_K, 6.5625 for Q6_K.
+    """
+    return block_layout(fmt).bits_per_weight
+
+
+def mixture_bits_per_weight(weights_per_format: Mapping[str, int]) -> float:
+    """Bits per weight of a model whose tensors use several formats (Q4_K_M mixes Q4_K and Q6_K).
+
+    Args:
+        weights_per_format: number of weights stored in each format, ``{"Q4_K": n1, "Q6_K": n2}``.
+
+    Returns:
+        Total bits divided by total weights.
+    """
+    if not isinstance(weights_per_format, Mapping):
+        raise TypeError(f"weights_per_format must be a mapping, got {type(weights_per_format).__name__}")
+    if not weights_per_format:
+        raise ValueError("weights_per_format must not be empty")
+    for fmt, n in weights_per_format.items():
+        check_int(n, f"weights_per_format[{fmt!r}]", low=0)
+    total = sum(weights_per_format.values())
+    if total == 0:
+        raise ValueError("weights_per_format must count at least one weight, got 0 in all")
+    return sum(bits_per_weight(fmt) * n for fmt, n in weights_per_format.items()) / total
+
+
+# ----------------------------------------------------------------------------------------------
+# shared plumbing: blocks in, bytes out and back
+
+
+def _blocks(x: torch.Tensor, fmt: str, name: str = "x") -> torch.Tensor:
+    """``x [..., n]`` as float32 blocks ``[n_blocks, block_size]``, after checking it."""
+    check_tensor(x, name, dtypes=FLOAT_DTYPES)
+    if x.dim() == 0:
+        raise ValueError(f"{name} must have at least 1 dimension, got a scalar")
+    size = GGUF_LAYOUTS[fmt].block_size
+    if x.shape[-1] % size != 0:
+        raise ValueError(f"{name}'s last dimension must be a multiple of the {fmt} block size {size}, "
+                         f"got shape {tuple(x.shape)}")
+    return x.float().reshape(-1, size)
+
+
+def _byte_blocks(blocks: torch.Tensor, fmt: str, name: str = "blocks") -> torch.Tensor:
+    """``blocks [..., m]`` (uint8) as ``[n_blocks, block_bytes]``, after checking it."""
+    check_tensor(blocks, name, dtypes=(torch.uint8,))
+    if blocks.dim() == 0:
+        raise ValueError(f"{name} must have at least 1 dimension, got a scalar")
+    size = GGUF_LAYOUTS[fmt].block_bytes
+    if blocks.shape[-1] % size != 0:
+        raise ValueError(f"{name}'s last dimension must be a multiple of the {fmt} block's {size} bytes, "
+                         f"got shape {tuple(blocks.shape)}")
+    return blocks.reshape(-1, size)
+
+
+def _out_shape(shape: torch.Size, fmt: str, *, to_bytes: bool) -> tuple[int, ...]:
+    layout = GGUF_LAYOUTS[fmt]
+    last = (shape[-1] // layout.block_size * layout.block_bytes if to_bytes
+            else shape[-1] // layout.block_bytes * layout.block_size)
+    return (*shape[:-1], last)
+
+
+def _fp16_bytes(v: torch.Tensor) -> torch.Tensor:
+    """fp32 ``[n]`` -> its fp16 (round to nearest even) as 2 little-endian bytes ``[n, 2]``."""
+    return v.to(torch.float16).reshape(-1, 1).contiguous().view(torch.uint8)
+
+
+def _fp16_value(two_bytes: torch.Tensor) -> torch.Tensor:
+    """2 bytes ``[n, 2]`` -> the fp16 they hold, as float32 ``[n, 1]``."""
+    return two_bytes.contiguous().view(torch.float16).float()
+
+
+def _round_half_away(v: torch.Tensor) -> torch.Tensor:
+    """C's ``roundf``: halves go away from zero (``torch.round`` sends them to the even neighbour)."""
+    a = v.abs()
+    whole = torch.floor(a)
+    return torch.sign(v) * (whole + torch.floor(2 * (a - whole)))
+
+
+def _reciprocal_or_zero(d: torch.Tensor) -> torch.Tensor:
+    """``1 / d`` where ``d != 0``, else 0 (an all-zero block gets codes from 0, not NaN)."""
+    return torch.where(d == 0, torch.zeros_like(d), 1.0 / torch.where(d == 0, torch.ones_like(d), d))
+
+
+def _pack_nibbles(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Two code tensors in ``0 .. 15`` -> one byte each: ``low | high << 4``."""
+    return (low.to(torch.int32) | (high.to(torch.int32) << 4)).to(torch.uint8)
+
+
+def _nibbles(packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bytes -> (low nibble, high nibble), as int32."""
+    p = packed.to(torch.int32)
+    return p & 0xF, p >> 4
+
+
+# ----------------------------------------------------------------------------------------------
+# Q8_0 and Q4_0: 32 weights, one fp16 scale
+
+
+def q8_0_quantize(x: torch.Tensor) -> torch.Tensor:
+    """Quantize to Q8_0: per block of 32, ``d = absmax / 127`` (fp16) and ``round(x / d)`` in int8.
+
+    Args:
+        x: float tensor ``[..., n]``, ``n`` a multiple of 32.
+
+    Returns:
+        uint8 ``[..., n / 32 * 34]``: per block, ``d`` as 2 fp16 bytes then 32 int8 codes.
+    """
+    b = _blocks(x, "Q8_0")
+    d = b.abs().amax(dim=1, keepdim=True) / 127
+    q = _round_half_away(b * _reciprocal_or_zero(d)).to(torch.int8).view(torch.uint8)
+    out = torch.cat([_fp16_bytes(d), q], dim=1)
+    return out.reshape(_out_shape(x.shape, "Q8_0", to_bytes=True))
+
+
+def q8_0_dequantize(blocks: torch.Tensor) -> torch.Tensor:
+    """Decode Q8_0 bytes: ``d * q``.
+
+    Args:
+        blocks: uint8 ``[..., m]`` from ``q8_0_quantize`` (``m`` a multiple of 34).
+
+    Returns:
+        float32 ``[..., m / 34 * 32]``.
+    """
+    b = _byte_blocks(blocks, "Q8_0")
+    q = b[:, 2:].contiguous().view(torch.int8).float()
+    return (q * _fp16_value(b[:, :2])).reshape(_out_shape(blocks.shape, "Q8_0", to_bytes=False))
+
+
+def q4_0_quantize(x: torch.Tensor) -> torch.Tensor:
+    """Quantize to Q4_0: per block of 32, ``d = (value of largest magnitude) / -8``, codes ``0 .. 15``.
+
+    Args:
+        x: float tensor ``[..., n]``, ``n`` a multiple of 32.
+
+    Returns:
+        uint8 ``[..., n / 32 * 18]``: per block, ``d`` as 2 fp16 bytes then 16 bytes whose low nibbles hold
+        the codes of weights 0..15 and high nibbles those of weights 16..31 (``x ~ d * (code - 8)``).
+    """
+    b = _blocks(x, "Q4_0")
+    extreme = b.gather(1, b.abs().argmax(dim=1, keepdim=True))  # signed; the first one on a tie
+    d = extreme / -8
+    q = torch.trunc(b * _reciprocal_or_zero(d) + 8.5).clamp(0, 15)
+    out = torch.cat([_fp16_bytes(d), _pack_nibbles(q[:, :16], q[:, 16:])], dim=1)
+    return out.reshape(_out_shape(x.shape, "Q4_0", to_bytes=True))
+
+
+def q4_0_dequantize(blocks: torch.Tensor) -> torch.Tensor:
+    """Decode Q4_0 bytes: ``d * (code - 8)``.
+
+    Args:
+        blocks: uint8 ``[..., m]`` from ``q4_0_quantize`` (``m`` a multiple of 18).
+
+    Returns:
+        float32 ``[..., m / 18 * 32]``.
+    """
+    b = _byte_blocks(blocks, "Q4_0")
+    low, high = _nibbles(b[:, 2:])
+    q = torch.cat([low, high], dim=1).float() - 8
+    return (_fp16_value(b[:, :2]) * q).reshape(_out_shape(blocks.shape, "Q4_0", to_bytes=False))
+
+
+# ----------------------------------------------------------------------------------------------
+# Q4_K: 256 weights = 8 sub-blocks of 32, each x = d * sc_j * q - dmin * m_j
+
+
+def _pack_q4_k_scales(sc: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """8 six-bit scales and 8 six-bit mins per super-block ``[n, 8]`` -> the 12 packed bytes ``[n, 12]``.
+
+    Bytes 0-3: scales 0-3 in the low 6 bits, the top 2 bits of scales 4-7 above them; bytes 4-7: the same
+    with the mins; bytes 8-11: the low 4 bits of scale ``4 + i`` and, above, of min ``4 + i``.
+    """
+    sc, m = sc.to(torch.int32), m.to(torch.int32)
+    first = sc[:, :4] | ((sc[:, 4:] >> 4) << 6)
+    second = m[:, :4] | ((m[:, 4:] >> 4) << 6)
+    third = (sc[:, 4:] & 0xF) | ((m[:, 4:] & 0xF) << 4)
+    return torch.cat([first, second, third], dim=1).to(torch.uint8)
+
+
+def _unpack_q4_k_scales(packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 12 packed bytes ``[n, 12]`` -> (scales, mins), int32 ``[n, 8]`` each, in ``0 .. 63``."""
+    p = packed.to(torch.int32)
+    first, second, third = p[:, :4], p[:, 4:8], p[:, 8:]
+    sc = torch.cat([first & 63, (third & 0xF) | ((first >> 6) << 4)], dim=1)
+    m = torch.cat([second & 63, (third >> 4) | ((second >> 6) << 4)], dim=1)
+    return sc, m
+
+
+def q4_k_dequantize(blocks: torch.Tensor) -> torch.Tensor:
+    """Decode Q4_K super-blocks: weight ``i`` of sub-block ``j`` is ``(d * sc_j) * q_i - (dmin * m_j)``.
+
+    Args:
+        blocks: uint8 ``[..., m]`` (``m`` a multiple of 144): per super-block, ``d`` and ``dmin`` (fp16),
+            12 bytes of packed 6-bit scales and mins, 128 bytes of codes (byte ``32 c + l`` holds weight
+            ``64 c + l`` in its low nibble and ``64 c + 32 + l`` in its high nibble).
+
+    Returns:
+        float32 ``[..., m / 144 * 256]``.
+    """
+    b = _byte_blocks(blocks, "Q4_K")
+    n = b.shape[0]
+    d, dmin = _fp16_value(b[:, 0:2]), _fp16_value(b[:, 2:4])
+    sc, m = _unpack_q4_k_scales(b[:, 4:16])
+    low, high = _nibbles(b[:, 16:].reshape(n, 4, 32))
+    q = torch.stack([low, high], dim=2).reshape(n, 8, 32).float()
+    scale = (d * sc.float()).unsqueeze(-1)
+    offset = (dmin * m.float()).unsqueeze(-1)
+    return (scale * q - offset).reshape(_out_shape(blocks.shape, "Q4_K", to_bytes=False))
+
+
+def _fit_scale_min(x: torch.Tensor, w: torch.Tensor, nmax: int, rmin: float, rdelta: float,
+                   nstep: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weighted search of an asymmetric grid per row of ``x [r, k]``: ``x ~ scale * L + min``, ``L`` in
+    ``0 .. nmax``, ``min <= 0``. Returns (scale ``[r]``, ``-min`` ``[r]``, codes ``[r, k]``)."""
+    f32 = torch.float32
+    lo = x.amin(dim=1).clamp(max=0)
+    hi = x.amax(dim=1)
+    flat = hi == lo                                     # all zero, or constant and negative: no grid to fit
+    span = torch.where(flat, torch.ones_like(hi), hi - lo)
+    shifted = x - lo[:, None]
+    sum_w = w.sum(dim=1)
+    sum_x = (w * x).sum(dim=1)
+
+    def codes(iscale: torch.Tensor) -> torch.Tensor:
+        return torch.round(iscale[:, None] * shifted).clamp_(0, nmax)
+
+    def error(scale: torch.Tensor, offset: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+        diff = scale[:, None] * L + offset[:, None] - x
+        return (w * diff.square_()).sum(dim=1)
+
+    iscale = nmax / span
+    scale = 1 / iscale
+    best_min = lo.clone()
+    L = codes(iscale)
+    best_err = error(scale, lo, L)
+    for step in range(nstep + 1):
+        stretch = (torch.tensor(rmin, dtype=f32) + torch.tensor(rdelta, dtype=f32) * step) + nmax
+        trial = codes(stretch / span)
+        wl = w * trial
+        sum_l = wl.sum(dim=1)
+        sum_l2 = (wl * trial).sum(dim=1)
+        sum_xl = (wl * x).sum(dim=1)
+        det = sum_w * sum_l2 - sum_l * sum_l
+        ok = det > 0
+        det_safe = torch.where(ok, det, torch.ones_like(det))
+        this_scale = (sum_w * sum_xl - sum_x * sum_l) / det_safe
+        this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det_safe
+        positive = this_min > 0                         # an offset above 0 is not allowed: refit without it
+        l2_safe = torch.where(sum_l2 > 0, sum_l2, torch.ones_like(sum_l2))
+        this_scale = torch.where(positive, sum_xl / l2_safe, this_scale)
+        this_min = torch.where(positive, torch.zeros_like(this_min), this_min)
+        err = error(this_scale, this_min, trial)
+        better = ok & (err < best_err)
+        L = torch.where(better[:, None], trial, L)
+        best_err = torch.where(better, err, best_err)
+        scale = torch.where(better, this_scale, scale)
+        best_min = torch.where(better, this_min, best_min)
+    scale = torch.where(flat, torch.zeros_like(scale), scale)
+    best_min = torch.where(flat, lo, best_min)
+    L = torch.where(flat[:, None], torch.zeros_like(L), L)
+    return scale, -best_min, L
+
+
+def _six_bit(values: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """Per super-block, ``round(63 * values / top)`` capped at 63 (0 where ``top`` is 0)."""
+    inv = torch.where(top > 0, 63 / torch.where(top > 0, top, torch.ones_like(top)), torch.zeros_like(top))
+    level = torch.round(inv[:, None] * values)
+    # llama.cpp stores the rounded value in a uint8 before capping it: a negative one wraps, then caps at 63
+    return torch.where(level < 0, torch.full_like(level, 63), level.clamp(max=63))
+
+
+def q4_k_quantize(x: torch.Tensor) -> torch.Tensor:
+    """Quantize to Q4_K with the search of llama.cpp's reference quantizer (the module docstring says it
+    in words): per sub-block of 32 a weighted least-squares scale and offset, then both quantized to 6 bits
+    against the super-block's largest, then the codes rounded again with the stored scales.
+
+    Args:
+        x: float tensor ``[..., n]``, ``n`` a multiple of 256.
+
+    Returns:
+        uint8 ``[..., n / 256 * 144]`` in the layout ``q4_k_dequantize`` (and ``gguf.quants``) decodes.
+    """
+    b = _blocks(x, "Q4_K")
+    n = b.shape[0]
+    sub = b.reshape(n * 8, 32)
+    rms = (sub * sub).sum(dim=1).div(32).sqrt()
+    scales, mins, L = _fit_scale_min(sub, rms[:, None] + sub.abs(), nmax=15, rmin=-1.0, rdelta=0.1, nstep=20)
+    scales, mins, L = scales.reshape(n, 8), mins.reshape(n, 8), L.reshape(n, 8, 32)
+    max_scale = scales.amax(dim=1).clamp(min=0)
+    max_min = mins.amax(dim=1).clamp(min=0)
+    sc, m = _six_bit(scales, max_scale), _six_bit(mins, max_min)
+    d16, dmin16 = _fp16_bytes(max_scale / 63), _fp16_bytes(max_min / 63)
+    # the codes again, with the scales as stored; a sub-block whose stored scale is 0 keeps the search's codes
+    step = _fp16_value(d16) * sc
+    offset = _fp16_value(dmin16) * m
+    live = step != 0
+    again = torch.round((sub.reshape(n, 8, 32) + offset[..., None])
+                        / torch.where(live, step, torch.ones_like(step))[..., None]).clamp(0, 15)
+    L = torch.where(live[..., None], again, L).reshape(n, 4, 2, 32)
+    qs = _pack_nibbles(L[:, :, 0], L[:, :, 1]).reshape(n, 128)
+    out = torch.cat([d16, dmin16, _pack_q4_k_scales(sc, m), qs], dim=1)
+    return out.reshape(_out_shape(x.shape, "Q4_K", to_bytes=True))
+
+
+# ----------------------------------------------------------------------------------------------
+# Q6_K: 256 weights = 16 sub-blocks of 16, x = d * scale_j * (q - 32)
+
+
+def _fit_symmetric(x: torch.Tensor, nmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Search of a symmetric grid per row of ``x [r, k]``: ``x ~ scale * l``, ``l`` in ``-nmax .. nmax-1``,
+    weights ``x**2``. Returns (scale ``[r]``, codes ``l + nmax`` ``[r, k]``)."""
+    f32 = torch.float32
+    extreme = x.gather(1, x.abs().argmax(dim=1, keepdim=True)).squeeze(1)
+    zero = extreme.abs() < _GROUP_MAX_EPS
+    extreme = torch.where(zero, torch.ones_like(extreme), extreme)
+    w = x * x
+
+    def fit(iscale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ll = torch.round(iscale[:, None] * x).clamp(-nmax, nmax - 1)
+        return ll, (w * x * ll).sum(dim=1), (w * ll * ll).sum(dim=1)
+
+    L, sum_lx, sum_l2 = fit(-nmax / extreme)
+    scale = torch.where(sum_l2 != 0, sum_lx / torch.where(sum_l2 != 0, sum_l2, torch.ones_like(sum_l2)),
+                        torch.zeros_like(sum_lx))
+    best = scale * sum_lx
+    for k in range(-9, 10):
+        if k == 0:
+            continue
+        trial, t_lx, t_l2 = fit(-(nmax + torch.tensor(0.1, dtype=f32) * k) / extreme)
+        better = (t_l2 > 0) & (t_lx * t_lx > best * t_l2)
+        L = torch.where(better[:, None], trial, L)
+        scale = torch.where(better, t_lx / torch.where(t_l2 > 0, t_l2, torch.ones_like(t_l2)), scale)
+        best = torch.where(better, scale * t_lx, best)
+    scale = torch.where(zero, torch.zeros_like(scale), scale)
+    L = torch.where(zero[:, None], torch.full_like(L, -nmax), L)
+    return scale, L + nmax
+
+
+def q6_k_quantize(x: torch.Tensor) -> torch.Tensor:
+    """Quantize to Q6_K with the search of llama.cpp's reference quantizer (module docstring): per
+    sub-block of 16 the best of 19 symmetric grids, the 16 scales in int8 against the largest, the codes
+    rounded again with the stored scales.
+
+    Args:
+        x: float tensor ``[..., n]``, ``n`` a multiple of 256.
+
+    Returns:
+        uint8 ``[..., n / 256 * 210]``: per super-block, 128 bytes of low 4 bits, 64 bytes of high 2 bits,
+        16 int8 scales and ``d`` (fp16), the layout ``q6_k_dequantize`` (and ``gguf.quants``) decodes.
+    """
+    b = _blocks(x, "Q6_K")
+    n = b.shape[0]
+    sub = b.reshape(n * 16, 16)
+    scales, L = _fit_symmetric(sub, 32)
+    scales, L = scales.reshape(n, 16), L.reshape(n, 16, 16)
+    top = scales.gather(1, scales.abs().argmax(dim=1, keepdim=True)).squeeze(1)  # signed, first on a tie
+    empty = top.abs() < _GROUP_MAX_EPS
+    iscale = -128 / torch.where(empty, torch.ones_like(top), top)
+    d16 = _fp16_bytes(torch.where(empty, torch.zeros_like(top), 1 / iscale))
+    sc = torch.round(iscale[:, None] * scales).clamp(max=127)
+    sc = torch.where(empty[:, None], torch.zeros_like(sc), sc)
+    step = _fp16_value(d16) * sc
+    live = step != 0
+    again = torch.round(sub.reshape(n, 16, 16) / torch.where(live, step, torch.ones_like(step))[..., None])
+    L = torch.where(live[..., None], again.clamp(-32, 31) + 32, L)
+    L = torch.where(empty[:, None, None], torch.zeros_like(L), L).to(torch.int32).reshape(n, 2, 4, 32)
+    low = _pack_nibbles(torch.cat([L[:, :, 0], L[:, :, 1]], dim=2) & 0xF,
+                        torch.cat([L[:, :, 2], L[:, :, 3]], dim=2) & 0xF).reshape(n, 128)
+    high = L >> 4
+    qh = (high[:, :, 0] | (high[:, :, 1] << 2) | (high[:, :, 2] << 4) | (high[:, :, 3] << 6))
+    out = torch.cat([low, qh.to(torch.uint8).reshape(n, 64), sc.to(torch.int8).view(torch.uint8), d16], dim=1)
+    return out.reshape(_out_shape(x.shape, "Q6_K", to_bytes=True))
+
+
+def q6_k_dequantize(blocks: torch.Tensor) -> torch.Tensor:
+    """Decode Q6_K super-blocks: weight ``i`` of sub-block ``j`` is ``(d * scale_j) * (q_i - 32)``.
+
+    Args:
+        blocks: uint8 ``[..., m]`` (``m`` a multiple of 210) from ``q6_k_quantize``: per super-block, two
+            halves of 128 weights; in half ``h``, byte ``64 h + l`` of ``ql`` holds the low 4 bits of weight
+            ``l`` (low nibble) and ``64 + l`` (high nibble), byte ``32 h + l`` of ``qh`` the high 2 bits of
+            weights ``l``, ``32 + l``, ``64 + l``, ``96 + l``; then 16 int8 scales and ``d`` (fp16).
+
+    Returns:
+        float32 ``[..., m / 210 * 256]``.
+    """
+    b = _byte_blocks(blocks, "Q6_K")
+    n = b.shape[0]
+    low, high = _nibbles(b[:, :128].reshape(n, 2, 64))
+    low4 = torch.cat([low, high], dim=2).reshape(n, 2, 4, 32)
+    qh = b[:, 128:192].to(torch.int32).reshape(n, 2, 1, 32)
+    high2 = (qh >> torch.tensor([0, 2, 4, 6], device=b.device).reshape(1, 1, 4, 1)) & 3
+    q = ((low4 | (high2 << 4)) - 32).reshape(n, 16, 16).float()
+    sc = b[:, 192:208].contiguous().view(torch.int8).float()
+    step = (_fp16_value(b[:, 208:210]) * sc).unsqueeze(-1)
+    return (step * q).reshape(_out_shape(blocks.shape, "Q6_K", to_bytes=False))
