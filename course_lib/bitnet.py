@@ -8,8 +8,8 @@ BitNet b1.58 (Ma et al. 2024, arXiv 2402.17764; code: microsoft/BitNet and the a
   ``W_t = clamp(round(W * (1 / gamma)), -1, 1)`` in ``{-1, 0, +1}``; ``W ~ gamma * W_t``;
 - **activations, per token (absmax int8):** ``delta = max(max|x|, 1e-5) / 127`` per row,
   ``x_q = clamp(round(x * (127 / max(max|x|, 1e-5))), -128, 127)``; ``x ~ delta * x_q``;
-- **RMSNorm before the activation quantizer** (its own learnable gain; eps 1e-6, transformers'
-  BitNet default). The per-token absmax quantizer is already blind to a per-token scale, so the
+- **RMSNorm before the activation quantizer** (its own learnable gain; eps 1e-6, the default of
+  transformers' BitLinear). The per-token absmax quantizer is already blind to a per-token scale, so the
   normalization itself does not change the int8 codes (the per-feature gain does); what it buys is
   an input, and so an output, whose variance stays put while the weights train;
 - **straight-through estimator (STE)** in both quantizers during training:
@@ -70,7 +70,8 @@ __all__ = [
 
 #: BitNet's floor for mean|W| and max|x| (both quantizers clamp at 1e-5).
 SCALE_EPS = 1e-5
-#: RMSNorm epsilon inside BitLinear (transformers' BitNetConfig default).
+#: RMSNorm epsilon inside BitLinear: the default of transformers' BitLinear and BitNetQuantConfig (its
+#: BitNetConfig's model-level rms_norm_eps is 1e-5; that one is for the decoder's own norms).
 RMS_EPS = 1e-6
 #: Ternary codes per uint8 byte in the 2-bit packing.
 CODES_PER_BYTE = 4
