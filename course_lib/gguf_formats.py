@@ -20,18 +20,21 @@ decoded here are the values ``gguf.quants.dequantize`` decodes, bit for bit (``t
   one fp16 super-scale (210 bytes: 6.5625 bits).
 
 ``gguf.quants`` (0.19) quantizes ``Q4_0``, ``Q8_0`` and a few others but only *decodes* the K-quants; the K
-quantizers here follow the steps of llama.cpp's reference quantizers (``quantize_row_q4_K_ref`` and
-``quantize_row_q6_K_ref`` in ``ggml/src/ggml-quants.c``), and their bytes decode through ``gguf.quants`` to
-exactly ``q4_k_dequantize`` / ``q6_k_dequantize`` of them. They are not claimed to be byte-identical to a
-compiled llama.cpp: the C code accumulates its sums one element at a time (and a compiler may fuse
-multiply-adds), torch sums in its own order, so a near-tie between two candidate scales may resolve the
-other way.
+quantizers here take the steps of llama.cpp's reference quantizers (``quantize_row_q4_K_ref`` and
+``quantize_row_q6_K_ref`` in ``ggml/src/ggml-quants.c``), their bytes decode through ``gguf.quants`` to exactly
+``q4_k_dequantize`` / ``q6_k_dequantize`` of them, and they gave the bytes of those C functions (transcribed and
+compiled with gcc 12 -O2 -ffp-contract=off, outside the repository) on every super-block tried; two of those
+outputs are pinned by hash in ``tests/test_gguf_formats.py``. Three details matter for that: the search's sums
+are added one element at a time in the C loops' order (``_sums``), the square root is taken in float64 (C's
+``sqrtf`` is correctly rounded, torch's vectorized float32 one may be 1 ulp off), and llama.cpp's stretched grids
+start from the best offset found so far. A build that fuses multiply-adds (``-ffp-contract=fast`` with FMA)
+can round differently and pick another candidate on a near-tie.
 
 The K-quantizers' search, in the course's words:
 
 - ``Q4_K``, per sub-block of 32: weight each value by ``rms(sub-block) + |x|`` (large values matter more),
   start from the min-max grid ``[min(x, 0), max(x)]`` with 15 steps, then try 21 slightly stretched grids
-  (``15 - 1 + 0.1 k`` steps over the same range, ``k = 0 .. 20``); for each, round the values to codes and
+  (``15 - 1 + 0.1 k`` steps from the best offset so far up to ``max(x)``, ``k = 0 .. 20``); for each, round the values to codes and
   solve the weighted least-squares line ``x ~ scale * q + min`` for the best scale and offset (the offset
   clamped to ``<= 0``); keep the grid with the smallest weighted squared error. Then quantize the 8 scales
   and 8 offsets to 6 bits against their maxima, and round every value once more with the scales as
@@ -127,6 +130,9 @@ GGUF_LAYOUTS: dict[str, BlockLayout] = {layout.name: layout for layout in (
 )}
 
 _QK = 256           # weights per K-quant super-block
+# values searched at once: the search's many small operations then stay under torch's grain size for splitting
+# work between threads (32768 elements), whose synchronisation costs more than such an operation (10x on 2 cores)
+_CHUNK = 32768
 _GROUP_MAX_EPS = 1e-15  # llama.cpp: a Q6_K super-block whose largest scale is below this is stored as zeros
 
 
@@ -231,6 +237,14 @@ def _round_half_away(v: torch.Tensor) -> torch.Tensor:
     return torch.sign(v) * (whole + torch.floor(2 * (a - whole)))
 
 
+def _nearest_int(v: torch.Tensor) -> torch.Tensor:
+    """Round float32 to the nearest integer, halves to even, as llama.cpp's ``nearest_int``: adding
+    ``1.5 * 2**23`` leaves no fraction bits, so the float addition itself rounds (exact for ``|v| < 2**22``;
+    beyond, every caller clamps to a few bits anyway). Several times faster than ``torch.round`` on the CPU."""
+    magic = 12582912.0
+    return (v + magic) - magic
+
+
 def _reciprocal_or_zero(d: torch.Tensor) -> torch.Tensor:
     """``1 / d`` where ``d != 0``, else 0 (an all-zero block gets codes from 0, not NaN)."""
     return torch.where(d == 0, torch.zeros_like(d), 1.0 / torch.where(d == 0, torch.ones_like(d), d))
@@ -245,6 +259,16 @@ def _nibbles(packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Bytes -> (low nibble, high nibble), as int32."""
     p = packed.to(torch.int32)
     return p & 0xF, p >> 4
+
+
+def _sums(t: torch.Tensor) -> torch.Tensor:
+    """Sums over the first axis of ``t [k, r]`` (the ``k`` values of ``r`` sub-blocks) in float32, one element at
+    a time from first to last, as llama.cpp's C loops add them (``t.sum(dim=0)`` adds in another order, and a
+    near-tie between two candidate scales can then go the other way)."""
+    acc = t[0].clone()
+    for row in t[1:]:
+        acc += row
+    return acc
 
 
 # ----------------------------------------------------------------------------------------------
@@ -364,36 +388,38 @@ def q4_k_dequantize(blocks: torch.Tensor) -> torch.Tensor:
 
 def _fit_scale_min(x: torch.Tensor, w: torch.Tensor, nmax: int, rmin: float, rdelta: float,
                    nstep: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Weighted search of an asymmetric grid per row of ``x [r, k]``: ``x ~ scale * L + min``, ``L`` in
-    ``0 .. nmax``, ``min <= 0``. Returns (scale ``[r]``, ``-min`` ``[r]``, codes ``[r, k]``)."""
+    """Weighted search of an asymmetric grid for each column of ``x [k, r]`` (``r`` sub-blocks of ``k`` values,
+    weights ``w``): ``x ~ scale * L + min``, ``L`` in ``0 .. nmax``, ``min <= 0``. Returns (scale ``[r]``,
+    ``-min`` ``[r]``, codes ``[k, r]``)."""
     f32 = torch.float32
-    lo = x.amin(dim=1).clamp(max=0)
-    hi = x.amax(dim=1)
+    lo = x.amin(dim=0).clamp(max=0)
+    hi = x.amax(dim=0)
     flat = hi == lo                                     # all zero, or constant and negative: no grid to fit
-    span = torch.where(flat, torch.ones_like(hi), hi - lo)
-    shifted = x - lo[:, None]
-    sum_w = w.sum(dim=1)
-    sum_x = (w * x).sum(dim=1)
+    sum_w = _sums(w)
+    sum_x = _sums(w * x)
 
-    def codes(iscale: torch.Tensor) -> torch.Tensor:
-        return torch.round(iscale[:, None] * shifted).clamp_(0, nmax)
+    def codes(stretch: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        span = hi - offset
+        span = torch.where(span > 0, span, torch.ones_like(span))
+        return _nearest_int((stretch / span) * (x - offset)).clamp_(0, nmax)
 
     def error(scale: torch.Tensor, offset: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
-        diff = scale[:, None] * L + offset[:, None] - x
-        return (w * diff.square_()).sum(dim=1)
+        diff = scale * L + offset - x
+        return _sums(w * diff.square_())
 
-    iscale = nmax / span
-    scale = 1 / iscale
+    span = torch.where(flat, torch.ones_like(hi), hi - lo)
+    scale = 1 / (nmax / span)
     best_min = lo.clone()
-    L = codes(iscale)
+    L = codes(torch.tensor(nmax, dtype=f32), lo)
     best_err = error(scale, lo, L)
     for step in range(nstep + 1):
+        # as in llama.cpp, each stretched grid starts from the best offset found so far, not from min(x, 0)
         stretch = (torch.tensor(rmin, dtype=f32) + torch.tensor(rdelta, dtype=f32) * step) + nmax
-        trial = codes(stretch / span)
+        trial = codes(stretch, best_min)
         wl = w * trial
-        sum_l = wl.sum(dim=1)
-        sum_l2 = (wl * trial).sum(dim=1)
-        sum_xl = (wl * x).sum(dim=1)
+        sum_l = _sums(wl)
+        sum_l2 = _sums(wl * trial)
+        sum_xl = _sums(wl * x)
         det = sum_w * sum_l2 - sum_l * sum_l
         ok = det > 0
         det_safe = torch.where(ok, det, torch.ones_like(det))
@@ -405,20 +431,20 @@ def _fit_scale_min(x: torch.Tensor, w: torch.Tensor, nmax: int, rmin: float, rde
         this_min = torch.where(positive, torch.zeros_like(this_min), this_min)
         err = error(this_scale, this_min, trial)
         better = ok & (err < best_err)
-        L = torch.where(better[:, None], trial, L)
+        L = torch.where(better, trial, L)
         best_err = torch.where(better, err, best_err)
         scale = torch.where(better, this_scale, scale)
         best_min = torch.where(better, this_min, best_min)
     scale = torch.where(flat, torch.zeros_like(scale), scale)
     best_min = torch.where(flat, lo, best_min)
-    L = torch.where(flat[:, None], torch.zeros_like(L), L)
+    L = torch.where(flat, torch.zeros_like(L), L)
     return scale, -best_min, L
 
 
 def _six_bit(values: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
     """Per super-block, ``round(63 * values / top)`` capped at 63 (0 where ``top`` is 0)."""
     inv = torch.where(top > 0, 63 / torch.where(top > 0, top, torch.ones_like(top)), torch.zeros_like(top))
-    level = torch.round(inv[:, None] * values)
+    level = _nearest_int(inv[:, None] * values)
     # llama.cpp stores the rounded value in a uint8 before capping it: a negative one wraps, then caps at 63
     return torch.where(level < 0, torch.full_like(level, 63), level.clamp(max=63))
 
@@ -437,18 +463,22 @@ def q4_k_quantize(x: torch.Tensor) -> torch.Tensor:
     b = _blocks(x, "Q4_K")
     n = b.shape[0]
     sub = b.reshape(n * 8, 32)
-    rms = (sub * sub).sum(dim=1).div(32).sqrt()
-    scales, mins, L = _fit_scale_min(sub, rms[:, None] + sub.abs(), nmax=15, rmin=-1.0, rdelta=0.1, nstep=20)
-    scales, mins, L = scales.reshape(n, 8), mins.reshape(n, 8), L.reshape(n, 8, 32)
-    max_scale = scales.amax(dim=1).clamp(min=0)
-    max_min = mins.amax(dim=1).clamp(min=0)
+    columns = sub.t().contiguous()                      # [32, sub-blocks]: the sums below run down the values
+    # C's sqrtf is correctly rounded; torch's vectorized float32 sqrt may be 1 ulp off: take it in float64
+    rms = _sums(columns * columns).div(32).double().sqrt().float()
+    fits = [_fit_scale_min(c, r + c.abs(), nmax=15, rmin=-1.0, rdelta=0.1, nstep=20)
+            for c, r in zip(columns.split(_CHUNK // 32, dim=1), rms.split(_CHUNK // 32))]
+    scales, mins, L = (torch.cat([f[i] for f in fits], dim=-1) for i in range(3))
+    scales, mins, L = scales.reshape(n, 8), mins.reshape(n, 8), L.t().reshape(n, 8, 32)
+    # the largest scale and min, or +0 (C starts from 0 and keeps it unless a value is larger: never -0)
+    max_scale, max_min = (torch.where(v > 0, v, torch.zeros_like(v)) for v in (scales.amax(dim=1), mins.amax(dim=1)))
     sc, m = _six_bit(scales, max_scale), _six_bit(mins, max_min)
     d16, dmin16 = _fp16_bytes(max_scale / 63), _fp16_bytes(max_min / 63)
     # the codes again, with the scales as stored; a sub-block whose stored scale is 0 keeps the search's codes
     step = _fp16_value(d16) * sc
     offset = _fp16_value(dmin16) * m
     live = step != 0
-    again = torch.round((sub.reshape(n, 8, 32) + offset[..., None])
+    again = _nearest_int((sub.reshape(n, 8, 32) + offset[..., None])
                         / torch.where(live, step, torch.ones_like(step))[..., None]).clamp(0, 15)
     L = torch.where(live[..., None], again, L).reshape(n, 4, 2, 32)
     qs = _pack_nibbles(L[:, :, 0], L[:, :, 1]).reshape(n, 128)
@@ -461,17 +491,18 @@ def q4_k_quantize(x: torch.Tensor) -> torch.Tensor:
 
 
 def _fit_symmetric(x: torch.Tensor, nmax: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Search of a symmetric grid per row of ``x [r, k]``: ``x ~ scale * l``, ``l`` in ``-nmax .. nmax-1``,
-    weights ``x**2``. Returns (scale ``[r]``, codes ``l + nmax`` ``[r, k]``)."""
+    """Search of a symmetric grid for each column of ``x [k, r]`` (``r`` sub-blocks of ``k`` values):
+    ``x ~ scale * l``, ``l`` in ``-nmax .. nmax-1``, weights ``x**2``. Returns (scale ``[r]``, codes
+    ``l + nmax`` ``[k, r]``)."""
     f32 = torch.float32
-    extreme = x.gather(1, x.abs().argmax(dim=1, keepdim=True)).squeeze(1)
+    extreme = x.gather(0, x.abs().argmax(dim=0, keepdim=True)).squeeze(0)  # signed, the first on a tie
     zero = extreme.abs() < _GROUP_MAX_EPS
     extreme = torch.where(zero, torch.ones_like(extreme), extreme)
     w = x * x
 
     def fit(iscale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        ll = torch.round(iscale[:, None] * x).clamp(-nmax, nmax - 1)
-        return ll, (w * x * ll).sum(dim=1), (w * ll * ll).sum(dim=1)
+        ll = _nearest_int(iscale * x).clamp(-nmax, nmax - 1)
+        return ll, _sums(w * x * ll), _sums(w * ll * ll)
 
     L, sum_lx, sum_l2 = fit(-nmax / extreme)
     scale = torch.where(sum_l2 != 0, sum_lx / torch.where(sum_l2 != 0, sum_l2, torch.ones_like(sum_l2)),
@@ -482,11 +513,11 @@ def _fit_symmetric(x: torch.Tensor, nmax: int) -> tuple[torch.Tensor, torch.Tens
             continue
         trial, t_lx, t_l2 = fit(-(nmax + torch.tensor(0.1, dtype=f32) * k) / extreme)
         better = (t_l2 > 0) & (t_lx * t_lx > best * t_l2)
-        L = torch.where(better[:, None], trial, L)
+        L = torch.where(better, trial, L)
         scale = torch.where(better, t_lx / torch.where(t_l2 > 0, t_l2, torch.ones_like(t_l2)), scale)
         best = torch.where(better, scale * t_lx, best)
     scale = torch.where(zero, torch.zeros_like(scale), scale)
-    L = torch.where(zero[:, None], torch.full_like(L, -nmax), L)
+    L = torch.where(zero, torch.full_like(L, -nmax), L)
     return scale, L + nmax
 
 
@@ -505,17 +536,18 @@ def q6_k_quantize(x: torch.Tensor) -> torch.Tensor:
     b = _blocks(x, "Q6_K")
     n = b.shape[0]
     sub = b.reshape(n * 16, 16)
-    scales, L = _fit_symmetric(sub, 32)
-    scales, L = scales.reshape(n, 16), L.reshape(n, 16, 16)
+    fits = [_fit_symmetric(c, 32) for c in sub.t().contiguous().split(_CHUNK // 16, dim=1)]  # sums run down the values
+    scales, L = (torch.cat([f[i] for f in fits], dim=-1) for i in range(2))
+    scales, L = scales.reshape(n, 16), L.t().reshape(n, 16, 16)
     top = scales.gather(1, scales.abs().argmax(dim=1, keepdim=True)).squeeze(1)  # signed, first on a tie
     empty = top.abs() < _GROUP_MAX_EPS
     iscale = -128 / torch.where(empty, torch.ones_like(top), top)
     d16 = _fp16_bytes(torch.where(empty, torch.zeros_like(top), 1 / iscale))
-    sc = torch.round(iscale[:, None] * scales).clamp(max=127)
+    sc = _nearest_int(iscale[:, None] * scales).clamp(max=127)
     sc = torch.where(empty[:, None], torch.zeros_like(sc), sc)
     step = _fp16_value(d16) * sc
     live = step != 0
-    again = torch.round(sub.reshape(n, 16, 16) / torch.where(live, step, torch.ones_like(step))[..., None])
+    again = _nearest_int(sub.reshape(n, 16, 16) / torch.where(live, step, torch.ones_like(step))[..., None])
     L = torch.where(live[..., None], again.clamp(-32, 31) + 32, L)
     L = torch.where(empty[:, None, None], torch.zeros_like(L), L).to(torch.int32).reshape(n, 2, 4, 32)
     low = _pack_nibbles(torch.cat([L[:, :, 0], L[:, :, 1]], dim=2) & 0xF,

@@ -149,6 +149,27 @@ def test_round_trip_matches_gguf_on_random_weights(seed, scale, fmt):
     np.testing.assert_array_equal(_bits(dequantize(got).numpy()), _bits(quants.dequantize(got.numpy(), QT[fmt])))
 
 
+# bytes of llama.cpp's reference quantizers (quantize_row_q4_K_ref and quantize_row_q6_K_ref of
+# ggml/src/ggml-quants.c, transcribed into a scratch C file and compiled with gcc 12 -O2 -ffp-contract=off)
+# on two inputs: their sha256. The course's torch quantizers gave the same bytes there on every super-block
+# tried (6,000 random, 64 with zero, constant and half-zero blocks, the 13,824 of MiniLM's six output.dense layers).
+LLAMA_CPP_SHA256 = {
+    ("Q4_K", "mixed"): "732625d3d6002bf3614e1d7c54a865948b7b32d34105ae159e11d46cc93ee606",
+    ("Q4_K", "randn"): "660a75df3b0784a76ca7668a545c85b15c743809771db230e2b4eb97c510a575",
+    ("Q6_K", "mixed"): "6251a158feeb2f214d403fac661d69f6acefb94158ffab81ed826860548f0449",
+    ("Q6_K", "randn"): "0734585ccc61f525332b89d69ffaa468ba73ee80b0129b47e5777b50dc8f03e2",
+}
+
+
+@pytest.mark.parametrize("fmt, name", sorted(LLAMA_CPP_SHA256), ids=[f"{f}-{n}" for f, n in sorted(LLAMA_CPP_SHA256)])
+def test_k_quantizers_give_llama_cpp_reference_bytes(fmt, name):
+    import hashlib
+
+    x = _mixed(8, 512) if name == "mixed" else torch.randn(16, 1024, generator=torch.Generator().manual_seed(7)) * 0.02
+    quantize = {"Q4_K": gf.q4_k_quantize, "Q6_K": gf.q6_k_quantize}[fmt]
+    assert hashlib.sha256(quantize(x).numpy().tobytes()).hexdigest() == LLAMA_CPP_SHA256[(fmt, name)]
+
+
 # ----------------------------------------------------------------------------------------------
 # properties
 
