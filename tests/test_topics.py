@@ -157,3 +157,27 @@ def test_registry_imports_nothing_heavy():
     code = "import sys, course_lib.topics; print(sorted(m for m in ('torch', 'numpy', 'nbformat') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip() == "[]"
+
+
+# a row of docs/DESIGN.md's learner's-path table: | 05 | NF4 | `nf4` | `nf4_codebook` (2), `nearest_code` (2), ...
+DESIGN_ROW = re.compile(r"^\|\s*(?P<number>\d\d)\s*\|[^|]*\|(?P<modules>[^|]*)\|(?P<graded>[^|]*)\|\s*$")
+
+
+def _graded_cells(topic) -> list[tuple[str, float]]:
+    """(function, points) of each autograded test cell of the solution notebook, in order."""
+    cells = nbformat.read(ROOT / topic.path, as_version=4).cells
+    meta = [c.metadata.get("nbgrader", {}) for c in cells]
+    return [(m["grade_id"].removeprefix("test_"), m["points"]) for m in meta if m.get("grade") and not m.get("solution")]
+
+
+def test_design_doc_table_lists_every_graded_function_and_module():
+    """docs/DESIGN.md's table of the learner's path: each notebook's reference modules and graded functions with
+    their points, as the registry and the solution notebooks have them (a new exercise or module updates it)."""
+    rows = {m["number"]: m for m in map(DESIGN_ROW.match, (ROOT / "docs" / "DESIGN.md").read_text().splitlines()) if m}
+    assert sorted(rows) == [t.number for t in TOPICS], "docs/DESIGN.md: one table row per notebook"
+    for topic in TOPICS:
+        row = rows[topic.number]
+        graded = [(name, float(points)) for name, points in re.findall(r"`(\w+)` \((\d+(?:\.\d+)?)\)", row["graded"])]
+        assert graded == [(n, float(p)) for n, p in _graded_cells(topic)], f"docs/DESIGN.md, row {topic.number}"
+        modules = re.findall(r"`([\w.]+)`", row["modules"])
+        assert set(modules) == set(topic.modules), f"docs/DESIGN.md, row {topic.number}: modules {modules}"
