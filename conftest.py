@@ -36,7 +36,7 @@ import re  # noqa: E402
 import pytest  # noqa: E402
 
 _NOTEBOOK_OF = (re.compile(r"^solutions/(?P<a>[^/]+)/[^/]+\.ipynb::"),
-                re.compile(r"^tests/test_grading_roundtrip\.py::TestRoundTrip_(?P<a>[^:]+)::"))
+                re.compile(r"^tests/course/test_grading_roundtrip\.py::TestRoundTrip_(?P<a>[^:]+)::"))
 DETERMINISM_TEST = "test_outputs_match_the_nbval_run"
 
 
@@ -68,18 +68,18 @@ def pytest_runtest_call(item):
 # command on 2 cores, 2026-12-06): xdist's default order (most tests first) left them for the end, where
 # one worker ran them alone for minutes while the other was idle. A scope missing here starts after these.
 SLOW_FIRST = (
-    "tests/test_adversarial_grading.py",  # 8 submissions of notebook 00, crashes and a timeout: ~180 s
+    "tests/course/test_adversarial_grading.py",  # 8 submissions of notebook 00, crashes and a timeout: ~180 s
     "notebook:07_gptq", "notebook:08_awq", "notebook:11_distillation",  # 3 runs each: ~150-170 s
     "notebook:09_hqq",                    # ~110 s
-    "tests/test_jupyterhub.py",           # ~100 s
-    "tests/test_grade_assignment.py",     # 4 autogrades of notebook 00: ~90 s
+    "tests/deployment/test_jupyterhub.py",           # ~100 s
+    "tests/course/test_grade_assignment.py",     # 4 autogrades of notebook 00: ~90 s
     "notebook:14_capstone", "notebook:10_bitnet", "notebook:04_ptq_qat",  # ~75-80 s
-    "tests/test_local_exchange.py",       # ~75 s
-    "tests/test_widgets_versions.py",     # ~70 s
+    "tests/deployment/test_local_exchange.py",       # ~75 s
+    "tests/library/test_widgets_versions.py",     # ~70 s
     "notebook:12_pruning", "notebook:03_granularity", "notebook:05_nf4", "notebook:06_llm_int8",  # ~60-70 s
-    "tests/test_reference_sources.py",    # ~55 s
-    "tests/test_browser.py", "tests/test_kernels_build.py", "tests/test_colab_setup.py",
-    "tests/test_grade_at_scale.py",       # ~40-50 s each
+    "tests/course/test_reference_sources.py",    # ~55 s
+    "tests/deployment/test_browser.py", "tests/library/test_kernels_build.py", "tests/deployment/test_colab_setup.py",
+    "tests/course/test_grade_at_scale.py",       # ~40-50 s each
 )
 
 

@@ -89,8 +89,8 @@ case "${1:-}" in
     test)
         shift
         install "[test]"
-        # The browser test (tests/test_browser.py) drives JupyterLab in Debian's chromium through
-        # Playwright, which downloads no browser of its own; the JupyterHub test (tests/test_jupyterhub.py)
+        # The browser test (tests/deployment/test_browser.py) drives JupyterLab in Debian's chromium through
+        # Playwright, which downloads no browser of its own; the JupyterHub test (tests/deployment/test_jupyterhub.py)
         # lets its learner accounts reach a Python under a private /root with setfacl (package acl).
         # As root on Debian/Ubuntu, install what is missing (about 30 s); elsewhere, or if apt fails,
         # those tests are skipped and say why.

@@ -8,7 +8,7 @@ nbgrader autogrades one submission after another in one process (one kernel at a
 50 uses one core. The parallel way is ``course_lib.course_grading.grade`` (its docstring: students split
 into ``--jobs`` groups, each autograded in its own copy of the course at the same time, the gradebooks
 merged into the main one), the same code as ``scripts/grade_assignment.py --jobs N``; tested in
-tests/test_grade_at_scale.py. ``--per-student`` times it as grade_assignment.py runs it (one nbgrader
+tests/course/test_grade_at_scale.py. ``--per-student`` times it as grade_assignment.py runs it (one nbgrader
 process per student); by default each group is one ``nbgrader autograde``.
 
 The benchmark builds two identical courses of N submissions (half typed-correct solutions, half the

@@ -33,7 +33,7 @@ One difference from llm-awq, kept on purpose: the quantizer (the searches' and t
 the course's RTN, whose range is widened to contain 0, so that ratio 0 is exactly the RTN
 baseline; llm-awq uses each group's raw min and max, with ``max - min`` clamped at ``1e-5``. On a
 group that holds both signs the two give the same weights bit for bit, and every group of 64 or
-128 of the course LM does; on one-signed groups they differ, either way (``tests/test_awq.py``).
+128 of the course LM does; on one-signed groups they differ, either way (``tests/library/test_awq.py``).
 
 As in llm-awq, block ``i + 1`` is calibrated on the output of the *unquantized* block ``i``.
 """
@@ -127,7 +127,7 @@ def _fake_quantize(w: torch.Tensor, bits: int, group_size: int | None) -> torch.
 
     The searches call the quantizer hundreds of times on tensors they have already checked;
     the checks (finite-value scans) would cost more than the quantization. Same arithmetic,
-    same results bit for bit (tests/test_awq.py compares them).
+    same results bit for bit (tests/library/test_awq.py compares them).
     """
     group = w.shape[1] if group_size is None else group_size
     g = w.to(torch.float32).reshape(w.shape[0], w.shape[1] // group, group)

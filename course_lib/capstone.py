@@ -99,7 +99,7 @@ BUDGET_MB = 5.25
 #: Tokens of the eval split every capstone perplexity is measured on.
 MAX_TOKENS = 1024
 #: The quality target: perplexity on the first MAX_TOKENS tokens at most this. The reference recipe
-#: (tests/test_capstone.py: greedy allocation of 3/4/8 bits from 2-bit probes, HQQ, groups of 128) reached
+#: (tests/library/test_capstone.py: greedy allocation of 3/4/8 bits from 2-bit probes, HQQ, groups of 128) reached
 #: 28.53 on the reference run (float model 27.47); the margin of ~0.5 (2 %) covers other machines and
 #: leaves room for other recipes. Uniform RTN 3-bit within the budget reaches 31.9 and the same greedy
 #: allocation with RTN 29.4: neither passes.
@@ -350,7 +350,7 @@ def eval_text(max_tokens: int | None = None) -> str:
 
     ``perplexity`` tokenizes the whole text before keeping ``max_tokens`` tokens; a prefix cut at
     a line break, with about 4x the characters needed, gives the same first ``max_tokens`` tokens
-    (tests/test_capstone.py checks it) in a fraction of the time.
+    (tests/library/test_capstone.py checks it) in a fraction of the time.
 
     Args:
         max_tokens: tokens needed, or None for the whole split.

@@ -5,8 +5,8 @@ timeout, the stubs of answer cells, ``OverwriteCells.add_missing_cells`` and the
 ``course_lib/nbgrader_hooks.py`` (``GuardedExecute`` for autograde, ``HideHiddenTests`` for
 generate_feedback; a kernel memory limit from ``COURSE_GRADING_MEMORY_MB``). The repository's
 ``nbgrader_config.py``, the hub image's ``jupyterhub/nbgrader_config.py``, and every course copy or scratch
-course (``write_config``: benchmarks/grade_at_scale.py, the group copies below, tests/test_jupyterhub.py,
-tests/test_grade_assignment.py) call it: a course directory anywhere grades with the same hooks.
+course (``write_config``: benchmarks/grade_at_scale.py, the group copies below, tests/deployment/test_jupyterhub.py,
+tests/course/test_grade_assignment.py) call it: a course directory anywhere grades with the same hooks.
 
 Autograding in parallel groups (``grade``; scripts/grade_assignment.py ``--jobs N`` and
 benchmarks/grade_at_scale.py). ``nbgrader autograde`` grades one submission after another in one process

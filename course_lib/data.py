@@ -318,7 +318,7 @@ def correlated_feature_layer(correlation: float, outlier_scale: float, out_featu
 def heavy_tailed_weight(out_features: int = 128, in_features: int = 256, seed: int = 0) -> torch.Tensor:
     """A heavy-tailed weight matrix, like a trained layer's: 0.02 times a Student-t with 4 degrees of freedom.
 
-    Notebook 09's HQQ widget (and tests/test_hqq.py) quantize it.
+    Notebook 09's HQQ widget (and tests/library/test_hqq.py) quantize it.
 
     Args:
         out_features, in_features: the shape.

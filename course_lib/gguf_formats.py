@@ -3,7 +3,7 @@
 A GGUF file stores each weight row as a sequence of fixed-size *blocks*: a few scales in fp16 followed by
 packed integer codes. The byte layout of one block is the whole format; the bytes produced here are the
 bytes ``gguf.quants.quantize`` produces (llama.cpp's Python package, ``pip install gguf``) and the values
-decoded here are the values ``gguf.quants.dequantize`` decodes, bit for bit (``tests/test_gguf_formats.py``):
+decoded here are the values ``gguf.quants.dequantize`` decodes, bit for bit (``tests/library/test_gguf_formats.py``):
 
 - ``Q8_0``: 32 weights, one fp16 scale ``d = absmax / 127`` and 32 int8 codes, rounded half away from zero
   (34 bytes: 8.5 bits per weight, not 8);
@@ -24,7 +24,7 @@ quantizers here take the steps of llama.cpp's reference quantizers (``quantize_r
 ``quantize_row_q6_K_ref`` in ``ggml/src/ggml-quants.c``), their bytes decode through ``gguf.quants`` to exactly
 ``q4_k_dequantize`` / ``q6_k_dequantize`` of them, and they gave the bytes of those C functions (transcribed and
 compiled with gcc 12 -O2 -ffp-contract=off, outside the repository) on every super-block tried; two of those
-outputs are pinned by hash in ``tests/test_gguf_formats.py``. Three details matter for that: the search's sums
+outputs are pinned by hash in ``tests/library/test_gguf_formats.py``. Three details matter for that: the search's sums
 are added one element at a time in the C loops' order (``_sums``), the square root is taken in float64 (C's
 ``sqrtf`` is correctly rounded, torch's vectorized float32 one may be 1 ulp off), and llama.cpp's stretched grids
 start from the best offset found so far. A build that fuses multiply-adds (``-ffp-contract=fast`` with FMA)

@@ -40,7 +40,7 @@ the CPU:
 - **The zero point is added before rounding** (``round(W * s + z)``, z fractional).
 - All arithmetic is float32 on every device (the package uses float16 on CUDA).
 
-What is bit for bit the package's (``tests/test_hqq.py``): ``shrink_lp`` (its ``shrink_lp_op``),
+What is bit for bit the package's (``tests/library/test_hqq.py``): ``shrink_lp`` (its ``shrink_lp_op``),
 the min-max initialisation (its ``Quantizer.quantize`` with ``optimize=False``: scale, zero and
 codes), and one update with the same ``beta`` (its ``optimize_weights_proximal_legacy_step``).
 
@@ -58,7 +58,7 @@ what ``Quantizer.quantize(optimize=True)`` and ``HQQLinear`` run):
   min-max start, then one per update) is evaluated and the best is returned, so the error is
   never above the start's (RTN on the same grid).
 
-Measured on the 54 cases of ``tests/test_hqq.py`` (2, 3 and 4 bits, per row and groups of 64,
+Measured on the 54 cases of ``tests/library/test_hqq.py`` (2, 3 and 4 bits, per row and groups of 64,
 LM-scale and unit-scale weights; float32, CPU): with ``kappa=1`` the result equals the package's bit
 for bit in 46, and always when the error falls at every one of the 20 updates; of the other 8 the
 course's mean absolute error is lower in 4, equal in 2 and higher in 2, by at most 1.3e-5 relative

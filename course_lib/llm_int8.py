@@ -12,7 +12,7 @@ by a weight ``W`` (out_features x in_features, the ``nn.Linear`` layout) in two 
   out of the int8 product and multiplied with the matching weight columns in floating point.
 
 The output is the sum of the two. This module follows bitsandbytes 0.50.2 where it defines the
-numbers (checked in tests/test_llm_int8.py):
+numbers (checked in tests/library/test_llm_int8.py):
 
 - ``int8_vectorwise_quant(x, threshold)`` returns the same codes, row statistics and outlier columns
   as ``bitsandbytes.functional.int8_vectorwise_quant``: values with ``|x| >= threshold`` are left out of

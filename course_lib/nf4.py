@@ -1,7 +1,7 @@
 """Notebook 05: NF4 (4-bit NormalFloat), blockwise absmax, 4-bit packing, double quantization, QLoRA.
 
 Everything here reproduces ``bitsandbytes.functional.quantize_4bit(A, blocksize, quant_type="nf4")``
-(and ``"fp4"``) **byte for byte** on the CPU (bitsandbytes 0.50.2; tests/test_nf4.py checks it):
+(and ``"fp4"``) **byte for byte** on the CPU (bitsandbytes 0.50.2; tests/library/test_nf4.py checks it):
 
 - **Codebook.** NF4's 16 values come from quantiles of the standard normal: 8 positive values
   ``ndtri(linspace(offset, 0.5, 9)[:-1])``, 7 negative ones ``-ndtri(linspace(offset, 0.5, 8)[:-1])``,

@@ -4,12 +4,12 @@ Each :class:`Topic` names what the assignment is made of: its notebook, its titl
 the ``course_lib`` modules that hold its references, its plots and widget modules, and the test files
 of those modules. Tests and tools read the course's shape from here instead of keeping their own lists:
 
-- ``tests/test_topics.py``: the registry matches the repository (every ``solutions/`` folder has one
+- ``tests/course/test_topics.py``: the registry matches the repository (every ``solutions/`` folder has one
   entry, in order; every module, plots module, widget module and test file named here exists; every
   topic module of ``course_lib`` belongs to a topic; each notebook imports its modules; the README's
   table lists these notebooks, in this order, with these titles);
-- ``tests/test_notebook_structure.py`` (docstrings of every topic module's public functions) and
-  ``tests/test_bad_input.py`` (a bad-input row for every public function) iterate :func:`modules`.
+- ``tests/course/test_notebook_structure.py`` (docstrings of every topic module's public functions) and
+  ``tests/course/test_bad_input.py`` (a bad-input row for every public function) iterate :func:`modules`.
 
 Folder and notebook names are kept as they are, even where they differ from the module names (renaming
 would break the links and gradebooks of running classes): the registry says which goes with which.
@@ -63,41 +63,41 @@ class Topic:
 
 TOPICS: tuple[Topic, ...] = (
     Topic("00_welcome", "welcome.ipynb", "welcome", ("basics",),
-          widget="widgets.welcome", tests=("tests/test_basics.py",)),
+          widget="widgets.welcome", tests=("tests/library/test_basics.py",)),
     Topic("01_precision_formats", "precision_formats.ipynb", "precision formats", ("formats",),
-          plots=("plots.formats",), widget="widgets.formats", tests=("tests/test_formats.py",)),
+          plots=("plots.formats",), widget="widgets.formats", tests=("tests/library/test_formats.py",)),
     Topic("02_affine_quantization", "affine_quantization.ipynb", "affine quantization", ("affine",),
-          plots=("plots.affine",), widget="widgets.affine", tests=("tests/test_affine.py",)),
+          plots=("plots.affine",), widget="widgets.affine", tests=("tests/library/test_affine.py",)),
     # gguf_formats: llama.cpp's block formats (block-wise scales as files store them), the notebook's last section
     Topic("03_granularity", "granularity.ipynb", "granularity", ("granularity", "gguf_formats"),
           plots=("plots.granularity",), widget="widgets.granularity",
-          tests=("tests/test_granularity.py", "tests/test_gguf_formats.py")),
+          tests=("tests/library/test_granularity.py", "tests/library/test_gguf_formats.py")),
     Topic("04_ptq_qat", "ptq_qat.ipynb", "PTQ vs QAT", ("observers", "qat"),
-          plots=("plots.qat",), widget="widgets.qat", tests=("tests/test_observers.py", "tests/test_qat.py")),
+          plots=("plots.qat",), widget="widgets.qat", tests=("tests/library/test_observers.py", "tests/library/test_qat.py")),
     Topic("05_nf4", "nf4.ipynb", "NF4", ("nf4",),
-          plots=("plots.nf4",), widget="widgets.nf4", tests=("tests/test_nf4.py",)),
+          plots=("plots.nf4",), widget="widgets.nf4", tests=("tests/library/test_nf4.py",)),
     Topic("06_llm_int8", "llm_int8.ipynb", "LLM.int8()", ("llm_int8",),
-          plots=("plots.llm_int8",), widget="widgets.llm_int8", tests=("tests/test_llm_int8.py",)),
+          plots=("plots.llm_int8",), widget="widgets.llm_int8", tests=("tests/library/test_llm_int8.py",)),
     # lm_quant (whole-model plumbing: calibration windows, block-by-block runs, the RTN baseline) is
     # introduced here and reused by 08, 09, 11, 12 and 14
     Topic("07_gptq", "gptq.ipynb", "GPTQ", ("gptq", "lm_quant"),
-          plots=("plots.gptq",), widget="widgets.gptq", tests=("tests/test_gptq.py", "tests/test_lm_quant.py")),
+          plots=("plots.gptq",), widget="widgets.gptq", tests=("tests/library/test_gptq.py", "tests/library/test_lm_quant.py")),
     Topic("08_awq", "awq.ipynb", "AWQ", ("awq",),
-          plots=("plots.awq",), widget="widgets.awq", tests=("tests/test_awq.py",)),
+          plots=("plots.awq",), widget="widgets.awq", tests=("tests/library/test_awq.py",)),
     Topic("09_hqq", "hqq.ipynb", "HQQ", ("hqq",),
-          plots=("plots.hqq",), widget="widgets.hqq", tests=("tests/test_hqq.py",)),
+          plots=("plots.hqq",), widget="widgets.hqq", tests=("tests/library/test_hqq.py",)),
     Topic("10_bitnet", "bitnet.ipynb", "BitNet b1.58", ("bitnet",),
-          plots=("plots.bitnet",), widget="widgets.bitnet", tests=("tests/test_bitnet.py",)),
+          plots=("plots.bitnet",), widget="widgets.bitnet", tests=("tests/library/test_bitnet.py",)),
     Topic("11_distillation", "distillation.ipynb", "distillation", ("distill",),
-          plots=("plots.distill",), widget="widgets.distill", tests=("tests/test_distill.py",)),
+          plots=("plots.distill",), widget="widgets.distill", tests=("tests/library/test_distill.py",)),
     Topic("12_pruning", "pruning.ipynb", "pruning", ("prune",),
-          plots=("plots.prune",), widget="widgets.prune", tests=("tests/test_prune.py",)),
+          plots=("plots.prune",), widget="widgets.prune", tests=("tests/library/test_prune.py",)),
     # kernels is a package: ops.py (the references) and build.py (compiling), re-exported by __init__.py
     Topic("13_lowbit_kernels", "lowbit_kernels.ipynb", "low-bit kernels", ("kernels",),
           plots=("plots.kernels",), widget="widgets.kernels",
-          tests=("tests/test_kernels.py", "tests/test_kernels_build.py", "tests/test_kernels_notebook.py")),
+          tests=("tests/library/test_kernels.py", "tests/library/test_kernels_build.py", "tests/course/test_kernels_notebook.py")),
     Topic("14_capstone", "capstone.ipynb", "capstone", ("capstone",),
-          plots=("plots.capstone",), widget="widgets.capstone", tests=("tests/test_capstone.py",)),
+          plots=("plots.capstone",), widget="widgets.capstone", tests=("tests/library/test_capstone.py",)),
 )
 
 

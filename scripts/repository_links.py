@@ -11,7 +11,7 @@ The one place they are set by hand is pyproject.toml:
 From it this module writes each solution notebook's Open-in-Colab badge (title cell), its locked
 `setup` cell, and the README's badges. `scripts/generate_notebooks.py` calls `write()` before it
 builds the student release, so a fork changes the two settings, regenerates, and is done;
-`tests/test_colab_setup.py` fails when a file disagrees with the settings.
+`tests/deployment/test_colab_setup.py` fails when a file disagrees with the settings.
 
     python scripts/repository_links.py          # rewrite what disagrees
     python scripts/repository_links.py --check  # list what disagrees, exit 1 if anything does

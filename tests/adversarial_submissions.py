@@ -98,7 +98,7 @@ def wrong_and_tests_tampered(assignment: str):
     correct work whose test cell was deleted (restored: full marks); work that is wrong in one respect only
     (``trainable_only`` ignored) whose test cell lost its nbgrader metadata and was replaced by ``pass``
     (the original is added back: 0). Plain wrong work under untouched tests is graded by
-    tests/test_grade_assignment.py."""
+    tests/course/test_grade_assignment.py."""
     nb = correct(assignment)
     set_answer(nb, "relative_error", wrong(nb, "relative_error"))
     nb.cells[index_of(nb, "test_relative_error")].source = "pass"
@@ -228,8 +228,8 @@ SUBMISSIONS = {
 # ----------------------------------------------------------------------------------------------
 # delegation: answers that hand the work to code that computes it (a sibling course_lib function, the
 # reference under another name, bitsandbytes-style kernels, torch's quantizers) or that patch what the
-# test reads. tests/test_grading_roundtrip.py submits them, one submission per notebook, graded by nbgrader
-# with the course's hooks: each must score 0; tests/test_grading.py checks that each computes the right
+# test reads. tests/course/test_grading_roundtrip.py submits them, one submission per notebook, graded by nbgrader
+# with the course's hooks: each must score 0; tests/course/test_grading.py checks that each computes the right
 # answer when nothing watches (so that 0 comes from the watch, not from a wrong result).
 
 DELEGATIONS: dict[str, dict[str, str]] = {

@@ -3,7 +3,7 @@
 CI already executes every solution notebook twice: nbval runs ``solutions/<a>/<nb>.ipynb`` cell by cell,
 and the round trip autogrades the release notebook with the solutions typed in (same cells, same code,
 hidden tests restored by nbgrader). The root ``conftest.py`` keeps nbval's outputs and schedules both
-runs of a notebook on one worker, nbval's last; ``tests/test_grading_roundtrip.py`` then compares them
+runs of a notebook on one worker, nbval's last; ``tests/course/test_grading_roundtrip.py`` then compares them
 here. No notebook is executed a third time.
 
 What is compared, per code cell: stdout, the ``text/plain`` of results and displays, and the names of

@@ -12,7 +12,7 @@ from ..plots.hqq import draw_convergence
 
 #: Group-size menu: label -> group size (None: one group per output channel).
 GROUP_SIZES = {"32": 32, "64": 64, "128": 128, "per channel": None}
-#: The widget's weight when it is given none (tests/test_hqq.py builds its inputs with it).
+#: The widget's weight when it is given none (tests/library/test_hqq.py builds its inputs with it).
 default_weight = heavy_tailed_weight
 
 

@@ -9,7 +9,7 @@ from .. import llm_int8
 from ..data import outlier_feature_activations
 from ..plots.llm_int8 import draw_column_absmax
 
-#: The widget's data when it is given none (tests/test_llm_int8.py calls it by this name).
+#: The widget's data when it is given none (tests/library/test_llm_int8.py calls it by this name).
 default_data = outlier_feature_activations
 
 

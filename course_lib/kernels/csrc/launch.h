@@ -1,5 +1,5 @@
 // The CUDA kernels' host-side entry points: plain C++ over raw pointers and a stream, no torch types, so that
-// the kernel sources (*.cu) compile without torch's headers (tests/test_kernels_build.py compiles them for
+// the kernel sources (*.cu) compile without torch's headers (tests/library/test_kernels_build.py compiles them for
 // every supported architecture on a machine without a GPU). bindings.cpp wraps them as torch custom ops.
 //
 // Every function returns cudaSuccess, the launch's error, or cudaErrorNotSupported when that kernel cannot run

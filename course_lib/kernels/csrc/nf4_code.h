@@ -1,7 +1,7 @@
 // The 16 NF4 values (bitsandbytes' table, bit for bit: course_lib.nf4.nf4_codebook() in float32), as exact
 // hexadecimal float literals. Shared by the C++ (lowbit_cpu.cpp) and CUDA (common.cuh) kernels: a compile-time
 // table needs no upload, so no call ever copies it to the GPU (a copy would break CUDA-graph capture).
-// tests/test_kernels.py checks it against nf4_codebook().
+// tests/library/test_kernels.py checks it against nf4_codebook().
 #pragma once
 
 #define COURSE_NF4_CODE                                                                              \

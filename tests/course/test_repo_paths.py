@@ -37,7 +37,7 @@ import nbformat
 
 from course_checkout import tracked_files
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 #: Files read as text, by name ending; files without an extension (.ci/run, binder/postBuild, Dockerfile) are
 #: read when they hold no NUL byte. Everything else (databases, images, model weights) is skipped.
@@ -191,7 +191,7 @@ def ignored(paths: set[str], root: Path = ROOT) -> set[str]:
 def test_every_cited_repository_path_exists():
     missing = missing_citations()
     assert not missing, ("these files cite repository paths that do not exist (fix the citation; if a token "
-                         "is not a path of this repository, add it to NOT_PATHS in tests/test_repo_paths.py):\n"
+                         "is not a path of this repository, add it to NOT_PATHS in tests/course/test_repo_paths.py):\n"
                          + "\n".join(map(str, missing)))
 
 

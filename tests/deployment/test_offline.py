@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Runs first in the child: every connect/getaddrinfo to a non-loopback address is recorded and refused.
 PRELUDE = r'''

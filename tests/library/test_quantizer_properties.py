@@ -1,10 +1,10 @@
 """Property tests of every quantizer's core invariants that its own test file does not already check.
 
 Already covered elsewhere (not repeated here): affine round trip <= scale/2 and requantization
-(tests/test_affine.py); granularity per-channel/per-group error <= step/2 and idempotence with fixed
-parameters (tests/test_granularity.py); nf4 error bound, idempotence and zeros (tests/test_nf4.py);
-llm_int8 vector-wise round trip (tests/test_llm_int8.py); formats round trip, idempotence, monotonicity
-(tests/test_formats.py); bitnet codes and the int8 round trip (tests/test_bitnet.py).
+(tests/library/test_affine.py); granularity per-channel/per-group error <= step/2 and idempotence with fixed
+parameters (tests/library/test_granularity.py); nf4 error bound, idempotence and zeros (tests/library/test_nf4.py);
+llm_int8 vector-wise round trip (tests/library/test_llm_int8.py); formats round trip, idempotence, monotonicity
+(tests/library/test_formats.py); bitnet codes and the int8 round trip (tests/library/test_bitnet.py).
 
 Here: monotonicity of the per-tensor (and per-row, per-block) scalar quantizers, scale > 0 and finite
 output on constant and all-zero tensors, idempotence where it was missing (llm_int8 vector-wise, hqq codes,

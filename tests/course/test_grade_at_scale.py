@@ -26,7 +26,7 @@ _spec.loader.exec_module(grade_at_scale)
 def test_the_benchmarks_course_grades_in_parallel_groups(tmp_path):
     """The benchmark's course (one correct, one unmodified submission) graded in two groups at once: each gets
     its score and its autograded notebook, and the group copies are removed. That parallel groups give the
-    sequential gradebook is tested once, through scripts/grade_assignment.py (tests/test_grade_assignment.py)."""
+    sequential gradebook is tested once, through scripts/grade_assignment.py (tests/course/test_grade_assignment.py)."""
     kinds = grade_at_scale.make_course(tmp_path / "par", "00_welcome", 2)
     assert sorted(kinds.values()) == ["correct", "unmodified"], kinds
     grade_at_scale.grade(tmp_path / "par", "00_welcome", jobs=2, workdir=tmp_path)

@@ -267,7 +267,7 @@ def test_noncontiguous_and_bfloat16_inputs():
 
 
 # ----------------------------------------------------------------------------------------------
-# bad input (the table in tests/test_bad_input.py has one row per function; these name the constraint)
+# bad input (the table in tests/course/test_bad_input.py has one row per function; these name the constraint)
 
 
 @pytest.mark.parametrize("fmt, quantize, dequantize, block, gguf_quantizes", FORMATS, ids=IDS)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IPYWIDGETS_7 = ("ipywidgets==7.7.5", "widgetsnbextension>=3.6,<4", "jupyterlab_widgets>=1,<2", "ipython_genutils==0.2.0")
 CACHE_7 = ROOT / ".pytest_cache" / "ipywidgets-7.7.5"
 

@@ -13,8 +13,8 @@ import pytest
 
 from course_lib import topics
 
-ROOT = Path(__file__).resolve().parents[1]
-SOLUTIONS = [ROOT / topic.path for topic in topics.TOPICS]  # in course order (tests/test_topics.py)
+ROOT = Path(__file__).resolve().parents[2]
+SOLUTIONS = [ROOT / topic.path for topic in topics.TOPICS]  # in course order (tests/course/test_topics.py)
 IDS = [topic.assignment for topic in topics.TOPICS]
 OBJECTIVES = re.compile(r"\*\*You will learn to\*\*|\bYou will learn\b|learning objectives", re.I)
 NEXT_LINK = re.compile(r"\*\*Next:\*\*.*?\]\(\.\./(?P<folder>\d\d_\w+)/(?P<name>\w+\.ipynb)\)", re.S)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 import learner_workspace  # noqa: E402
 from course_checkout import (NOT_INSTALLED_BY_COURSE_SH, checkout, course_sh_env, free_port,  # noqa: E402

@@ -19,7 +19,7 @@ import nbformat
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 import repository_links  # noqa: E402
 from course_checkout import checkout, tracked_files  # noqa: E402

@@ -13,7 +13,7 @@ from course_lib import data
 from course_lib.data import corpus_text, load_digits, sentence_pairs
 from course_lib.evaluate import accuracy
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from course_lib import models
 from course_lib.data import sentence_pairs
 from course_lib.evaluate import embedding_cosine, spearman
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LM_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 

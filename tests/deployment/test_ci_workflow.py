@@ -11,7 +11,7 @@ import yaml
 
 from course_lib.kernels import build
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = ROOT / ".github" / "workflows" / "course.yml"
 
 

@@ -22,7 +22,7 @@ import pytest
 from course_lib import topics
 from course_lib.topics import TOPICS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COURSE_LIB = ROOT / "course_lib"
 IDS = [t.assignment for t in TOPICS]
 # a row of the README's notebooks table: | 05 | [NF4](notebooks/05_nf4/nf4.ipynb) [![Colab](...)](...) | ...
@@ -105,9 +105,19 @@ def test_notebook_imports_its_modules(topic):
 def test_test_file_named_after_a_module_is_listed(topic):
     for module in topic.modules:
         stem = module.rsplit(".", 1)[-1]
-        test = f"tests/test_{stem}.py"
-        if (ROOT / test).is_file():
+        for found in sorted((ROOT / "tests").glob(f"*/test_{stem}.py")):
+            test = found.relative_to(ROOT).as_posix()
             assert test in topic.tests, f"{topic.assignment}: {test} tests {module}; list it in the topic's tests"
+
+
+def test_tests_are_laid_out_by_what_they_test():
+    """tests/library (course_lib's modules), tests/course (grading, notebooks, the registry), tests/deployment
+    (hub, browser, Colab, course.sh, CI, environment files); the shared helpers and conftest.py stay in tests/."""
+    assert not sorted((ROOT / "tests").glob("test_*.py")), "a test file directly in tests/: put it in a folder"
+    assert {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and not p.name.startswith((".", "__"))} \
+        == {"library", "course", "deployment"}
+    for topic in TOPICS:
+        assert all(t.startswith("tests/library/") or t.startswith("tests/course/") for t in topic.tests), topic.tests
 
 
 def test_no_module_or_test_file_in_two_topics():
@@ -173,7 +183,7 @@ def _graded_cells(topic) -> list[tuple[str, float]]:
 def test_design_doc_table_lists_every_graded_function_and_module():
     """docs/DESIGN.md's table of the learner's path: each notebook's reference modules and graded functions with
     their points, as the registry and the solution notebooks have them (a new exercise or module updates it)."""
-    rows = {m["number"]: m for m in map(DESIGN_ROW.match, (ROOT / "docs" / "DESIGN.md").read_text().splitlines()) if m}
+    rows = {m["number"]: m for m in map(DESIGN_ROW.match, (ROOT / "docs/DESIGN.md").read_text().splitlines()) if m}
     assert sorted(rows) == [t.number for t in TOPICS], "docs/DESIGN.md: one table row per notebook"
     for topic in TOPICS:
         row = rows[topic.number]

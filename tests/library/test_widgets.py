@@ -1,6 +1,6 @@
 """The widgets hold no data or math of their own: they draw their synthetic data from course_lib.data and
 compute with the topic modules (each widget's behaviour is tested with its topic; all of them under both
-ipywidgets versions in tests/test_widgets_versions.py)."""
+ipywidgets versions in tests/library/test_widgets_versions.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from course_lib import bitnet
 from course_lib.widgets import bitnet as bitnet_widget
 
-WIDGETS = Path(__file__).resolve().parents[1] / "course_lib" / "widgets"
+WIDGETS = Path(__file__).resolve().parents[2] / "course_lib" / "widgets"
 #: torch's random draws: a widget that calls one makes data of its own, not course_lib.data's.
 RANDOM_CALLS = {"rand", "randn", "randint", "randperm", "normal", "Generator", "manual_seed"}
 

@@ -67,7 +67,7 @@ def test_every_kernel_source_ships_in_the_package():
     import fnmatch
     import tomllib
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["course_lib"]
     package = root / "course_lib"
     for path in sorted(K.CSRC.iterdir()):

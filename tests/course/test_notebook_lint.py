@@ -14,7 +14,7 @@ import pytest
 
 import course_lib
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 import nbsource  # noqa: E402
 
@@ -36,7 +36,7 @@ HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS", re.S)
 
 def _bare_expression(stmt: ast.stmt) -> bool:
     """True for a final statement whose value nbgrader could show: any expression except a call of a
-    `grading.<helper>` (those return None, see tests/test_grading.py)."""
+    `grading.<helper>` (those return None, see tests/course/test_grading.py)."""
     if not isinstance(stmt, ast.Expr):
         return False
     call = stmt.value
@@ -57,7 +57,7 @@ def reference_names():
 
 
 # Open exercises whose answer is a value a learner could copy (the capstone's recipe): their reference is in
-# tests/test_capstone.py, never in course_lib, where any learner could call it.
+# tests/library/test_capstone.py, never in course_lib, where any learner could call it.
 ANSWER_IS_A_VALUE = {"my_recipe"}
 
 

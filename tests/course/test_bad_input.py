@@ -25,9 +25,9 @@ from course_lib import (affine, awq, bitnet, distill, evaluate, formats, gptq, g
 #: with the quantizers; these hold measurements, recipes and model plumbing, and their own test files check
 #: some of their bad input. Give their functions rows (or EXEMPT entries) here, then remove them from this set.
 NOT_YET_COVERED = {
-    "basics": "notebook 00's measurements (relative_error, sqnr_db, count_parameters): tests/test_basics.py",
-    "lm_quant": "whole-model plumbing shared by 07-12: tests/test_lm_quant.py",
-    "capstone": "recipes over whole models: tests/test_capstone.py",
+    "basics": "notebook 00's measurements (relative_error, sqnr_db, count_parameters): tests/library/test_basics.py",
+    "lm_quant": "whole-model plumbing shared by 07-12: tests/library/test_lm_quant.py",
+    "capstone": "recipes over whole models: tests/library/test_capstone.py",
 }
 
 MODULES = tuple(importlib.import_module(f"course_lib.{m}") for m in topics.modules() if m not in NOT_YET_COVERED)
@@ -629,13 +629,13 @@ EXEMPT = {
     "kernels.load_extension": "no tensor: builds/loads a compiled extension",
     "kernels.build_c_kernel": "no tensor: compiles C source",
     "kernels.cache_dir": "no argument: a path from the environment",
-    "kernels.check_cuda_sources": "no tensor: compiles the CUDA sources (tests/test_kernels_build.py)",
-    "kernels.cuda_arch": "no argument: a GPU probe (tests/test_kernels.py)",
+    "kernels.check_cuda_sources": "no tensor: compiles the CUDA sources (tests/library/test_kernels_build.py)",
+    "kernels.cuda_arch": "no argument: a GPU probe (tests/library/test_kernels.py)",
     "bitnet.make_digits_mlp": "no tensor: builds a model from sizes",
     "bitnet.make_tiny_lm": "no tensor: builds a model from sizes",
     "distill.make_student_lm": "no tensor: builds a model from sizes",
     # not run here
-    "kernels.call_rows_int8_c": "needs a C library compiled by build_c_kernel (tests/test_kernels.py)",
+    "kernels.call_rows_int8_c": "needs a C library compiled by build_c_kernel (tests/library/test_kernels.py)",
     "gptq.gptqmodel_quantize_weight": "the gptqmodel package, side by side (not installed on every machine)",
 }
 

@@ -38,7 +38,7 @@ from nbgrader_course import release_path, solution_path, typed_solutions
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 ASSIGNMENT = "00_welcome"  # cheap: runs in seconds, has a plot and an ipywidgets slider
