@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 # Units a measured duration or rate is printed with. A number followed by one of these is a timing.
 _TIME = r"(?:ns|us|µs|μs|ms|s|sec|secs|seconds?|min|minutes?)"
-_RATE = r"(?:[KMGT]?B/s|[KMGT]?i?B/s|tok(?:en)?s?/s|it/s|s/it|rows/s|samples/s|[GT]?FLOP/s)"
+_RATE = r"(?:[KMGT]?B/s|[KMGT]?i?B/s|tok(?:en)?s?/s|it/s|s/it|rows/s|samples/s|[GT]?FLOP/s|[KMGT]?\s?weights/s)"
 _NUMBER = r"[-+]?(?:\d+(?:[.,]\d+)*|\.\d+)(?:e[-+]?\d+)?"
 SANITIZERS: list[tuple[re.Pattern, str]] = [
     (re.compile(rf"(?<![\w.]){_NUMBER}\s?{_TIME}(?![A-Za-z])"), "<time>"),
