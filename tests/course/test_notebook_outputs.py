@@ -11,7 +11,7 @@ from notebook_outputs import cell_text, differences, sanitize
     ("reference: 444.2 us, kernel: 51.1 µs", "reference: <time>, kernel: <time>"),
     ("calibration took 3.2 s", "calibration took <time>"),
     ("12 ms per step | 350 tok/s", "<time> per step | <rate>"),
-    ("decode, then matmul   12.3 ms  ( 0.18 G weights/s)", "decode, then matmul   <time>  ( <rate>)"),
+    ("decode, then matmul   12.3 ms  ( 0.18 G weights/s)", "decode, then matmul <time> ( <rate>)"),
     ("fused kernel 2.31x faster, 42% of copy bandwidth", "fused kernel <ratio> faster, <n>% of copy bandwidth"),
     ("<Module at 0x7f3a9c2b1d90>", "<Module at <address>>"),
     ("saved to /tmp/course-xyz/model.pt", "saved to <path>"),
