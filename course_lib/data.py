@@ -36,6 +36,7 @@ __all__ = [
     "outlier_feature_activations",
     "correlated_feature_layer",
     "heavy_tailed_weight",
+    "heavy_tailed_activation",
     "outlier_feature_layer",
 ]
 
@@ -328,6 +329,24 @@ def heavy_tailed_weight(out_features: int = 128, in_features: int = 256, seed: i
         float32 ``[out_features, in_features]`` (standard deviation about 0.028).
     """
     return _student_t((out_features, in_features), 4, _generator(seed), scale=0.02)
+
+
+def heavy_tailed_activation(n: int = 100_000, df: int = 3, seed: int = 0) -> torch.Tensor:
+    """A heavy-tailed sample, like an activation with outliers: ``0.5 +`` a Student-t with ``df`` degrees of freedom.
+
+    Notebook 04's observers and its observer widget calibrate on it (smaller ``df``: heavier tail).
+
+    Args:
+        n: the number of values.
+        df: the degrees of freedom, an int >= 1 (1 is a Cauchy sample; the variance is finite from 3 on).
+        seed: seed of the draws.
+
+    Returns:
+        float32 ``[n]``.
+    """
+    if isinstance(df, bool) or not isinstance(df, int) or df < 1:
+        raise ValueError(f"df must be an int >= 1, got {df!r}")
+    return 0.5 + _student_t((n,), df, _generator(seed))
 
 
 def outlier_feature_layer(outlier_scale: float, out_features: int = 64, in_features: int = 128, tokens: int = 1024,

@@ -9,7 +9,6 @@ from .. import affine
 
 __all__ = [
     "OBSERVER_COLORS",
-    "heavy_tailed_activation",
     "draw_ranges",
     "plot_observer_ranges",
     "plot_clipping_curve",
@@ -25,16 +24,6 @@ OBSERVER_COLORS = {
     "MSE": "tab:blue",
     "entropy": "tab:purple",
 }
-
-
-def heavy_tailed_activation(n: int = 100_000, df: float = 3.0, seed: int = 0) -> torch.Tensor:
-    """A heavy-tailed sample, like an activation with outliers: ``0.5 +`` Student-t with ``df`` degrees of
-    freedom (``df`` rounded to an int >= 1; smaller is heavier). float32, CPU, ``[n]``."""
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, generator=gen, dtype=torch.float64)
-    chi2 = torch.randn(n, int(max(1, round(df))), generator=gen, dtype=torch.float64).pow(2).sum(1)
-    t = z / torch.sqrt(chi2 / max(1, round(df)))
-    return (0.5 + t).to(torch.float32)
 
 
 def _axes(ax, figsize):

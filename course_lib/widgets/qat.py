@@ -6,7 +6,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from .. import affine, observers
-from ..plots.qat import draw_ranges, heavy_tailed_activation
+from ..data import heavy_tailed_activation
+from ..plots.qat import draw_ranges
 
 
 def observer_ranges(x: torch.Tensor, bits: int, percentile: float = observers.DEFAULT_PERCENTILE) -> dict:

@@ -191,3 +191,18 @@ def test_design_doc_table_lists_every_graded_function_and_module():
         assert graded == [(n, float(p)) for n, p in _graded_cells(topic)], f"docs/DESIGN.md, row {topic.number}"
         modules = re.findall(r"`([\w.]+)`", row["modules"])
         assert set(modules) == set(topic.modules), f"docs/DESIGN.md, row {topic.number}: modules {modules}"
+
+
+# random draws in a plots or widget module: synthetic data is drawn in course_lib/data.py only
+_RANDOM_DRAW = re.compile(r"\b(?:torch\.(?:randn|rand|randint|normal|multinomial)\b|Generator\(|np\.random\.|random\.)")
+
+
+@pytest.mark.parametrize("kind", ["plots", "widgets"])
+def test_synthetic_data_is_drawn_in_course_lib_data_only(kind):
+    """A widget or plot that needs data calls course_lib.data (one generator per kind of data, seeded and
+    fingerprinted in tests/library/test_data.py), so no data generator is written twice."""
+    drawing = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+               for path in sorted((COURSE_LIB / kind).glob("*.py"))
+               for number, line in enumerate(path.read_text().splitlines(), 1)
+               if _RANDOM_DRAW.search(line.split("#")[0])]
+    assert not drawing, "draw synthetic data with a function of course_lib/data.py:\n" + "\n".join(drawing)

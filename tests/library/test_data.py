@@ -217,12 +217,14 @@ WIDGET_DATA = [
                                                               (-653.6906, 47.9582)]),
     (lambda: [data.heavy_tailed_weight()], [(-14.2485, 0.676)]),
     (lambda: list(data.outlier_feature_layer(10.0)), [(-5.9526, 0.3625), (23.1819, 42.1717)]),
+    (lambda: [data.heavy_tailed_activation()], [(49765.1484, 112.3202)]),
 ]
 
 
 @pytest.mark.parametrize("make, expected", WIDGET_DATA, ids=["gaussian_with_outliers", "outlier_column_layers",
                                                              "outlier_feature_activations", "correlated_feature_layer",
-                                                             "heavy_tailed_weight", "outlier_feature_layer"])
+                                                             "heavy_tailed_weight", "outlier_feature_layer",
+                                                             "heavy_tailed_activation"])
 def test_widget_data_is_the_same_on_every_call_and_machine(make, expected):
     first, second = make(), make()
     assert all(torch.equal(a, b) and a.dtype == torch.float32 for a, b in zip(first, second))
@@ -263,3 +265,6 @@ def test_widget_data_errors():
         data.weight_sample("cauchy", 10)
     with pytest.raises(TypeError, match="seed"):
         data.heavy_tailed_weight(seed=1.5)
+    for df in (0, 2.5, True):
+        with pytest.raises(ValueError, match="df"):
+            data.heavy_tailed_activation(10, df=df)

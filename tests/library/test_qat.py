@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from course_lib import affine, observers, qat  # noqa: E402
+from course_lib import data  # noqa: E402
 from course_lib.data import load_digits  # noqa: E402
 from course_lib.evaluate import accuracy  # noqa: E402
 from course_lib.plots import qat as plots  # noqa: E402
@@ -209,7 +210,7 @@ def test_quantized_model_runs_on_device(device):
 
 
 def test_plots_return_figures():
-    x = plots.heavy_tailed_activation(5000)
+    x = data.heavy_tailed_activation(5000)
     obs = observers.make_observer("MSE", bits=4)
     obs(x)
     ranges = {"MSE": obs.range(), "min-max": (x.min(), x.max())}
