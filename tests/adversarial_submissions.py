@@ -70,6 +70,18 @@ def code_cell(source: str, like: nbformat.NotebookNode | None = None) -> nbforma
     return cell
 
 
+def without_ungraded_tail(nb: nbformat.NotebookNode, assignment: str) -> nbformat.NotebookNode:
+    """``nb`` without the release's cells after its last graded cell, as a learner may delete them: demos and
+    tables that grade nothing, which an autograder would otherwise spend its time running. Only a tail that
+    ``nb`` still has unchanged is dropped."""
+    release = nbformat.read(release_path(assignment), as_version=4)
+    last_graded = max(i for i, c in enumerate(release.cells) if _meta(c).get("grade"))
+    tail = [c.source for c in release.cells[last_graded + 1:]]
+    if tail and [c.source for c in nb.cells[-len(tail):]] == tail:
+        del nb.cells[-len(tail):]
+    return nb
+
+
 def full(nb: nbformat.NotebookNode) -> dict[str, float]:
     return {_meta(c)["grade_id"]: float(_meta(c)["points"]) for c in nb.cells if _meta(c).get("grade")}
 
@@ -251,10 +263,17 @@ DELEGATIONS: dict[str, dict[str, str]] = {
         "quantize": "from course_lib import affine as _a\n_quantize = _a.quantize\n\n\n"
                     "def quantize(x, scale, zero_point, qmin, qmax):\n"
                     "    return _quantize(x, scale, zero_point, qmin, qmax)\n",
+        # the reference looked up by name, behind the handed-over int32_matmul's module
+        "quantized_matmul": "import course_lib.affine\n\n\ndef quantized_matmul(qa, sa, za, qb, sb, zb):\n"
+                            "    return getattr(course_lib.affine, 'quantized_matmul')(qa, sa, za, qb, sb, zb)\n",
     },
     "03_granularity": {
         "fake_quantize_per_group": "def fake_quantize_per_group(x, bits, group_size, symmetric=False):\n"
                                    "    return granularity.fake_quantize(x, bits, 'group', group_size, symmetric)\n",
+        # the reference class inherited whole; the reference walk
+        "QuantLinear": "class QuantLinear(granularity.QuantLinear):\n    pass\n",
+        "replace_linears": "def replace_linears(model, factory, skip=()):\n"
+                           "    return granularity.replace_linears(model, factory, skip)\n",
         # llama.cpp's own Python package computes the bytes
         "q4_0_quantize": "import gguf\n\n\ndef q4_0_quantize(x):\n"
                          "    data = gguf.quants.quantize(x.detach().cpu().float().numpy(), gguf.GGMLQuantizationType.Q4_0)\n"
@@ -291,6 +310,16 @@ DELEGATIONS: dict[str, dict[str, str]] = {
     },
     "08_awq": {
         "fold_scales": "def fold_scales(prev, linears, scales):\n    return awq.fold_scales(prev, linears, scales)\n",
+        # the grid search written out, its objective left to the sibling that evaluates it
+        "search_clip": "def search_clip(w, x, bits, group_size=128, n_grid=20, max_shrink=0.5, n_tokens=512):\n"
+                       "    group = w.shape[1] if group_size is None else group_size\n"
+                       "    full = w.float().abs().reshape(w.shape[0], -1, group).amax(-1)\n"
+                       "    best, best_err = full, awq.clip_errors(w, x, full, bits, group_size, n_tokens)\n"
+                       "    for i in range(1, int(max_shrink * n_grid)):\n"
+                       "        m = full * (1 - i / n_grid)\n"
+                       "        err = awq.clip_errors(w, x, m, bits, group_size, n_tokens)\n"
+                       "        best, best_err = torch.where(err < best_err, m, best), torch.minimum(err, best_err)\n"
+                       "    return best\n",
     },
     "09_hqq": {
         "hqq_quantize_weight": "def hqq_quantize_weight(W, bits=4, group_size=64, **options):\n"
@@ -305,6 +334,8 @@ DELEGATIONS: dict[str, dict[str, str]] = {
     },
     "12_pruning": {
         "magnitude_mask": "def magnitude_mask(w, sparsity):\n    return prune.magnitude_mask(w, sparsity)\n",
+        "sparsegpt_prune": "def sparsegpt_prune(W, H, sparsity=0.5, nm=None, blocksize=128, percdamp=0.01):\n"
+                           "    return prune.sparsegpt_prune(W, H, sparsity, nm, blocksize, percdamp)\n",
     },
     "13_lowbit_kernels": {
         "quantize_rows_int8": "def quantize_rows_int8(x):\n    return torch.ops.course_lib.quantize_rows_int8(x)\n",

@@ -2,7 +2,8 @@
 
 All submissions of notebook 00 (3 exercises, 2 points each) go into ONE scratch course and are graded by
 ONE ``autograde`` call over every student (as ``nbgrader autograde 00_welcome`` does), with the course's
-hooks (``course_lib.nbgrader_hooks``), a 20 s cell timeout and a kernel memory limit. Each submission's
+hooks (``course_lib.nbgrader_hooks``), a 10 s cell timeout and a kernel memory limit. Every submission ends
+at its last graded cell (the demo after it, loading MiniLM, grades nothing). Each submission's
 scores are then read from the gradebook. The submissions and what each must score are in
 ``tests/adversarial_submissions.py``.
 """
@@ -14,7 +15,7 @@ import json
 import nbformat
 import pytest
 
-from adversarial_submissions import SUBMISSIONS
+from adversarial_submissions import SUBMISSIONS, without_ungraded_tail
 from nbgrader_course import Course
 
 pytestmark = pytest.mark.slow
@@ -32,7 +33,7 @@ def graded(tmp_path_factory):
     expected = {}
     for student, build in SUBMISSIONS.items():
         nb, expected[student] = build(ASSIGNMENT)
-        course.submit(student, nb)
+        course.submit(student, without_ungraded_tail(nb, ASSIGNMENT))  # the attacks are all above the last graded cell
     return course, course.autograde_all(), expected
 
 

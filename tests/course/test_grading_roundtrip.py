@@ -12,7 +12,10 @@ Two submissions per notebook, autograded in one scratch course:
   score zero on every cell. Zero needs three invariants at once: nbgrader restores the original tests
   (otherwise ``pass`` would score full marks), no test passes on the stub ``raise NotImplementedError()``
   (no free points), and no test passes on a delegating answer (``grading.no_delegation``,
-  ``grading.unchanged``, and the hooks' restoring of course_lib's constants).
+  ``grading.unchanged``, and the hooks' restoring of course_lib's constants). Each of its test cells must
+  fail through a course check (its ``✗`` line), not by an unrelated error such as a NameError. This
+  learner deleted the cells after the last graded one (demos and tables that grade nothing, as any learner
+  may): they cannot change a score, and the autograder does not spend minutes running them again.
 
 Scores are read from the gradebook, never from exit codes. One test class per notebook, so that
 ``pytest-xdist --dist loadscope`` spreads notebooks over the cores while each class shares its course.
@@ -26,7 +29,7 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from adversarial_submissions import DELEGATIONS, set_answer
+from adversarial_submissions import DELEGATIONS, set_answer, without_ungraded_tail
 from nbgrader_course import Course, assignments, release_path, solution_path, typed_solutions, with_test_cells
 from notebook_outputs import cell_text, differences
 
@@ -44,7 +47,7 @@ def _submission(kind: str, assignment: str) -> nbformat.NotebookNode:
         nb = with_test_cells(release, "pass")
         for answer_id, source in DELEGATIONS.get(assignment, {}).items():
             set_answer(nb, answer_id, source)
-        return nb
+        return without_ungraded_tail(nb, assignment)
     raise ValueError(kind)
 
 
@@ -52,9 +55,8 @@ def _check_scores(course: Course, kind: str, expect_full: bool) -> None:
     assignment = course.assignment
     course.submit(kind, _submission(kind, assignment))
     scores = course.autograde(kind)
-    if kind == "typed":
-        AUTOGRADED_TYPED[assignment] = nbformat.read(
-            course.root / "autograded" / kind / assignment / f"{course.notebook}.ipynb", as_version=4)
+    autograded = nbformat.read(course.root / "autograded" / kind / assignment / f"{course.notebook}.ipynb",
+                               as_version=4)
     assert len(scores) >= 3, f"{assignment} has {len(scores)} autograded cells; every notebook needs at least 3"
     for grade_id, (score, max_score) in scores.items():
         assert max_score > 0, f"{assignment}/{grade_id} is worth no points"
@@ -62,6 +64,15 @@ def _check_scores(course: Course, kind: str, expect_full: bool) -> None:
             assert score == max_score, f"{kind} submission of {assignment}: {grade_id} scored {score}/{max_score}"
         else:
             assert score == 0, f"{kind} submission of {assignment}: {grade_id} scored {score}/{max_score}, expected 0"
+    if kind == "typed":
+        AUTOGRADED_TYPED[assignment] = autograded
+    else:
+        for cell in autograded.cells:
+            if _is_test_cell(cell):
+                text = "\n".join(cell_text(cell.outputs, True, ROOT))
+                assert "\u2717" in text, (f"{kind} submission of {assignment}: test cell "
+                                          f"{cell.metadata['nbgrader']['grade_id']} did not fail through a course "
+                                          f"check (no \u2717 line); its output:\n{text[-1500:]}")
 
 
 class _RoundTrip:
