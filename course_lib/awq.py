@@ -25,7 +25,8 @@ The course follows the constants of llm-awq (mit-han-lab/llm-awq):
   ``up_proj -> down_proj`` (``fold_scales``);
 - then a clip search per layer (not ``q_proj``, ``k_proj``): for every output channel and group,
   the weight range ``max|w| * (1 - i/20)``, ``i = 0 .. 9`` (max shrink 0.5) that minimizes the
-  MSE of the group's partial outputs on 512 calibration tokens (``search_clip``);
+  MSE of the group's partial outputs on 512 calibration tokens (``search_clip``, whose objective
+  is ``clip_errors``);
 - finally round-to-nearest with ``course_lib.granularity.fake_quantize_weight`` (unsigned
   codes with a zero point, per group of ``group_size`` input columns).
 
@@ -63,6 +64,7 @@ __all__ = [
     "search_scale",
     "fold_scales",
     "search_clip",
+    "clip_errors",
     "apply_clip",
     "ScaleGroup",
     "block_linear_inputs",
@@ -312,6 +314,36 @@ def fold_scales(prev: nn.Module, linears: Sequence[nn.Linear], scales: torch.Ten
         lin.weight.copy_((lin.weight.float() * s.to(lin.weight.device).reshape(1, -1)).to(lin.weight.dtype))
 
 
+def _clip_inputs(w: torch.Tensor, x: torch.Tensor, bits: int, group_size: int | None, n_tokens: int):
+    """Check the clip search's common arguments; return (grouped tokens [T, G, g], grouped w [O, G, g],
+    reference partial outputs [O, T, G]), all float32 on ``w``'s device."""
+    check_tensor(w, "w", dtypes=FLOAT_DTYPES, ndim=2)
+    check_tensor(x, "x", dtypes=FLOAT_DTYPES, ndim=(2, 3))
+    if x.shape[-1] != w.shape[1]:
+        raise ValueError(f"x must have w.shape[1]={w.shape[1]} channels in its last dimension, got {x.shape[-1]}")
+    check_bits(bits, "bits", low=2, high=8)
+    _check_group(w.shape[1], group_size, "w.shape[1] (in_features)")
+    check_int(n_tokens, "n_tokens", low=1)
+    out_f, in_f = w.shape
+    group = in_f if group_size is None else group_size
+    n_groups = in_f // group
+    tokens = x.detach().reshape(-1, in_f)
+    tokens = tokens[:: max(1, tokens.shape[0] // n_tokens)].to(device=w.device, dtype=torch.float32)
+    xg = tokens.reshape(-1, n_groups, group)                          # [T, G, g]
+    wg = w.detach().to(torch.float32).reshape(out_f, n_groups, group)  # [O, G, g]
+    return xg, wg, torch.einsum("tng,ong->otn", xg, wg)               # partial outputs [O, T, G]
+
+
+def _clip_error(xg: torch.Tensor, wg: torch.Tensor, reference: torch.Tensor, m: torch.Tensor, bits: int,
+                group_size: int | None) -> torch.Tensor:
+    """MSE over the tokens of every channel's and group's partial output, ``wg`` clamped to ``[-m, m]``
+    ([O, G]) and fake-quantized, against ``reference``: float32 [O, G]."""
+    out_f, n_groups, group = wg.shape
+    clipped = torch.maximum(torch.minimum(wg, m.unsqueeze(-1)), -m.unsqueeze(-1))
+    q = _fake_quantize(clipped.reshape(out_f, n_groups * group), bits, group_size).reshape(out_f, n_groups, group)
+    return (torch.einsum("tng,ong->otn", xg, q) - reference).pow(2).mean(dim=1)
+
+
 @torch.no_grad()
 def search_clip(w: torch.Tensor, x: torch.Tensor, bits: int, group_size: int | None = 128,
                 n_grid: int = N_GRID, max_shrink: float = MAX_SHRINK,
@@ -320,8 +352,8 @@ def search_clip(w: torch.Tensor, x: torch.Tensor, bits: int, group_size: int | N
 
     For ``i = 0 .. int(max_shrink * n_grid) - 1`` the range is ``m_i = max|w_group| * (1 - i / n_grid)``;
     the group is clamped to ``[-m_i, m_i]`` and fake-quantized; the error is the MSE, over the
-    tokens, of the group's partial output ``sum_{j in group} x_j w_j``. ``i = 0`` is no clipping,
-    so the chosen range is never worse than none. Ties keep the larger range.
+    tokens, of the group's partial output ``sum_{j in group} x_j w_j`` (``clip_errors``). ``i = 0`` is
+    no clipping, so the chosen range is never worse than none. Ties keep the larger range.
 
     Args:
         w: weight ``[out_features, in_features]`` (after the AWQ scales are folded in).
@@ -337,36 +369,52 @@ def search_clip(w: torch.Tensor, x: torch.Tensor, bits: int, group_size: int | N
         float32 ``[out_features, in_features // group]``: the best ``m`` of every channel and group
         (pass it to ``apply_clip``).
     """
-    check_tensor(w, "w", dtypes=FLOAT_DTYPES, ndim=2)
-    check_tensor(x, "x", dtypes=FLOAT_DTYPES, ndim=(2, 3))
-    if x.shape[-1] != w.shape[1]:
-        raise ValueError(f"x must have w.shape[1]={w.shape[1]} channels in its last dimension, got {x.shape[-1]}")
-    check_bits(bits, "bits", low=2, high=8)
-    _check_group(w.shape[1], group_size, "w.shape[1] (in_features)")
+    xg, wg, reference = _clip_inputs(w, x, bits, group_size, n_tokens)
     check_int(n_grid, "n_grid", low=1)
-    check_int(n_tokens, "n_tokens", low=1)
     if isinstance(max_shrink, bool) or not isinstance(max_shrink, (int, float)) or not 0 <= max_shrink < 1:
         raise ValueError(f"max_shrink must be a number in [0, 1), got {max_shrink!r}")
-    out_f, in_f = w.shape
-    group = in_f if group_size is None else group_size
-    n_groups = in_f // group
-    tokens = x.detach().reshape(-1, in_f)
-    tokens = tokens[:: max(1, tokens.shape[0] // n_tokens)].to(device=w.device, dtype=torch.float32)
-    xg = tokens.reshape(-1, n_groups, group)                          # [T, G, g]
-    wg = w.detach().to(torch.float32).reshape(out_f, n_groups, group)  # [O, G, g]
-    reference = torch.einsum("tng,ong->otn", xg, wg)                  # partial outputs [O, T, G]
     full = wg.abs().amax(dim=-1)                                      # [O, G]
     best = full.clone()
     best_err = torch.full_like(full, float("inf"))
     for i in range(max(1, int(max_shrink * n_grid))):
         m = full * (1 - i / n_grid)
-        clipped = torch.maximum(torch.minimum(wg, m.unsqueeze(-1)), -m.unsqueeze(-1))
-        q = _fake_quantize(clipped.reshape(out_f, in_f), bits, group_size).reshape(out_f, n_groups, group)
-        err = (torch.einsum("tng,ong->otn", xg, q) - reference).pow(2).mean(dim=1)  # [O, G]
+        err = _clip_error(xg, wg, reference, m, bits, group_size)    # [O, G]
         better = err < best_err
         best_err = torch.where(better, err, best_err)
         best = torch.where(better, m, best)
     return best
+
+
+@torch.no_grad()
+def clip_errors(w: torch.Tensor, x: torch.Tensor, max_val: torch.Tensor, bits: int, group_size: int | None = 128,
+                n_tokens: int = CLIP_TOKENS) -> torch.Tensor:
+    """The clip search's objective: the output error of every output channel and group for given ranges.
+
+    ``err[o, n] = mean_t ( sum_{j in group n} x_tj (Q(clamp(w, -m, m))_oj - w_oj) )**2`` with
+    ``m = max_val[o, n]``, ``Q`` the course's RTN (``granularity.fake_quantize_weight``, per group) and
+    ``t`` the same evenly strided subsample of ``n_tokens`` tokens as ``search_clip``; ``search_clip``
+    returns, for every channel and group, the grid range with the smallest of these errors.
+
+    Args:
+        w: weight ``[out_features, in_features]``.
+        x: its input ``[..., in_features]``.
+        max_val: non-negative ranges ``[out_features, in_features // group]`` (e.g. from ``search_clip``).
+        bits: 2 to 8.
+        group_size: None (per output channel) or a divisor of ``in_features``.
+        n_tokens: tokens used, >= 1.
+
+    Returns:
+        float32 ``[out_features, in_features // group]`` on ``w``'s device: the mean squared error of
+        every channel's and group's partial output.
+    """
+    xg, wg, reference = _clip_inputs(w, x, bits, group_size, n_tokens)
+    check_tensor(max_val, "max_val", dtypes=FLOAT_DTYPES, ndim=2)
+    if tuple(max_val.shape) != tuple(wg.shape[:2]):
+        raise ValueError(f"max_val must have shape {tuple(wg.shape[:2])} (one range per output channel and group), "
+                         f"got {tuple(max_val.shape)}")
+    if bool((max_val < 0).any()):
+        raise ValueError("max_val must be non-negative")
+    return _clip_error(xg, wg, reference, max_val.detach().to(device=w.device, dtype=torch.float32), bits, group_size)
 
 
 def apply_clip(w: torch.Tensor, max_val: torch.Tensor, group_size: int | None = 128) -> torch.Tensor:

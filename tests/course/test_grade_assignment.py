@@ -9,7 +9,7 @@ import sys
 import nbformat
 import pytest
 
-from adversarial_submissions import correct, set_answer, wrong
+from adversarial_submissions import correct, set_answer, without_ungraded_tail, wrong
 from nbgrader_course import ROOT, Course
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -23,8 +23,9 @@ ASSIGNMENT = "00_welcome"
 
 
 def _inbox(path):
-    """alice: the solutions (6/6); carol: relative_error off by one under its untouched test (4/6)."""
-    good, partly = correct(ASSIGNMENT), correct(ASSIGNMENT)
+    """alice: the solutions (6/6); carol: relative_error off by one under its untouched test (4/6). Both
+    deleted the demo after the last graded cell (it loads MiniLM and grades nothing)."""
+    good, partly = (without_ungraded_tail(correct(ASSIGNMENT), ASSIGNMENT) for _ in range(2))
     set_answer(partly, "relative_error", wrong(partly, "relative_error"))
     for student, nb in (("alice", good), ("carol", partly)):
         (path / student).mkdir(parents=True)

@@ -271,6 +271,38 @@ def test_search_clip_per_channel_and_no_shrink(device):
     assert torch.equal(m, w.abs().amax(dim=1, keepdim=True))
 
 
+def test_clip_errors_against_a_loop(device):
+    """clip_errors against a direct computation: one channel and group at a time, each clamped alone and
+    quantized by granularity.fake_quantize_weight, on the strided token subsample."""
+    w, x = _randn(5, 24, seed=13).to(device), _randn(3, 70, 24, seed=14).to(device)
+    max_val = (w.abs().reshape(5, 3, 8).amax(-1) * torch.linspace(0.5, 1.0, 15).reshape(5, 3).to(device))
+    got = awq.clip_errors(w, x, max_val, 3, 8, n_tokens=50)
+    tokens = x.reshape(-1, 24)[:: 210 // 50]
+    assert got.shape == (5, 3) and got.dtype == torch.float32 and got.device == w.device
+    for o in range(5):
+        for n in range(3):
+            cols = slice(8 * n, 8 * n + 8)
+            clamped = w.clone()
+            clamped[o, cols] = w[o, cols].clamp(-max_val[o, n].item(), max_val[o, n].item())
+            q = granularity.fake_quantize_weight(clamped, 3, 8)
+            want = (tokens[:, cols].double() @ (q[o, cols] - w[o, cols]).double()).pow(2).mean()
+            assert abs(got[o, n].item() - want.item()) <= 1e-5 * want.item() + 1e-9, (o, n)
+
+
+def test_search_clip_minimizes_clip_errors_over_the_grid(device):
+    """search_clip's choice is the grid point with the smallest clip_errors (ties: the larger range)."""
+    w, x = _randn(12, 64, seed=15).to(device), _randn(400, 64, seed=16).to(device)
+    x[:, 32:] = 0.0  # the second group's outputs are 0 whatever the range: a tie, no clipping kept
+    m = awq.search_clip(w, x, 3, 32)
+    full = w.abs().reshape(12, 2, 32).amax(-1)
+    grid = [full * (1 - i / 20) for i in range(10)]
+    errs = torch.stack([awq.clip_errors(w, x, g, 3, 32) for g in grid])  # [10, O, G]
+    best = errs.argmin(dim=0)
+    assert torch.equal(m, torch.stack(grid).gather(0, best[None])[0])
+    assert torch.equal(m[:, 1], full[:, 1])
+    assert bool((awq.clip_errors(w, x, m, 3, 32) <= errs[0]).all())
+
+
 # ----------------------------------------------------------------------------------------------
 # whole model
 
@@ -366,6 +398,9 @@ BAD = [
     (awq.search_clip, (_W, _randn(20, 16), 4, 16), "x"),
     (awq.search_clip, (_W, _nan(_X), 4, 16), "x"),
     (awq.search_clip, (_W, _X, 4, 16, 20, 1.0), "max_shrink"),
+    (awq.clip_errors, (_W, _X, torch.ones(8, 3), 4, 16), "max_val"),
+    (awq.clip_errors, (_W, _X, -torch.ones(8, 2), 4, 16), "max_val"),
+    (awq.clip_errors, (_W, _X, torch.ones(8, 2), 4, 12), "group_size"),
     (awq.apply_clip, (_W, torch.ones(8, 3), 16), "max_val"),
     (awq.salient_channels, (torch.ones(4), 0.0), "fraction"),
 ]
