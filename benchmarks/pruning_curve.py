@@ -1,18 +1,20 @@
 #!/usr/bin/env python
-"""Sparsity against perplexity of the course LM: magnitude vs Wanda, unstructured and N:M.
+"""Sparsity against perplexity of the course LM: magnitude vs Wanda vs SparseGPT, unstructured and N:M.
 
     python benchmarks/pruning_curve.py                 # print the table
     python benchmarks/pruning_curve.py --out FILE.md   # also write it, with the machine and versions
                                                        # (default file: benchmarks/results/pruning_curve_cpu.md)
 
 Every Linear of every block pruned (course_lib.prune.prune_model; embedding and lm_head dense), a fresh copy
-of the model per row; Wanda calibrated block by block on 128 windows of 128 tokens; perplexity on the
-evaluation split (--max-tokens, default all of it). Notebook 12 shows a smaller version within its time budget.
+of the model per row; Wanda and SparseGPT calibrated block by block on the same 128 windows of 128 tokens
+(SparseGPT: blocks of 128 columns, dampening 0.01); perplexity on the evaluation split (--max-tokens, default
+all of it). Notebook 12 shows a smaller version within its time budget and prints this table.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,6 +22,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+# this folder's kernels.py would shadow the `kernels` package that transformers imports
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 sys.path.insert(0, str(ROOT))
 
 from course_lib.env import cpu_name  # noqa: E402
@@ -29,6 +33,16 @@ from course_lib.evaluate import format_table, perplexity  # noqa: E402
 from course_lib.models import load_causal_lm  # noqa: E402
 
 
+METHODS = ("magnitude", "wanda", "sparsegpt")
+
+
+def git_commit() -> str:
+    """The short commit of the code, with " +changes" when tracked files differ from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    return (git("rev-parse", "--short", "HEAD") or "unknown") + (
+        " +changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def main() -> None:
@@ -46,26 +60,29 @@ def main() -> None:
         return perplexity(model, tok, text, max_tokens=args.max_tokens)
 
     model, tok = load_causal_lm(device=device)
-    rows = [{"pattern": "dense", "sparsity": 0.0, "magnitude": evaluate(model, tok), "wanda": None}]
-    rows[0]["wanda"] = rows[0]["magnitude"]
+    dense = evaluate(model, tok)
+    rows = [{"pattern": "dense", "sparsity": 0.0, **{method: dense for method in METHODS}}]
     settings = [(f"{s:.0%} unstructured", s, None) for s in sparsities] + [("2:4", 0.5, (2, 4)), ("4:8", 0.5, (4, 8))]
     start = time.perf_counter()
     for label, s, nm in settings:
         row = {"pattern": label, "sparsity": s}
-        for method in ("magnitude", "wanda"):
+        for method in METHODS:
             model, tok = load_causal_lm(device=device)
             prune.prune_model(model, tok, s, method, nm=nm, n_samples=args.n_samples)
             row[method] = evaluate(model, tok)
         row["wanda / magnitude"] = row["wanda"] / row["magnitude"]
+        row["sparsegpt / wanda"] = row["sparsegpt"] / row["wanda"]
         rows.append(row)
-        print(f"{label:<18} magnitude {row['magnitude']:9.2f}  wanda {row['wanda']:9.2f}", flush=True)
-    table = format_table(rows, ["pattern", "sparsity", "magnitude", "wanda", "wanda / magnitude"])
+        print(f"{label:<18} " + "  ".join(f"{method} {row[method]:9.2f}" for method in METHODS), flush=True)
+    table = format_table(rows, ["pattern", "sparsity", *METHODS, "wanda / magnitude", "sparsegpt / wanda"])
     print(table)
-    header = (f"# Course LM: sparsity vs perplexity, magnitude vs Wanda\n\n"
-              f"Machine: {torch.cuda.get_device_name() if device == 'cuda' else cpu_name()}; torch {torch.__version__}; "
+    header = (f"# Course LM: sparsity vs perplexity, magnitude vs Wanda vs SparseGPT\n\n"
+              f"Machine: {torch.cuda.get_device_name() if device == 'cuda' else cpu_name()}; torch {torch.__version__} "
+              f"({torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''}); code of commit {git_commit()}; "
               f"perplexity on {'all' if args.max_tokens is None else args.max_tokens} tokens of the evaluation split; "
-              f"Wanda calibrated on {args.n_samples} windows of 128 tokens; "
+              f"Wanda and SparseGPT calibrated on the same {args.n_samples} windows of 128 tokens; "
               f"{time.perf_counter() - start:.0f} s for the sweep.\n\n"
+              f"Command: `python benchmarks/pruning_curve.py`\n\n"
               "Published reference (Wanda paper, Table 3, Llama-2-7B, WikiText-2, 50% unstructured): dense 5.12, "
               "magnitude 14.89, SparseGPT 6.51, Wanda 6.42 (theirs, not measured here).\n\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

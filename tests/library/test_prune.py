@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from torch import nn  # noqa: E402
 
-from course_lib import prune  # noqa: E402
+from course_lib import gptq, prune  # noqa: E402
 from course_lib.granularity import fake_quantize_weight  # noqa: E402
 from course_lib.plots import prune as plots  # noqa: E402
 from course_lib.widgets import prune as widgets  # noqa: E402
@@ -185,6 +185,182 @@ def test_wanda_matches_original_code(device):
 
 
 # ----------------------------------------------------------------------------------------------
+# SparseGPT
+def outlier_layer(seed, rows=24, cols=64, tokens=512, device="cpu", dtype=torch.float64):
+    """A random layer whose inputs have outlier features (every 8th feature 10x larger), and its Hessian."""
+    X = randn(tokens, cols, seed=seed + 1, dtype=dtype, device=device)
+    X[:, ::8] *= 10.0
+    W = randn(rows, cols, seed=seed, dtype=dtype, device=device)
+    return W, X, gptq.hessian_from_inputs(X)
+
+
+def sparsegpt_original(W, H, sparsity, prunen=0, prunem=0, blocksize=128, percdamp=0.01, exact_count=True):
+    """Transcription of IST-DASLab/sparsegpt ``SparseGPT.fasterprune`` (without the quantizer), returning
+    ``(weight, kept mask)``. ``exact_count=True`` takes the threshold at index ``k - 1`` instead of ``k``, so
+    that ``<= thresh`` prunes exactly ``k`` entries (the course's count); ``prunen`` counts the pruned."""
+    W, H = W.clone(), H.clone()
+    columns = W.shape[1]
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    damp = percdamp * torch.mean(torch.diag(H))
+    diag = torch.arange(columns, device=W.device)
+    H[diag, diag] += damp
+    H = torch.linalg.cholesky(H)
+    H = torch.cholesky_inverse(H)
+    Hinv = torch.linalg.cholesky(H, upper=True)
+    pruned = torch.zeros_like(W, dtype=torch.bool)
+    for i1 in range(0, columns, blocksize):
+        i2 = min(i1 + blocksize, columns)
+        W1 = W[:, i1:i2].clone()
+        Q1, Err1 = torch.zeros_like(W1), torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        if prunen == 0:
+            tmp = W1 ** 2 / (torch.diag(Hinv1).reshape((1, -1))) ** 2
+            thresh = torch.sort(tmp.flatten())[0][int(tmp.numel() * sparsity) - int(exact_count)]
+            mask1 = tmp <= thresh
+        else:
+            mask1 = torch.zeros_like(W1) == 1
+        for i in range(i2 - i1):
+            w, d = W1[:, i], Hinv1[i, i]
+            if prunen != 0 and i % prunem == 0:
+                tmp = W1[:, i:(i + prunem)] ** 2 / (torch.diag(Hinv1)[i:(i + prunem)].reshape((1, -1))) ** 2
+                mask1.scatter_(1, i + torch.topk(tmp, prunen, dim=1, largest=False)[1], True)
+            q = w.clone()
+            q[mask1[:, i]] = 0
+            Q1[:, i] = q
+            err1 = (w - q) / d
+            W1[:, i:] -= err1.unsqueeze(1).matmul(Hinv1[i, i:].unsqueeze(0))
+            Err1[:, i] = err1
+        W[:, i1:i2] = Q1
+        pruned[:, i1:i2] = mask1
+        W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])
+    return W, ~pruned
+
+
+@pytest.mark.parametrize("blocksize", [8, 16, 64, 128, 12])
+def test_sparsegpt_matches_original_code(device, blocksize):
+    """Unstructured and 2:4 against the original's fasterprune, float64 (no ties in random data)."""
+    W, _, H = outlier_layer(0, device=device)
+    for sparsity in (0.5, 0.3, 0.8):
+        ours, mask = prune.sparsegpt_prune(W, H, sparsity, blocksize=blocksize)
+        theirs, their_mask = sparsegpt_original(W, H, sparsity, blocksize=blocksize)
+        assert torch.equal(mask, their_mask)
+        torch.testing.assert_close(ours, theirs, atol=1e-12, rtol=1e-10)
+    if blocksize % 4 == 0:
+        ours, mask = prune.sparsegpt_prune(W, H, nm=(2, 4), blocksize=blocksize)
+        theirs, their_mask = sparsegpt_original(W, H, 0.5, prunen=2, prunem=4, blocksize=blocksize)
+        assert torch.equal(mask, their_mask)
+        torch.testing.assert_close(ours, theirs, atol=1e-12, rtol=1e-10)
+    # as written, the original prunes one more entry per block than int(sparsity * block size) (see course_lib.prune)
+    _, their_mask = sparsegpt_original(W, H, 0.5, blocksize=blocksize, exact_count=False)
+    n_blocks = -(-W.shape[1] // blocksize)
+    assert int((~their_mask).sum()) == W.numel() // 2 + n_blocks
+
+
+def sparsegpt_brute_force(W, H, sparsity, blocksize, nm=None, percdamp=0.01):
+    """SparseGPT from its definition, with explicit inverses instead of Cholesky rows and no lazy blocks: column by
+    column, F = the columns not yet processed, ``Hinv_F = inv(H_damped[F, F])``; a block's mask (or an N:M group's)
+    from the saliency ``w_j^2 / [Hinv_F]_jj`` when it starts; every pruned ``w_j`` removed with the OBS update
+    ``W[r, F] -= W[r, j] / [Hinv_F]_jj * [Hinv_F]_{j, F}``."""
+    W = W.clone()
+    n = W.shape[1]
+    Hd = H + percdamp * torch.diagonal(H).mean() * torch.eye(n, dtype=H.dtype, device=H.device)
+    hinv = [torch.linalg.inv(Hd[j:, j:]) for j in range(n)]  # hinv[j]: the inverse on F = {j, ..., n-1}
+    mask = torch.ones_like(W, dtype=torch.bool)
+    for j in range(n):
+        if nm is None and j % blocksize == 0:
+            cols = range(j, min(j + blocksize, n))
+            sal = torch.stack([W[:, c] ** 2 / hinv[c][0, 0] for c in cols], dim=1)
+            k = int(sparsity * sal.numel())
+            order = torch.sort(sal.flatten(), stable=True).indices[:k]
+            block = torch.ones_like(sal, dtype=torch.bool)
+            block.view(-1)[order] = False
+            mask[:, j:j + len(cols)] = block
+        if nm is not None and j % nm[1] == 0:
+            sal = torch.stack([W[:, c] ** 2 / hinv[c][0, 0] for c in range(j, j + nm[1])], dim=1)
+            mask[:, j:j + nm[1]] = prune.nm_mask(sal, *nm)
+        for r in range(W.shape[0]):
+            if not mask[r, j]:
+                W[r, j:] -= W[r, j] / hinv[j][0, 0] * hinv[j][0, :]
+    W[~mask] = 0.0
+    return W, mask
+
+
+@pytest.mark.parametrize("blocksize,nm", [(4, None), (10, None), (3, None), (4, (2, 4)), (8, (1, 4))])
+def test_sparsegpt_equals_brute_force_obs(device, blocksize, nm):
+    W, X, H = outlier_layer(3, rows=5, cols=12, tokens=200, device=device)
+    ours, mask = prune.sparsegpt_prune(W, H, 0.5, nm=nm, blocksize=blocksize)
+    ref, ref_mask = sparsegpt_brute_force(W, H, 0.5, blocksize, nm)
+    assert torch.equal(mask, ref_mask)
+    torch.testing.assert_close(ours, ref, atol=1e-10, rtol=1e-9)
+
+
+def test_sparsegpt_single_pruned_weight_is_least_squares(device):
+    """One row, one weight pruned (the first column, the only one whose saliency uses the full H^-1): the update is
+    the least-squares refit of the other weights on the calibration inputs (OBS is exact for one removal)."""
+    X = randn(300, 6, seed=4, dtype=torch.float64, device=device)
+    w = torch.tensor([[0.01, 1.0, -2.0, 3.0, -1.5, 2.5]], dtype=torch.float64, device=device)
+    H = gptq.hessian_from_inputs(X)
+    ours, mask = prune.sparsegpt_prune(w, H, 1 / 6, blocksize=6, percdamp=0.0)
+    assert mask.tolist() == [[False, True, True, True, True, True]]
+    refit = torch.linalg.lstsq(X[:, 1:], X @ w[0]).solution
+    torch.testing.assert_close(ours[0, 1:], refit, atol=1e-9, rtol=1e-9)
+    assert ours[0, 0] == 0
+
+
+def test_first_k_smallest_is_a_stable_sort(device):
+    for seed in range(20):
+        x = torch.round(randn(200, seed=seed, device=device) * 2)  # many ties
+        for k in (1, 7, 100, 200):
+            expected = torch.zeros(200, dtype=torch.bool, device=device)
+            expected[torch.sort(x, stable=True).indices[:k]] = True
+            assert torch.equal(prune._first_k_smallest(x, k), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_sparsegpt_exact_sparsity_and_patterns(device, dtype):
+    W, X, H = outlier_layer(5, rows=32, cols=96, dtype=torch.float32, device=device)
+    W = W.to(dtype)
+    for sparsity, blocksize in ((0.5, 32), (0.5, 128), (0.7, 32)):
+        out, mask = prune.sparsegpt_prune(W, H, sparsity, blocksize=blocksize)
+        assert out.dtype == dtype and out.shape == W.shape and mask.dtype == torch.bool
+        blocks = [mask[:, i:i + blocksize] for i in range(0, 96, blocksize)]
+        assert [int((~b).sum()) for b in blocks] == [int(sparsity * b.numel()) for b in blocks]
+        assert bool((out[~mask] == 0).all())
+    assert prune.sparsity_of(prune.sparsegpt_prune(W, H, 0.5, blocksize=32)[1]) == 0.5
+    for n, m in ((2, 4), (4, 8), (1, 4)):
+        out, mask = prune.sparsegpt_prune(W, H, nm=(n, m), blocksize=32)
+        assert bool((mask.reshape(-1, m).sum(1) == n).all())
+        assert bool(((out != 0).reshape(-1, m).sum(1) <= n).all())
+    out, mask = prune.sparsegpt_prune(W, H, 0.0)
+    assert bool(mask.all()) and torch.equal(out, W)  # nothing pruned, nothing changed
+
+
+def test_sparsegpt_dead_inputs(device):
+    """An input that is always 0 (H_jj = 0): its weights are zeroed first and pruned first; the rest stays finite."""
+    W, X, _ = outlier_layer(6, rows=8, cols=16, device=device)
+    X[:, 3] = 0.0
+    out, mask = prune.sparsegpt_prune(W, gptq.hessian_from_inputs(X), 0.5, blocksize=16)
+    assert bool(torch.isfinite(out).all()) and bool((out[:, 3] == 0).all()) and not bool(mask[:, 3].any())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sparsegpt_output_error_below_wanda_and_magnitude(seed):
+    """On random layers with outlier features, the layer's output error on the calibration data: SparseGPT's mask plus
+    update is at most Wanda's and magnitude's (at 50% and 2:4); every method keeps the same number of weights."""
+    W, X, H = outlier_layer(10 * seed, rows=32, cols=128, tokens=1024, dtype=torch.float32)
+    norms = X.norm(dim=0)
+    for nm in (None, (2, 4)):
+        ours = prune.sparsegpt_prune(W, H, 0.5, nm=nm, blocksize=64)[0]
+        wanda = prune.wanda_mask(W, norms, 0.5) if nm is None else prune.nm_mask(prune.wanda_scores(W, norms))
+        magnitude = prune.magnitude_mask(W, 0.5) if nm is None else prune.nm_mask(W)
+        err = gptq.layer_output_error(W, ours, X)
+        assert err <= gptq.layer_output_error(W, W * wanda, X)
+        assert err <= gptq.layer_output_error(W, W * magnitude, X)
+
+
+# ----------------------------------------------------------------------------------------------
 # structured
 @pytest.mark.parametrize("bias", [True, False])
 def test_prune_channels_keeps_outputs(device, bias):
@@ -242,6 +418,34 @@ def test_prune_model_course_lm():
     assert dense < ppl["wanda"] < ppl["magnitude"]
     masks = prune.prune_model(model, tok, method="wanda", nm=(2, 4), n_samples=4, seq_len=64)
     w = linear_layers(model)["model.layers.2.mlp.down_proj"].weight
+    assert bool(((w.reshape(-1, 4) != 0).sum(1) <= 2).all())
+
+
+def test_prune_model_sparsegpt_course_lm():
+    """SparseGPT on the whole course LM: exact 50% per layer (the update keeps the zeros), 2:4 pattern, and a
+    perplexity below Wanda's with the same calibration windows (as in the SparseGPT and Wanda papers)."""
+    from course_lib.data import corpus_text
+    from course_lib.evaluate import perplexity
+    from course_lib.lm_quant import linear_layers
+    from course_lib.models import load_causal_lm
+
+    text = corpus_text("eval")
+    ppl = {}
+    for method in ("wanda", "sparsegpt"):
+        model, tok = load_causal_lm()
+        dense = {n: lin.weight.detach().clone() for n, lin in linear_layers(model).items()}
+        masks = prune.prune_model(model, tok, 0.5, method, n_samples=8, seq_len=64)
+        layers = linear_layers(model)
+        assert set(masks) == set(layers) and len(masks) == 28
+        for name, lin in layers.items():
+            assert prune.sparsity_of(masks[name]) == 0.5 and bool((lin.weight[~masks[name]] == 0).all())
+            if method == "sparsegpt":  # the kept weights were updated
+                assert not torch.equal(lin.weight[masks[name]], dense[name][masks[name]])
+        ppl[method] = perplexity(model, tok, text, max_tokens=1024)
+    assert ppl["sparsegpt"] < ppl["wanda"]
+    model, tok = load_causal_lm()
+    prune.prune_model(model, tok, method="sparsegpt", nm=(2, 4), n_samples=4, seq_len=64)
+    w = linear_layers(model)["model.layers.3.mlp.down_proj"].weight
     assert bool(((w.reshape(-1, 4) != 0).sum(1) <= 2).all())
 
 
@@ -335,6 +539,18 @@ BAD = [
     (prune.sparse_bits_per_weight, (0.5, 0, "bitmask"), "value_bits"),
     (prune.prune_model, (nn.Linear(2, 2), None, 0.5, "magnitude"), "model"),
     (prune.prune_model, (nn.Linear(2, 2), None, 0.5, "random"), "method"),
+    (prune.sparsegpt_prune, (W, torch.eye(8), 1.0), "sparsity"),
+    (prune.sparsegpt_prune, (W, torch.eye(7), 0.5), "H"),
+    (prune.sparsegpt_prune, (W, torch.eye(8).double() + torch.triu(torch.ones(8, 8), 1).double(), 0.5), "symmetric"),
+    (prune.sparsegpt_prune, (W, torch.eye(8), 0.5, (3, 2)), "n <= m"),
+    (prune.sparsegpt_prune, (W, torch.eye(8), 0.5, (2, 3)), "in_features"),
+    (prune.sparsegpt_prune, (W, torch.eye(8), 0.5, [2, 4]), "nm"),
+    (prune.sparsegpt_prune, (W, torch.eye(8), 0.5, (2, 4), 6), "blocksize"),
+    (prune.sparsegpt_prune, (W, torch.eye(8), 0.5, None, 0), "blocksize"),
+    (prune.sparsegpt_prune, (W, torch.eye(8), 0.5, None, 128, -0.1), "percdamp"),
+    (prune.sparsegpt_prune, (torch.tensor([[1.0, float("nan")]]), torch.eye(2), 0.5), "finite"),
+    (prune.sparsegpt_prune, (W.long(), torch.eye(8), 0.5), "dtype"),
+    (prune.prune_model, (nn.Linear(2, 2), None, 0.5, "sparsegpt"), "model"),
 ]
 
 
