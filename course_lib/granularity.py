@@ -13,7 +13,9 @@ so that ``quantize_dequantize`` equals ``torch.fake_quantize_per_channel_affine`
   of ``GRANULARITIES``, and its storage cost in bits per parameter;
 - ``quantized_linears``: fake-quantize every ``nn.Linear`` of a model in place (restored
   afterwards) and report the weight error and the bits stored (``course_lib.evaluate.granularity_sweep``
-  measures the sentence-embedding cosine under each setting with it).
+  measures the sentence-embedding cosine under each setting with it);
+- ``QuantLinear`` (codes, scales and zero points in memory, dequantized in ``forward``: the same values as
+  ``fake_quantize``) and ``replace_linears`` (swap every ``nn.Linear`` of a model for a replacement).
 
 The weight quantizer of the later notebooks (GPTQ, AWQ, HQQ, the capstone) lives here too:
 round-to-nearest (RTN) of a 2-D weight ``[out_features, in_features]`` with one scale and zero
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterable
 
 import torch
 
@@ -46,6 +49,8 @@ __all__ = [
     "effective_bits",
     "linear_weights",
     "quantized_linears",
+    "QuantLinear",
+    "replace_linears",
 ]
 
 
@@ -100,20 +105,21 @@ def weight_scale_zero_point(w: torch.Tensor, bits: int, group_size: int | None =
     return scale, zero
 
 
-def _check_params(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group: int) -> None:
+def _check_params(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group: int,
+                  names: tuple[str, str] = ("scale", "zero")) -> None:
     shape = (w.shape[0], w.shape[1] // group)
-    check_tensor(scale, "scale", dtypes=FLOAT_DTYPES, ndim=2)
-    check_tensor(zero, "zero", ndim=2)
+    check_tensor(scale, names[0], dtypes=FLOAT_DTYPES, ndim=2)
+    check_tensor(zero, names[1], ndim=2)
     if zero.is_floating_point():
-        raise TypeError(f"zero must be an integer tensor, got dtype {str(zero.dtype).replace('torch.', '')}")
-    for name, t in (("scale", scale), ("zero", zero)):
+        raise TypeError(f"{names[1]} must be an integer tensor, got dtype {str(zero.dtype).replace('torch.', '')}")
+    for name, t in zip(names, (scale, zero)):
         if tuple(t.shape) != shape:
             raise ValueError(f"{name} must have shape {shape} (out_features, in_features // group_size), "
                              f"got {tuple(t.shape)}")
         if t.device != w.device:
             raise ValueError(f"{name} is on {t.device} but the weight is on {w.device}: move them to one device")
     if not bool((scale > 0).all()):
-        raise ValueError("scale must be positive everywhere")
+        raise ValueError(f"{names[0]} must be positive everywhere")
 
 
 def quantize_weight(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int,
@@ -240,11 +246,18 @@ def scale_zero_point(x: torch.Tensor, bits: int, dim=None,
     check_bits(bits, "bits", low=2, high=8)
     check_tensor(x, "x", dtypes=FLOAT_DTYPES)
     dims = _check_dim(dim, x.dim())
+    _check_symmetric(symmetric)
+    return _scale_zero_point(x, bits, tuple(range(x.dim())) if dims is None else dims, symmetric)
+
+
+def _check_symmetric(symmetric) -> None:
     if not isinstance(symmetric, bool):
         raise TypeError(f"symmetric must be a bool, got {type(symmetric).__name__}")
+
+
+def _scale_zero_point(x: torch.Tensor, bits: int, dims: tuple[int, ...], symmetric: bool):
+    """``scale_zero_point`` on checked arguments (``dims``: the non-negative axes reduced, all of them for None)."""
     xf = x.detach().to(torch.float32)
-    if dims is None:
-        dims = tuple(range(x.dim()))
     if dims:
         lo = xf.amin(dim=dims, keepdim=True).clamp(max=0.0)
         hi = xf.amax(dim=dims, keepdim=True).clamp(min=0.0)
@@ -299,6 +312,12 @@ def quantize_dequantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor
     qmax = 2**bits - 1
     if bool(((zero < 0) | (zero > qmax)).any()):
         raise ValueError(f"zero must lie in [0, {qmax}] for {bits}-bit codes")
+    return _quantize_dequantize(x, scale, zero, bits)
+
+
+def _quantize_dequantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
+    """``quantize_dequantize`` on checked arguments (``scale`` and ``zero`` from ``_scale_zero_point``)."""
+    qmax = 2**bits - 1
     s = scale.to(torch.float32)
     z = zero.to(torch.float32)
     q = (torch.round(x.to(torch.float32) * (1.0 / s)) + z).clamp(0, qmax)
@@ -323,12 +342,22 @@ def fake_quantize_per_group(x: torch.Tensor, bits: int, group_size: int, symmetr
     """
     check_bits(bits, "bits", low=2, high=8)
     check_tensor(x, "x", dtypes=FLOAT_DTYPES)
+    _check_groups(x, group_size)
+    _check_symmetric(symmetric)
+    return _fake_quantize_groups(x, bits, group_size, symmetric)
+
+
+def _check_groups(x: torch.Tensor, group_size) -> None:
     if x.dim() < 1:
         raise ValueError("x must have at least 1 dimension (groups run along the last one), got a 0-dim tensor")
     check_divides(x.shape[-1], group_size, size_name="x.shape[-1]", group_name="group_size")
+
+
+def _fake_quantize_groups(x: torch.Tensor, bits: int, group_size: int, symmetric: bool) -> torch.Tensor:
+    """``fake_quantize_per_group`` on checked arguments: each finite value of ``x`` is checked once, by the caller."""
     g = x.reshape(*x.shape[:-1], x.shape[-1] // group_size, group_size)
-    scale, zero = scale_zero_point(g, bits, dim=-1, symmetric=symmetric)
-    return quantize_dequantize(g, scale, zero, bits).reshape(x.shape)
+    scale, zero = _scale_zero_point(g, bits, (g.dim() - 1,), symmetric)
+    return _quantize_dequantize(g, scale, zero, bits).reshape(x.shape)
 
 
 def quantized_linear(x: torch.Tensor, w: torch.Tensor, bits: int = 8) -> torch.Tensor:
@@ -397,21 +426,24 @@ def fake_quantize(x: torch.Tensor, bits: int, granularity: str = "channel", grou
         ``x``'s shape, dtype and device.
     """
     _check_granularity(granularity, group_size)
-    check_tensor(x, "x", dtypes=FLOAT_DTYPES)
+    check_tensor(x, "x", dtypes=FLOAT_DTYPES)  # the one pass over x's values: the helpers below skip it
+    check_bits(bits, "bits", low=2, high=8)
+    _check_symmetric(symmetric)
     if granularity == "group":
-        return fake_quantize_per_group(x, bits, group_size, symmetric)
+        _check_groups(x, group_size)
+        return _fake_quantize_groups(x, bits, group_size, symmetric)
     if granularity == "input_channel":
         if x.dim() < 2:
             raise ValueError(f"granularity='input_channel' needs x with 2 or more dimensions, got shape {tuple(x.shape)}")
-        dim = tuple(range(x.dim() - 1))
+        dims = tuple(range(x.dim() - 1))
     elif granularity in ("channel", "token"):
         if x.dim() < 1:
             raise ValueError(f"granularity={granularity!r} needs x with 1 or more dimensions, got a 0-dim tensor")
-        dim = -1
+        dims = (x.dim() - 1,)
     else:
-        dim = None
-    scale, zero = scale_zero_point(x, bits, dim=dim, symmetric=symmetric)
-    return quantize_dequantize(x, scale, zero, bits)
+        dims = tuple(range(x.dim()))
+    scale, zero = _scale_zero_point(x, bits, dims, symmetric)
+    return _quantize_dequantize(x, scale, zero, bits)
 
 
 def effective_bits(shape, bits: int, granularity: str, group_size: int | None = None,
@@ -522,3 +554,166 @@ def quantized_linears(model: torch.nn.Module, bits: int, granularity: str = "cha
         with torch.no_grad():
             for name, w in weights.items():
                 w.copy_(saved[name])
+
+
+# ----------------------------------------------------------------------------------------------
+# a real quantized layer (codes in memory, not fake-quantized floats) and the walk that swaps it in
+
+
+class QuantLinear(torch.nn.Module):
+    """A weight-only quantized ``nn.Linear``: 8-bit integer codes, one scale and zero point per group.
+
+    The layout of GPTQ/AWQ checkpoints (AutoGPTQ's ``QuantLinear`` stores ``qweight``, ``scales`` and
+    ``qzeros``), unpacked: one code per byte. Buffers (``.to(device)`` and ``state_dict`` carry them):
+
+    - ``qweight``: ``torch.uint8`` ``[out_features, in_features]``, codes ``0 .. 2**bits - 1``;
+    - ``scales``: ``torch.float32`` ``[out_features, in_features // group_size]``;
+    - ``zeros``: ``torch.uint8``, the same shape, zero points in ``0 .. 2**bits - 1``;
+    - ``bias``: a copy of the float bias, or None.
+
+    ``forward(x)`` dequantizes the weight, ``W_hat = (qweight - zeros) * scales`` per group in float32, casts it
+    to ``x``'s dtype and computes ``x @ W_hat.T + bias``. The codes, scales and zero points are those of
+    :func:`scale_zero_point` and :func:`quantize_dequantize` (PyTorch's rounding rule), so ``W_hat`` equals
+    ``fake_quantize(weight, bits, "group", group_size, symmetric)`` (``"channel"`` when ``group_size`` is None)
+    bit for bit, and the layer's output equals that of an ``nn.Linear`` holding the fake-quantized weight.
+    Build it with :meth:`from_float`.
+
+    Args:
+        qweight: uint8 codes ``[out_features, in_features]``.
+        scales: positive float32 ``[out_features, n_groups]``, ``n_groups`` dividing ``in_features``.
+        zeros: uint8 zero points, ``scales``' shape.
+        bias: float ``[out_features]`` or None.
+        bits: the code width, 2 to 8; every code and zero point lies in ``0 .. 2**bits - 1``.
+    """
+
+    def __init__(self, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+                 bias: torch.Tensor | None = None, bits: int = 4):
+        super().__init__()
+        check_bits(bits, "bits", low=2, high=8)
+        check_tensor(qweight, "qweight", dtypes=(torch.uint8,), ndim=2)
+        check_tensor(scales, "scales", dtypes=(torch.float32,), ndim=2)
+        check_tensor(zeros, "zeros", dtypes=(torch.uint8,), ndim=2)
+        out_features, in_features = qweight.shape
+        if in_features % scales.shape[1] != 0:
+            raise ValueError(f"scales must have a number of columns (groups) dividing {in_features}, "
+                             f"got shape {tuple(scales.shape)}")
+        _check_params(qweight, scales, zeros, in_features // scales.shape[1], names=("scales", "zeros"))
+        qmax = 2**bits - 1
+        if int(qweight.max()) > qmax or int(zeros.max()) > qmax:
+            raise ValueError(f"qweight and zeros must lie in [0, {qmax}] for {bits}-bit codes")
+        if bias is not None:
+            check_tensor(bias, "bias", dtypes=FLOAT_DTYPES, ndim=1)
+            if bias.shape[0] != out_features:
+                raise ValueError(f"bias must have {out_features} entries (out_features), got {bias.shape[0]}")
+        if bias is not None and bias.device != qweight.device:
+            raise ValueError(f"bias is on {bias.device} but qweight is on {qweight.device}: move them to one device")
+        self.bits = bits
+        self.out_features, self.in_features = out_features, in_features
+        self.group_size = in_features // scales.shape[1]
+        self.register_buffer("qweight", qweight)
+        self.register_buffer("scales", scales)
+        self.register_buffer("zeros", zeros)
+        self.register_buffer("bias", bias)
+
+    @classmethod
+    def from_float(cls, linear: torch.nn.Linear, bits: int = 4, group_size: int | None = None,
+                   symmetric: bool = False) -> QuantLinear:
+        """The quantized copy of ``linear``: its weight as codes, scales and zero points; its bias copied.
+
+        Args:
+            linear: a ``torch.nn.Linear`` with a finite float weight ``[out_features, in_features]``.
+            bits: 2 to 8.
+            group_size: None for one scale per output channel (row), or a positive divisor of
+                ``in_features`` for one scale per ``group_size`` consecutive weights of a row.
+            symmetric: as in :func:`scale_zero_point` (absmax scale, zero point ``2**(bits-1)``).
+
+        Returns:
+            QuantLinear: on ``linear``'s device; ``linear`` itself is left unchanged.
+        """
+        if not isinstance(linear, torch.nn.Linear):
+            raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
+        group = _check_weight(linear.weight, group_size, name="linear.weight")
+        check_bits(bits, "bits", low=2, high=8)
+        _check_symmetric(symmetric)
+        w = linear.weight.detach()
+        g = _grouped(w, group)
+        scale, zero = _scale_zero_point(g, bits, (2,), symmetric)
+        q = (torch.round(g.to(torch.float32) * (1.0 / scale)) + zero).clamp(0, 2**bits - 1)
+        bias = None if linear.bias is None else linear.bias.detach().clone()
+        return cls(q.to(torch.uint8).reshape(w.shape), scale.squeeze(-1), zero.squeeze(-1).to(torch.uint8), bias, bits)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """The float32 weight the codes store, ``(qweight - zeros) * scales`` per group.
+
+        Returns:
+            torch.Tensor: float32 ``[out_features, in_features]``.
+        """
+        g = _grouped(self.qweight, self.group_size).to(torch.int32) - self.zeros.to(torch.int32).unsqueeze(-1)
+        return (g.to(torch.float32) * self.scales.unsqueeze(-1)).reshape(self.out_features, self.in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ W_hat.T + bias`` in ``x``'s dtype, for ``x`` of shape ``[..., in_features]``.
+
+        Args:
+            x: float input whose last dimension is ``in_features``.
+
+        Returns:
+            torch.Tensor: ``[..., out_features]``, ``x``'s dtype.
+        """
+        check_tensor(x, "x", dtypes=FLOAT_DTYPES, allow_empty=True, allow_nonfinite=True)
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x must have in_features={self.in_features} as its last dimension, got shape {tuple(x.shape)}")
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return torch.nn.functional.linear(x, self.dequantized_weight().to(x.dtype), bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
+                f"group_size={self.group_size}, bias={self.bias is not None}")
+
+
+def replace_linears(model: torch.nn.Module, factory, skip=()) -> torch.nn.Module:
+    """Replace every ``nn.Linear`` of ``model`` by ``factory(linear)``, in place, except those named in ``skip``.
+
+    The walk behind every "quantize this model" call (``transformers``' ``replace_with_bnb_linear``,
+    torch.ao's ``swap_module``): find each Linear by its qualified name (``model.named_modules()``), then set
+    the replacement on its parent module (``setattr(parent, last_part_of_the_name, new)``). Subclasses of
+    ``nn.Linear`` count as Linear layers; the replacements are not walked again.
+
+    Args:
+        model: the module to walk. If it is itself an ``nn.Linear`` (and ``""`` is not in ``skip``), the
+            replacement of the whole model is returned.
+        factory: a callable taking an ``nn.Linear`` and returning the ``nn.Module`` that replaces it, e.g.
+            ``lambda linear: QuantLinear.from_float(linear, 4, 128)``.
+        skip: qualified names of Linear layers to keep (``"pooler.dense"``); each must name a Linear of ``model``.
+
+    Returns:
+        torch.nn.Module: ``model`` itself, its Linear layers replaced (or the replacement, for a Linear root).
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not callable(factory):
+        raise TypeError(f"factory must be a callable that takes an nn.Linear, got {type(factory).__name__}")
+    if isinstance(skip, str) or not isinstance(skip, Iterable):
+        raise TypeError(f"skip must be a collection of qualified module names (str), got {skip!r}")
+    skip = tuple(skip)
+    if not all(isinstance(name, str) for name in skip):
+        raise TypeError(f"skip must hold qualified module names (str), got {skip!r}")
+    linears = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+    unknown = sorted(set(skip) - set(linears))
+    if unknown:
+        raise ValueError(f"skip names {unknown}, which are not nn.Linear layers of model "
+                         f"(its Linear layers: {linears[:5]}{' ...' if len(linears) > 5 else ''})")
+    replaced, done = model, []
+    for name in linears:
+        if name in skip or any(name.startswith(f"{d}.") or d == "" for d in done):
+            continue  # kept, or inside a Linear already replaced (the replacement is not walked)
+        done.append(name)
+        parent_name, _, attr = name.rpartition(".")
+        new = factory(model.get_submodule(name))
+        if not isinstance(new, torch.nn.Module):
+            raise TypeError(f"factory must return an nn.Module, got {type(new).__name__} for {name!r}")
+        if name == "":
+            replaced = new
+        else:
+            setattr(model.get_submodule(parent_name), attr, new)
+    return replaced

@@ -132,6 +132,7 @@ GOOD = {
     granularity.effective_bits: dict(shape=(8, 16), bits=4, granularity="group", group_size=8),
     granularity.linear_weights: dict(model=MLP),
     granularity.quantized_linears: dict(model=MLP, bits=8),
+    granularity.replace_linears: dict(model=MLP, factory=lambda linear: linear, skip=("0",)),  # MLP stays as it is
     gguf_formats.block_layout: dict(fmt="Q4_K"),
     gguf_formats.bits_per_weight: dict(fmt="Q8_0"),
     gguf_formats.mixture_bits_per_weight: dict(weights_per_format={"Q4_K": 3, "Q6_K": 1}),
@@ -340,6 +341,9 @@ ROWS = [
     (granularity.quantized_linears, "type", dict(model="mlp"), TypeError, None),
     (granularity.quantized_linears, "bits", dict(bits=1), ValueError, None),
     # observers
+    (granularity.replace_linears, "value", dict(skip=("1",)), ValueError, None),
+    (granularity.replace_linears, "type", dict(factory=3), TypeError, None),
+    (granularity.replace_linears, "type", dict(skip="0"), TypeError, None),
     (gguf_formats.block_layout, "range", dict(fmt="Q4_K_M"), ValueError, "fmt"),
     (gguf_formats.bits_per_weight, "type", dict(fmt=4), TypeError, "fmt"),
     (gguf_formats.mixture_bits_per_weight, "range", dict(weights_per_format={"Q4_K": -1}), ValueError, None),
@@ -577,6 +581,8 @@ MODEL_ROWS = [
     (nf4.add_lora, lambda: nf4.add_lora(BAD), "model"),
     (llm_int8.quantize_model_int8, lambda: llm_int8.quantize_model_int8(BAD), "model"),
     (llm_int8.int8_layers, lambda: llm_int8.int8_layers(BAD), "model"),
+    (granularity.replace_linears, lambda: granularity.replace_linears(BAD, lambda linear: linear), "model"),
+    (granularity.QuantLinear.from_float, lambda: granularity.QuantLinear.from_float(BAD), "linear"),
     (llm_int8.inject_outlier_features, lambda: llm_int8.inject_outlier_features(BAD, [0], 10.0), "model"),
     (llm_int8.linear_inputs, lambda: llm_int8.linear_inputs(BAD, IDS, ["fc"]), "model"),
     (gptq.sequential_groups, lambda: gptq.sequential_groups(BAD, []), "block"),

@@ -447,6 +447,189 @@ def test_granularity_sweep_on_minilm():
 
 
 # ----------------------------------------------------------------------------------------------
+# QuantLinear and replace_linears
+
+
+def _linear(n_in, n_out, bias=True, seed=0, dtype=torch.float32, device="cpu"):
+    layer = torch.nn.Linear(n_in, n_out, bias=bias, dtype=dtype, device=device)
+    with torch.no_grad():
+        layer.weight.copy_(_randn(n_out, n_in, seed=seed, scale=0.1, dtype=dtype, device=device))
+        if bias:
+            layer.bias.copy_(_randn(n_out, seed=seed + 1, scale=0.1, dtype=dtype, device=device))
+    return layer
+
+
+@pytest.mark.parametrize("bits, group_size", [(2, 8), (3, None), (4, 16), (4, 1), (8, 64)])
+def test_quantlinear_matches_torch_observer_and_fake_quantizer(bits, group_size, device):
+    """PyTorch as the independent reference: PerChannelMinMaxObserver's scales and zero points on the groups (rows of
+    the weight reshaped to [out * n_groups, group_size]), fake_quantize_per_channel_affine's values, F.linear."""
+    from torch.ao.quantization import PerChannelMinMaxObserver
+
+    layer = _linear(64, 6, seed=bits, device=device)
+    q = G.QuantLinear.from_float(layer, bits, group_size)
+    g = 64 if group_size is None else group_size
+    rows = layer.weight.detach().reshape(-1, g)
+    obs = PerChannelMinMaxObserver(ch_axis=0, dtype=torch.quint8, qscheme=torch.per_channel_affine,
+                                   quant_min=0, quant_max=2**bits - 1).to(device)
+    obs(rows)
+    t_scale, t_zero = obs.calculate_qparams()
+    assert torch.equal(q.scales.flatten(), t_scale.to(device)) and torch.equal(q.zeros.flatten().long(), t_zero.to(device).long())
+    w_hat = torch.fake_quantize_per_channel_affine(rows, t_scale.to(device), t_zero.to(device).int(), 0, 0,
+                                                   2**bits - 1).reshape(6, 64)
+    assert torch.equal(q.dequantized_weight(), w_hat)
+    x = _randn(3, 5, 64, seed=9, device=device)
+    assert torch.equal(q(x), torch.nn.functional.linear(x, w_hat, layer.bias))
+    # the codes: (qweight - zeros) * scales is w_hat, and every code and zero point is on the grid
+    assert q.qweight.dtype == q.zeros.dtype == torch.uint8 and q.scales.dtype == torch.float32
+    assert int(q.qweight.max()) <= 2**bits - 1 and int(q.zeros.max()) <= 2**bits - 1
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_quantlinear_equals_the_fake_quantized_linear(symmetric, dtype, device):
+    layer = _linear(32, 10, seed=3, dtype=dtype, device=device)
+    q = G.QuantLinear.from_float(layer, 4, 8, symmetric=symmetric)
+    fake = _linear(32, 10, seed=3, dtype=dtype, device=device)
+    with torch.no_grad():
+        fake.weight.copy_(G.fake_quantize(layer.weight, 4, "group", 8, symmetric=symmetric))
+    for x in (_randn(4, 32, seed=5, dtype=dtype, device=device), _randn(32, seed=6, dtype=dtype, device=device),
+              torch.zeros(0, 32, dtype=dtype, device=device)):
+        out = q(x)
+        assert out.dtype == dtype and out.device.type == torch.device(device).type
+        assert torch.equal(out, fake(x))
+    if symmetric:  # the restricted grid: codes 1 .. 15 around the zero point 8
+        assert bool((q.zeros == 8).all()) and int(q.qweight.min()) >= 1
+
+
+def test_quantlinear_stores_codes_not_floats():
+    layer = _linear(256, 16, seed=11)
+    w_before = layer.weight.detach().clone()
+    q = G.QuantLinear.from_float(layer, 4, 128)
+    assert torch.equal(layer.weight, w_before)  # the source layer is untouched
+    assert not list(q.parameters())
+    buffers = dict(q.named_buffers())
+    assert {k: (tuple(v.shape), v.dtype) for k, v in buffers.items()} == {
+        "qweight": ((16, 256), torch.uint8), "scales": ((16, 2), torch.float32), "zeros": ((16, 2), torch.uint8),
+        "bias": ((16,), torch.float32)}
+    stored = sum(v.numel() * v.element_size() for v in buffers.values())
+    assert stored == 16 * 256 + 16 * 2 * (4 + 1) + 16 * 4  # one byte per code, 5 bytes per group, the bias
+    # state_dict carries everything: a module built from it computes the same
+    state = q.state_dict()
+    again = G.QuantLinear(state["qweight"], state["scales"], state["zeros"], state["bias"], bits=4)
+    x = _randn(2, 256, seed=12)
+    assert torch.equal(again(x), q(x))
+    assert "group_size=128" in repr(q) and q.group_size == 128 and (q.in_features, q.out_features) == (256, 16)
+
+
+def test_quantlinear_all_zero_and_constant_rows():
+    layer = _linear(16, 3, seed=13)
+    with torch.no_grad():
+        layer.weight[0] = 0.0
+        layer.weight[1] = -0.37
+    q = G.QuantLinear.from_float(layer, 3, 8)
+    w_hat = q.dequantized_weight()
+    assert torch.equal(w_hat[0], torch.zeros(16)) and bool(torch.isfinite(w_hat).all())
+    assert torch.allclose(w_hat[1], torch.full((16,), -0.37), atol=1e-6)
+
+
+@pytest.mark.parametrize("make, error, mentions", [
+    (lambda: G.QuantLinear.from_float(torch.nn.LayerNorm(8)), TypeError, "linear"),
+    (lambda: G.QuantLinear.from_float(_linear(16, 4), 4, 5), ValueError, "group_size"),
+    (lambda: G.QuantLinear.from_float(_linear(16, 4), 9), ValueError, "bits"),
+    (lambda: G.QuantLinear.from_float(_linear(16, 4), 4, symmetric=1), TypeError, "symmetric"),
+    (lambda: G.QuantLinear(torch.zeros(4, 16), torch.ones(4, 2), torch.zeros(4, 2, dtype=torch.uint8)), TypeError, "qweight"),
+    (lambda: G.QuantLinear(torch.zeros(4, 16, dtype=torch.uint8), torch.ones(4, 3), torch.zeros(4, 3, dtype=torch.uint8)),
+     ValueError, "scales"),
+    (lambda: G.QuantLinear(torch.full((4, 16), 20, dtype=torch.uint8), torch.ones(4, 2), torch.zeros(4, 2, dtype=torch.uint8)),
+     ValueError, "qweight"),
+    (lambda: G.QuantLinear.from_float(_linear(16, 4))(torch.zeros(2, 8)), ValueError, "in_features"),
+])
+def test_quantlinear_rejects_bad_input(make, error, mentions):
+    with pytest.raises(error, match=mentions):
+        make()
+
+
+class _Tower(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.heads = torch.nn.ModuleDict({"a": _linear(8, 8, seed=1), "b": _linear(8, 8, bias=False, seed=2)})
+        self.stack = torch.nn.ModuleList([_linear(8, 8, seed=3), torch.nn.ReLU(),
+                                          torch.nn.Sequential(torch.nn.LayerNorm(8), _linear(8, 8, seed=4))])
+        self.out = _linear(8, 2, seed=5)
+
+    def forward(self, x):
+        x = self.heads["a"](x) + self.heads["b"](x)
+        for module in self.stack:
+            x = module(x)
+        return self.out(x)
+
+
+def test_replace_linears_walks_every_depth_and_keeps_skipped():
+    tower = _Tower()
+    x = _randn(3, 8, seed=6)
+    fake = _Tower()
+    with torch.no_grad():
+        for name, module in fake.named_modules():
+            if isinstance(module, torch.nn.Linear) and name != "heads.b":
+                module.weight.copy_(G.fake_quantize(module.weight, 4, "group", 4))
+    seen = []
+
+    def factory(linear):
+        seen.append(linear)
+        return G.QuantLinear.from_float(linear, 4, 4)
+
+    assert G.replace_linears(tower, factory, skip=["heads.b"]) is tower
+    assert len(seen) == 4
+    kinds = {name: type(m).__name__ for name, m in tower.named_modules() if name.count(".") <= 2 and name}
+    assert kinds["heads.a"] == kinds["stack.0"] == kinds["stack.2.1"] == kinds["out"] == "QuantLinear"
+    assert kinds["heads.b"] == "Linear" and kinds["stack.2.0"] == "LayerNorm"
+    with torch.no_grad():
+        assert torch.equal(tower(x), fake(x))
+
+
+def test_replace_linears_does_not_walk_replacements_and_handles_a_linear_root():
+    model = torch.nn.Sequential(_linear(4, 4, seed=1), torch.nn.Sequential(_linear(4, 4, seed=2)))
+    calls = []
+
+    def wrap(linear):  # a replacement that contains the original Linear
+        calls.append(linear)
+        return torch.nn.Sequential(linear, torch.nn.Identity())
+
+    G.replace_linears(model, wrap)
+    assert len(calls) == 2 and isinstance(model[0], torch.nn.Sequential) and isinstance(model[1][0][0], torch.nn.Linear)
+    root = _linear(4, 4)
+    assert isinstance(G.replace_linears(root, lambda linear: torch.nn.Identity()), torch.nn.Identity)
+    assert G.replace_linears(root, lambda linear: torch.nn.Identity(), skip=("",)) is root
+
+
+def test_replace_linears_on_minilm_equals_the_fake_quantized_model():
+    from course_lib.models import embed, load_minilm
+
+    model, tok = load_minilm()
+    quantized, _ = load_minilm()
+    G.replace_linears(quantized, lambda linear: G.QuantLinear.from_float(linear, 4, 64), skip=("pooler.dense",))
+    layers = [m for m in quantized.modules() if isinstance(m, G.QuantLinear)]
+    assert len(layers) == 36 and isinstance(quantized.pooler.dense, torch.nn.Linear)
+    sentences = ["A cat sits on the mat.", "Quantization stores numbers in fewer bits."]
+    with G.quantized_linears(model, 4, "group", 64):
+        expected = embed(model, tok, sentences)
+    assert torch.equal(embed(quantized, tok, sentences), expected)
+
+
+@pytest.mark.parametrize("call, error, mentions", [
+    (lambda m: G.replace_linears([m], lambda linear: linear), TypeError, "model"),
+    (lambda m: G.replace_linears(m, "QuantLinear"), TypeError, "factory"),
+    (lambda m: G.replace_linears(m, lambda linear: linear, skip="out"), TypeError, "skip"),
+    (lambda m: G.replace_linears(m, lambda linear: linear, skip=("stack.1",)), ValueError, "skip"),
+    (lambda m: G.replace_linears(m, lambda linear: linear, skip=("outt",)), ValueError, "skip"),
+    (lambda m: G.replace_linears(m, lambda linear: linear.weight), TypeError, "factory"),
+])
+def test_replace_linears_rejects_bad_input(call, error, mentions):
+    with pytest.raises(error, match=mentions):
+        call(_Tower())
+
+
+# ----------------------------------------------------------------------------------------------
 # plots and widget
 
 
