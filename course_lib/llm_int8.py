@@ -22,8 +22,11 @@ numbers (checked in tests/library/test_llm_int8.py):
 Where this module deliberately differs from bitsandbytes' ``Linear8bitLt`` on CPU (measured in the notebook):
 the outlier columns are multiplied with the **original** weights (the paper's rule; bitsandbytes keeps only
 int8 weights and uses their dequantized values), activations are quantized in their own dtype (bitsandbytes
-casts them to float16 first), and the dequantization constant is exactly ``1 / 127**2`` (bitsandbytes'
-PyTorch fallback multiplies by ``6.200124e-05``, 1.8e-5 relatively larger than ``1/127**2 = 6.2000124e-05``).
+casts them to float16 first), the dequantization constant is exactly ``1 / 127**2`` (bitsandbytes'
+PyTorch fallback multiplies by ``6.200124e-05``, 1.8e-5 relatively larger than ``1/127**2 = 6.2000124e-05``),
+and ``llm_int8_matmul`` / ``Int8Linear`` follow the paper's decomposition: the int8 part quantizes ``x`` with
+its outlier columns set to 0, so the row statistics see only the regular columns (bitsandbytes leaves only the
+values ``|x| >= threshold`` out of them, as ``int8_vectorwise_quant`` does).
 
 Every function is device-agnostic (CPU and CUDA) and never divides by zero: an all-zero row gets the
 statistic 0 and codes 0.
@@ -126,6 +129,10 @@ def vectorwise_quant(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         An all-zero row has statistic 0 and codes 0. Dequantize with ``codes * row_stats / 127``.
     """
     _check_matrix(x, "x")
+    return _vectorwise(x)
+
+
+def _vectorwise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x32 = x.float()
     stats = x32.abs().amax(dim=1)
     return _row_codes(x32, stats), stats
@@ -264,11 +271,17 @@ def _check_x_w(x, w) -> None:
     _check_inner_dim(x.shape[1], "x")
 
 
-def _mixed(x, w, codes_w, col_stats, threshold: float, outlier_weights: str = "fp"):
-    """(float32 (M, N) output, outlier columns): vector-wise int8 product of the regular columns plus the
-    float product of the outlier columns."""
-    codes_x, row_stats, cols = _int8_vectorwise_quant(x, threshold)
-    out = _matmul_dequant(codes_x, row_stats, codes_w, col_stats)
+def _mixed(x, w, codes_w, col_stats, threshold: float, outlier_weights: str = "fp", *,
+           find_outliers=_outlier_columns, quantize=_vectorwise, matmul=_matmul_dequant):
+    """(float32 (M, N) output, outlier columns): the vector-wise int8 product of x with its outlier
+    columns set to 0 (so they count neither in the product nor in the row statistics) plus the float
+    product of the outlier columns."""
+    cols = find_outliers(x, threshold)
+    x_int8 = x
+    if cols.numel():
+        x_int8 = x.clone()
+        x_int8[:, cols] = 0
+    out = matmul(*quantize(x_int8), codes_w, col_stats)
     if cols.numel():
         if outlier_weights == "fp":
             w_out = w[:, cols].float()
@@ -278,27 +291,43 @@ def _mixed(x, w, codes_w, col_stats, threshold: float, outlier_weights: str = "f
     return out, cols
 
 
-def llm_int8_matmul(x: torch.Tensor, w: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:
+def llm_int8_matmul(x: torch.Tensor, w: torch.Tensor, threshold: float = DEFAULT_THRESHOLD, *,
+                    find_outliers=outlier_columns, quantize=vectorwise_quant,
+                    matmul=int8_matmul_dequant) -> torch.Tensor:
     """LLM.int8(): ``x @ w.T`` with vector-wise int8 for regular columns and floating point for outlier columns.
 
-    1. ``codes_x, row_stats, cols = int8_vectorwise_quant(x, threshold)`` (outlier columns' codes are 0);
-    2. ``codes_w, col_stats = vectorwise_quant(w)`` (one scale per output channel);
-    3. ``out = int8_matmul_dequant(codes_x, row_stats, codes_w, col_stats)``;
-    4. ``out += x[:, cols] @ w[:, cols].T`` in float32 (the original weights, as in the paper).
+    The paper's decomposition (Dettmers et al. 2022, eq. 3), with ``O = find_outliers(x, threshold)``:
+
+    ``x @ w.T = x[:, O] @ w[:, O].T  (float32, the original weights)
+              + matmul(*quantize(x with the columns O set to 0), *quantize(w))``
+
+    The row statistics of the int8 part see only the regular columns; ``w`` is quantized whole, once per
+    output channel, as a deployed layer stores it. bitsandbytes' ``int8_vectorwise_quant`` (and so
+    ``Linear8bitLt``) differs in one detail: it leaves only the values ``|x| >= threshold`` out of the row
+    statistics (it finds them in one pass over each row), so the smaller values of an outlier column can still
+    widen their row's scale, though their codes are then discarded.
 
     Args:
         x: (M, K) float activations, finite.
         w: (N, K) float weight (``nn.Linear.weight`` layout), finite, on x's device.
         threshold: >= 0; columns of x with any ``|x| >= threshold`` use floating point.
             ``0`` gives plain vector-wise int8 (no outlier path).
+        find_outliers: ``f(x, threshold)`` -> 1-D int64 column indices (default :func:`outlier_columns`).
+        quantize: ``f(matrix)`` -> ``(int8 codes, float32 row statistics)`` (default :func:`vectorwise_quant`).
+        matmul: ``f(codes_x, row_stats, codes_w, col_stats)`` -> float32 (M, N) (default
+            :func:`int8_matmul_dequant`). Passing the pieces lets a notebook use its own exercises' functions.
 
     Returns:
         (M, N) tensor of x's dtype (computed in float32).
     """
     _check_x_w(x, w)
     threshold = _check_threshold(threshold)
-    codes_w, col_stats = vectorwise_quant(w)
-    return _mixed(x, w, codes_w, col_stats, threshold)[0].to(x.dtype)
+    for name, fn in (("find_outliers", find_outliers), ("quantize", quantize), ("matmul", matmul)):
+        if not callable(fn):
+            raise TypeError(f"{name} must be a function, got {type(fn).__name__}")
+    codes_w, col_stats = quantize(w)
+    out, _ = _mixed(x, w, codes_w, col_stats, threshold, find_outliers=find_outliers, quantize=quantize, matmul=matmul)
+    return out.to(x.dtype)
 
 
 def _per_tensor(x32: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

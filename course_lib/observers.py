@@ -16,8 +16,8 @@ decides the range. Five rules, one interface (:class:`Observer`):
   smallest mean squared error.
 - **entropy** (:class:`EntropyObserver`, :func:`entropy_range`): TensorRT's KL calibration: a
   2048-bin histogram of ``|x|``; for each candidate threshold, the clipped histogram ``P`` and its
-  re-quantization ``Q`` to the grid's levels (128 for int8); keep the threshold with the smallest
-  ``KL(P || Q)``.
+  re-quantization ``Q`` to the grid's levels (128 for int8, :func:`candidate_distributions`); keep the
+  threshold with the smallest ``KL(P || Q)``.
 
 The percentile, MSE and entropy observers need the distribution, not just two numbers. Real
 calibrators keep a histogram (constant memory; PyTorch's ``HistogramObserver`` uses 2048 bins);
@@ -42,6 +42,7 @@ __all__ = [
     "mse_range",
     "entropy_range",
     "kl_divergence",
+    "candidate_distributions",
     "Observer",
     "MinMaxObserver",
     "MovingAverageMinMaxObserver",
@@ -190,20 +191,56 @@ def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return (p64[nz] * torch.log(p64[nz] / q64[nz])).sum()
 
 
+def candidate_distributions(hist: torch.Tensor, i: int, num_levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entropy calibration's two histograms for one candidate threshold (TensorRT's KL calibration).
+
+    ``hist`` holds the counts ``h_0 .. h_{n-1}`` of ``|x|`` in ``n`` equal bins; the candidate threshold is
+    the upper edge of bin ``i - 1``; the grid has ``L = num_levels`` levels.
+
+    - ``P`` (what clipping keeps): ``P_j = h_j`` for ``j < i - 1`` and ``P_{i-1} = h_{i-1} + sum_{k >= i} h_k``
+      (clipping moves every value beyond the threshold onto it).
+    - ``Q`` (what the grid keeps): bin ``j < i`` belongs to chunk ``c(j) = floor(j * L / i)``; each chunk's mass
+      ``m_c = sum_{j < i, c(j) = c} h_j`` (the clipped tail not included) is spread evenly over the chunk's
+      non-empty bins: ``Q_j = m_{c(j)} / #{k < i: c(k) = c(j), h_k > 0}`` where ``h_j > 0``, else ``Q_j = 0``.
+
+    :func:`entropy_range` scores every candidate ``i`` by ``kl_divergence(P, Q)``.
+
+    Args:
+        hist: 1-D float tensor of non-negative, finite counts (length ``n``).
+        i: the number of bins kept, ``num_levels <= i <= n``.
+        num_levels: ``L >= 1``, the grid's levels on this side of 0 (128 for int8 on signed data).
+
+    Returns:
+        ``(P, Q)``: float64 tensors of length ``i`` on ``hist``'s device, not normalized.
+    """
+    check_tensor(hist, "hist", dtypes=FLOAT_DTYPES, ndim=1)
+    if bool((hist < 0).any()):
+        raise ValueError("hist must hold non-negative counts (a histogram)")
+    check_int(num_levels, "num_levels", low=1)
+    check_int(i, "i", low=num_levels, high=hist.shape[0])
+    p, q = _candidate_pq(hist.detach().double().cpu().numpy(), i, num_levels)
+    return torch.from_numpy(p).to(hist.device), torch.from_numpy(q).to(hist.device)
+
+
+def _candidate_pq(hist: np.ndarray, i: int, num_levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """``candidate_distributions`` on a float64 NumPy histogram, unchecked (entropy_range calls it ~2000 times)."""
+    h = hist[:i]
+    p = h.copy()
+    p[-1] += hist[i:].sum()  # the clipped tail lands in the last bin, as clipping does
+    chunk = (np.arange(i) * num_levels) // i  # which of the num_levels quantized bins each bin falls in
+    nonzero = h > 0
+    mass = np.bincount(chunk, weights=h, minlength=num_levels)
+    count = np.bincount(chunk, weights=nonzero, minlength=num_levels)
+    q = np.where(nonzero, mass[chunk] / np.maximum(count[chunk], 1), 0.0)  # spread over the non-empty bins
+    return p, q
+
+
 def _kl_per_threshold(hist: np.ndarray, num_levels: int) -> np.ndarray:
     """KL(P_i || Q_i) for every candidate threshold bin i = num_levels .. len(hist) (NumPy, float64)."""
     n = len(hist)
-    total = hist.sum()
     out = np.full(n + 1, np.inf)
     for i in range(num_levels, n + 1):
-        h = hist[:i]
-        p = h.copy()
-        p[-1] += total - h.sum()  # the clipped tail lands in the last bin, as clipping does
-        chunk = (np.arange(i) * num_levels) // i  # which of the num_levels quantized bins each bin falls in
-        nonzero = h > 0
-        mass = np.bincount(chunk, weights=h, minlength=num_levels)
-        count = np.bincount(chunk, weights=nonzero, minlength=num_levels)
-        q = np.where(nonzero, mass[chunk] / np.maximum(count[chunk], 1), 0.0)  # spread over the non-empty bins
+        p, q = _candidate_pq(hist, i, num_levels)
         p_sum, q_sum = p.sum(), q.sum()
         if p_sum <= 0 or q_sum <= 0:
             continue

@@ -280,6 +280,11 @@ DELEGATIONS: dict[str, dict[str, str]] = {
                          "    return torch.from_numpy(data).to(x.device)\n",
     },
     "04_ptq_qat": {
+        # the reference's NumPy core, private, called with the histogram converted
+        "candidate_distributions": "def candidate_distributions(hist, i, num_levels):\n"
+                                   "    from course_lib import observers as _o\n"
+                                   "    p, q = _o._candidate_pq(hist.double().cpu().numpy(), i, num_levels)\n"
+                                   "    return torch.from_numpy(p).to(hist.device), torch.from_numpy(q).to(hist.device)\n",
         "fake_quantize_ste": "def fake_quantize_ste(x, scale, zero_point, qmin, qmax):\n"
                              "    return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin, qmax)\n",
     },
@@ -295,7 +300,8 @@ DELEGATIONS: dict[str, dict[str, str]] = {
         "vectorwise_quant": "def vectorwise_quant(x):\n    return llm_int8.int8_vectorwise_quant(x, 0.0)[:2]\n",
         "outlier_columns": "def outlier_columns(x, threshold=6.0):\n"
                            "    return llm_int8.int8_vectorwise_quant(x, threshold)[2]\n",
-        "llm_int8_matmul": "def llm_int8_matmul(x, w, threshold=6.0):\n"
+        # the drop-in module computes the decomposition whatever pieces the test passes
+        "llm_int8_matmul": "def llm_int8_matmul(x, w, threshold=6.0, **pieces):\n"
                            "    return llm_int8.Int8Linear(w, threshold=threshold)(x)\n",
     },
     "07_gptq": {

@@ -13,7 +13,8 @@ Two submissions per notebook, autograded in one scratch course:
   (otherwise ``pass`` would score full marks), no test passes on the stub ``raise NotImplementedError()``
   (no free points), and no test passes on a delegating answer (``grading.no_delegation``,
   ``grading.unchanged``, and the hooks' restoring of course_lib's constants). Each of its test cells must
-  fail through a course check (its ``✗`` line), not by an unrelated error such as a NameError. This
+  fail by a check (an AssertionError: a course check or the test's own assert), not by an unrelated error
+  such as a NameError. This
   learner deleted the cells after the last graded one (demos and tables that grade nothing, as any learner
   may): they cannot change a score, and the autograder does not spend minutes running them again.
 
@@ -69,10 +70,11 @@ def _check_scores(course: Course, kind: str, expect_full: bool) -> None:
     else:
         for cell in autograded.cells:
             if _is_test_cell(cell):
-                text = "\n".join(cell_text(cell.outputs, True, ROOT))
-                assert "\u2717" in text, (f"{kind} submission of {assignment}: test cell "
-                                          f"{cell.metadata['nbgrader']['grade_id']} did not fail through a course "
-                                          f"check (no \u2717 line); its output:\n{text[-1500:]}")
+                errors = [out.get("ename") for out in cell.outputs if out.get("output_type") == "error"]
+                assert errors == ["AssertionError"], (
+                    f"{kind} submission of {assignment}: test cell {cell.metadata['nbgrader']['grade_id']} must fail "
+                    f"by a check (an AssertionError), not by {errors or 'no error'}; its output:\n"
+                    + "\n".join(cell_text(cell.outputs, True, ROOT))[-1500:])
 
 
 class _RoundTrip:

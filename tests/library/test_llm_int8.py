@@ -150,16 +150,43 @@ def test_int8_vectorwise_quant_zeroes_outlier_columns_and_ignores_outliers_in_ro
 def test_llm_int8_matmul_decomposition():
     x = _with_outliers(16, 32, seed=3, cols=(2, 9), size=10.0)
     w = _randn(8, 32, seed=4, scale=0.2)
-    cx, sx, cols = L.int8_vectorwise_quant(x, 6.0)
+    cols = L.outlier_columns(x, 6.0)
+    regular = x.clone()
+    regular[:, cols] = 0  # the paper's int8 part: the outlier columns leave the product and the row statistics
     cw, sw = L.vectorwise_quant(w)
-    expected = L.int8_matmul_dequant(cx, sx, cw, sw) + x[:, cols] @ w[:, cols].T
+    expected = L.int8_matmul_dequant(*L.vectorwise_quant(regular), cw, sw) + x[:, cols] @ w[:, cols].T
     assert cols.numel() == 2
     assert torch.allclose(L.llm_int8_matmul(x, w), expected, rtol=1e-6, atol=1e-6)
+    # closed form of the int8 part: row statistics = max |x| over the regular columns only
+    sx = x.abs().index_fill(1, cols, 0).amax(dim=1)
+    _, bnb_sx, _ = L.int8_vectorwise_quant(x, 6.0)
+    assert torch.equal(L.vectorwise_quant(regular)[1], sx) and bool((sx <= bnb_sx).all()) and bool((sx < bnb_sx).any())
     # no outliers: plain vector-wise; every column an outlier: the float product itself
     vw = L.int8_matmul_dequant(*L.vectorwise_quant(x), cw, sw)
     assert torch.equal(L.llm_int8_matmul(x, w, 0.0), vw) and torch.equal(L.llm_int8_matmul(x, w, math.inf), vw)
     assert torch.allclose(L.llm_int8_matmul(x.abs() + 1, w, 1.0), (x.abs() + 1) @ w.T, rtol=1e-6, atol=1e-6)
     assert torch.equal(L.absmax_int8_matmul(x, w, "vector"), vw)
+
+
+def test_llm_int8_matmul_uses_the_pieces_it_is_given():
+    """The pieces are parameters: a notebook passes its own exercises' functions; each one is used."""
+    x = _with_outliers(12, 24, seed=13, cols=(1, 7), size=10.0)
+    w = _randn(5, 24, seed=14, scale=0.3)
+    exact = x @ w.T
+    every = L.llm_int8_matmul(x, w, find_outliers=lambda x, threshold: torch.arange(x.shape[1]))
+    assert torch.allclose(every, exact, rtol=1e-5, atol=1e-5)  # every column in floating point: the float product
+    none = L.llm_int8_matmul(x, w, find_outliers=lambda x, threshold: torch.empty(0, dtype=torch.int64))
+    assert torch.equal(none, L.absmax_int8_matmul(x, w, "vector"))
+    doubled = L.llm_int8_matmul(x, w, 0.0, matmul=lambda *a: 2 * L.int8_matmul_dequant(*a))
+    assert torch.equal(doubled, 2 * none)
+
+    def coarse(m):  # a valid quantizer with twice the statistic: codes within +-64
+        stats = 2 * m.float().abs().amax(dim=1)
+        return torch.round(m.float() * (127 / stats)[:, None]).to(torch.int8), stats
+    y = L.llm_int8_matmul(x, w, 0.0, quantize=coarse)
+    assert not torch.equal(y, none) and torch.allclose(y, exact, rtol=0.1, atol=0.1 * float(exact.abs().max()))
+    with pytest.raises(TypeError, match="quantize"):
+        L.llm_int8_matmul(x, w, quantize=None)
 
 
 def test_outliers_hurt_naive_int8_but_not_llm_int8():

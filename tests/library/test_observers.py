@@ -198,6 +198,39 @@ def test_entropy_kl_matches_a_direct_computation():
             q[j] = hist[members].sum() / len(nz)
     expected = observers.kl_divergence(torch.tensor(p), torch.tensor(q)).item()
     assert observers._kl_per_threshold(hist, levels)[i] == pytest.approx(expected, rel=1e-12)
+    got_p, got_q = observers.candidate_distributions(torch.tensor(hist, dtype=torch.float32), i, levels)
+    assert torch.equal(got_p, torch.tensor(p)) and torch.equal(got_q, torch.tensor(q)) and got_p.dtype == torch.float64
+
+
+def test_candidate_distributions_closed_form():
+    hist = torch.tensor([4.0, 0.0, 2.0, 6.0, 1.0, 0.0, 3.0])
+    # i = 6 bins kept, L = 4 levels: chunks floor(4j/6) = 0, 0, 1, 2, 2, 3; tail 3 onto bin 5
+    p, q = observers.candidate_distributions(hist, 6, 4)
+    assert p.tolist() == [4.0, 0.0, 2.0, 6.0, 1.0, 3.0]
+    assert q.tolist() == [4.0, 0.0, 2.0, 3.5, 3.5, 0.0]  # chunk 0's mass on its one non-empty bin; chunk 3 is empty
+    assert math.isinf(observers.kl_divergence(p, q).item())  # P has the tail where Q has nothing
+    p, q = observers.candidate_distributions(hist, 7, 7)  # one level per bin: Q is the histogram itself
+    assert torch.equal(p, hist.double()) and torch.equal(q, hist.double())
+
+
+@given(counts=st.lists(st.integers(0, 50), min_size=2, max_size=80), levels=st.integers(1, 16), data=st.data())
+@SETTINGS
+def test_candidate_distributions_properties(counts, levels, data):
+    hist = torch.tensor(counts, dtype=torch.float32)
+    levels = min(levels, len(counts))
+    i = data.draw(st.integers(levels, len(counts)))
+    p, q = observers.candidate_distributions(hist, i, levels)
+    h = hist[:i].double()
+    assert p.shape == q.shape == (i,)
+    assert p.sum().item() == hist.sum().item()  # clipping moves values, never drops them
+    assert q.sum().item() == pytest.approx(h.sum().item(), abs=1e-9)  # the tail is not in Q
+    assert torch.equal(q == 0, h == 0)  # Q puts mass exactly where the data had some
+    chunk = torch.arange(i) * levels // i
+    for c in range(levels):  # Q is flat on each chunk's non-empty bins
+        nz = q[(chunk == c) & (h > 0)]
+        assert nz.numel() == 0 or bool((nz == nz[0]).all())
+    assert observers._kl_per_threshold(hist.double().numpy(), levels)[i] == pytest.approx(
+        observers.kl_divergence(p, q).item() if h.sum() > 0 else math.inf, rel=1e-12)
 
 
 def test_entropy_of_zeros_and_nonnegative_data():
@@ -276,6 +309,14 @@ BAD = [
     (lambda: observers.entropy_range(torch.randn(5), 13, num_bins=2048), ValueError, "num_bins"),
     (lambda: observers.kl_divergence(torch.tensor([1.0, -1.0]), torch.tensor([1.0, 1.0])), ValueError, "non-negative"),
     (lambda: observers.kl_divergence(torch.tensor([1.0]), torch.tensor([1.0, 1.0])), ValueError, "length"),
+    (lambda: observers.candidate_distributions(torch.tensor([1.0, -1.0]), 2, 1), ValueError, "hist"),
+    (lambda: observers.candidate_distributions(torch.ones(2, 3), 2, 1), ValueError, "hist"),
+    (lambda: observers.candidate_distributions(torch.tensor([1, 2]), 2, 1), TypeError, "hist"),
+    (lambda: observers.candidate_distributions(torch.tensor([1.0, float("inf")]), 2, 1), ValueError, "hist"),
+    (lambda: observers.candidate_distributions(torch.ones(8), 9, 4), ValueError, "i"),
+    (lambda: observers.candidate_distributions(torch.ones(8), 3, 4), ValueError, "i"),
+    (lambda: observers.candidate_distributions(torch.ones(8), 4.0, 4), TypeError, "i"),
+    (lambda: observers.candidate_distributions(torch.ones(8), 4, 0), ValueError, "num_levels"),
     (lambda: observers.MinMaxObserver(bits=0), ValueError, "bits"),
     (lambda: observers.MinMaxObserver(bits=4.0), TypeError, "bits"),
     (lambda: observers.PercentileObserver(percentile=0.0), ValueError, "percentile"),
