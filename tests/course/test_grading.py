@@ -394,9 +394,10 @@ def test_every_delegating_answer_computes_the_answer_when_nothing_watches(monkey
     import course_lib
     from adversarial_submissions import DELEGATIONS
     from course_lib import (affine, awq, basics, bitnet, capstone, distill, formats, gguf_formats, gptq, granularity, hqq,
-                            kernels, llm_int8, nf4, prune, qat)
+                            kernels, llm_int8, nf4, observers, prune, qat)
 
     monkeypatch.setattr(grading, "no_delegation", lambda *a, **k: contextlib.nullcontext())
+    gen = torch.Generator().manual_seed(12)
     w, x = grading.randn(16, 128, seed=0, scale=0.02), grading.randn(8, 16, seed=1)
     x_out = x.clone()
     x_out[:, 3] *= 20
@@ -424,10 +425,15 @@ def test_every_delegating_answer_computes_the_answer_when_nothing_watches(monkey
         "soft_target_loss": (distill.soft_target_loss, (grading.randn(4, 10, seed=8), grading.randn(4, 10, seed=9), 2.0)),
         "magnitude_mask": (prune.magnitude_mask, (w, 0.5)),
         "quantize_rows_int8": (lambda t: kernels.quantize_rows_int8(t, backend="torch"), (x,)),
+        "quantized_matmul": (affine.quantized_matmul, (torch.randint(0, 256, (4, 16), generator=gen), 0.02, 128,
+                                                       torch.randint(0, 256, (16, 3), generator=gen), 0.05, 120)),
+        "candidate_distributions": (observers.candidate_distributions, (torch.rand(64, generator=gen) * 100, 40, 8)),
+        "search_clip": (awq.search_clip, (w, grading.randn(32, 128, seed=11), 3, 64)),
+        "sparsegpt_prune": (prune.sparsegpt_prune, (W, H, 0.5, None, 16)),
     }
     names = dict(torch=torch, math=math, nn=nn, course_lib=course_lib, affine=affine, awq=awq, bitnet=bitnet,
                  capstone=capstone, distill=distill, formats=formats, gptq=gptq, granularity=granularity, hqq=hqq,
-                 kernels=kernels, llm_int8=llm_int8, nf4=nf4, prune=prune, qat=qat)
+                 kernels=kernels, llm_int8=llm_int8, nf4=nf4, observers=observers, prune=prune, qat=qat)
     try:  # the op needs the course's C++ kernels on the CPU (the test command builds them first)
         kernels.load_extension("cpp")
     except Exception:
