@@ -14,15 +14,18 @@ Two submissions per notebook, autograded in one scratch course:
   (no free points), and no test passes on a delegating answer (``grading.no_delegation``,
   ``grading.unchanged``, and the hooks' restoring of course_lib's constants). Each of its test cells must
   fail by a check (an AssertionError: a course check or the test's own assert), not by an unrelated error
-  such as a NameError. This
-  learner deleted the cells after the last graded one (demos and tables that grade nothing, as any learner
-  may): they cannot change a score, and the autograder does not spend minutes running them again.
+  such as a NameError.
+
+Both submissions end at the release's last graded cell: the learner deleted the demos and tables after it, as
+any learner may. They grade nothing and cannot change a score; nbval runs them (every cell of every solution
+notebook), and CI does not spend minutes running them a second and a third time.
 
 Scores are read from the gradebook, never from exit codes. One test class per notebook, so that
 ``pytest-xdist --dist loadscope`` spreads notebooks over the cores while each class shares its course.
 
-Determinism: the ``typed`` run's text outputs must equal those of nbval's run of the solution notebook
-(``tests/notebook_outputs.py``; the root conftest.py runs that comparison after the notebook's nbval cells).
+Determinism: the ``typed`` run's text outputs, every code cell up to the last graded one, must equal those of
+nbval's run of the solution notebook (``tests/notebook_outputs.py``; the root conftest.py runs that comparison
+after the notebook's nbval cells): what grades a learner is the same in the autograder as in the learner's run.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ ROOT = str(release_path("00_welcome").parents[2])
 def _submission(kind: str, assignment: str) -> nbformat.NotebookNode:
     release = nbformat.read(release_path(assignment), as_version=4)
     if kind == "typed":
-        return typed_solutions(release, nbformat.read(solution_path(assignment), as_version=4))
+        typed = typed_solutions(release, nbformat.read(solution_path(assignment), as_version=4))
+        return without_ungraded_tail(typed, assignment)
     if kind == "delegating_tampered":
         nb = with_test_cells(release, "pass")
         for answer_id, source in DELEGATIONS.get(assignment, {}).items():
@@ -91,7 +95,8 @@ class _RoundTrip:
         _check_scores(course, "delegating_tampered", expect_full=False)
 
     def test_outputs_match_the_nbval_run(self, request):
-        """Two runs of the solution, the same numbers: nbval's and the autograder's (timings sanitized)."""
+        """Two runs of the solution, the same numbers up to the last graded cell: nbval's and the autograder's
+        (timings sanitized)."""
         nbval_run = request.config.course_nbval_outputs.get(self.assignment)
         if nbval_run is None:
             pytest.skip(f"nbval did not run solutions/{self.assignment} in this session (collect solutions/ too)")
@@ -103,7 +108,10 @@ class _RoundTrip:
         solution = nbformat.read(solution_path(self.assignment), as_version=4)
         test_sources = {c.source for c in solution.cells if _is_test_cell(c)}
         nbval = [(source, cell_text(outputs, source in test_sources, ROOT)) for source, outputs in nbval_run]
-        problems = differences(nbval, autograded, ("nbval run", "autograder run"))
+        # the autograded submission ends at the last graded cell: compare that part
+        assert len(autograded) <= len(nbval), f"{self.assignment}: {len(autograded)} autograded code cells, " \
+                                              f"nbval ran {len(nbval)}"
+        problems = differences(nbval[:len(autograded)], autograded, ("nbval run", "autograder run"))
         assert not problems, (f"{self.assignment}: the two runs of the solution printed different numbers (seed "
                               f"every generator; print timings with a unit, see tests/notebook_outputs.py):\n"
                               + "\n".join(problems[:5]))

@@ -18,7 +18,7 @@ import textwrap
 import nbformat
 import pytest
 
-from adversarial_submissions import DELEGATIONS, set_answer
+from adversarial_submissions import DELEGATIONS, set_answer, without_ungraded_tail
 from nbgrader_course import ROOT, notebook_name, release_path, solution_path, typed_solutions
 
 from course_lib import course_grading, grading
@@ -84,9 +84,12 @@ def test_a_notebook_grades_as_usual_without_the_sources(stripped_site, tmp_path)
                                       timeout=600)
     assert rc == 0, out[-3000:]
     release = nbformat.read(release_path(ASSIGNMENT), as_version=4)
-    honest = typed_solutions(release, nbformat.read(solution_path(ASSIGNMENT), as_version=4))
+    # both end at the last graded cell (the demos after it grade nothing), then report where nf4 came from
+    honest = without_ungraded_tail(typed_solutions(release, nbformat.read(solution_path(ASSIGNMENT), as_version=4)),
+                                   ASSIGNMENT)
     honest.cells.append(nbformat.v4.new_code_cell("import course_lib.nf4\nprint(course_lib.nf4.__file__)"))
-    delegating = typed_solutions(release, nbformat.read(solution_path(ASSIGNMENT), as_version=4))
+    delegating = without_ungraded_tail(
+        typed_solutions(release, nbformat.read(solution_path(ASSIGNMENT), as_version=4)), ASSIGNMENT)
     for answer_id, source in DELEGATIONS[ASSIGNMENT].items():
         set_answer(delegating, answer_id, source)
     for student, nb in (("honest", honest), ("delegating", delegating)):
