@@ -268,6 +268,12 @@ blocksizes = st.sampled_from([1, 2, 7, 32, 64, 128])
 quant_types = st.sampled_from(["nf4", "fp4"])
 
 
+def _round_trip(x: torch.Tensor, blocksize: int, quant_type: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dequantize(quantize(x)), absmax) with the module's 4-bit functions."""
+    packed, absmax = nf4.quantize_4bit(x, blocksize, quant_type)
+    return nf4.dequantize_4bit(packed, absmax, x.shape, blocksize, quant_type), absmax
+
+
 def _largest_half_gap(quant_type: str) -> float:
     values = torch.sort(torch.unique(nf4.codebook(quant_type))).values
     return float((values[1:] - values[:-1]).max()) / 2
@@ -277,8 +283,7 @@ def _largest_half_gap(quant_type: str) -> float:
 @given(values=finite_values, blocksize=blocksizes, quant_type=quant_types)
 def test_error_at_most_half_the_largest_gap_times_absmax(values, blocksize, quant_type, device):
     x = torch.tensor(values, device=device)
-    packed, absmax = nf4.quantize_4bit(x, blocksize, quant_type)
-    out = nf4.dequantize_4bit(packed, absmax, x.shape, blocksize, quant_type)
+    out, absmax = _round_trip(x, blocksize, quant_type)
     block_absmax = absmax[torch.arange(x.numel(), device=device) // blocksize].double()
     bound = block_absmax * _largest_half_gap(quant_type) * (1 + 1e-6) + 1e-30
     assert bool(((x.double() - out.double()).abs() <= bound).all())
@@ -288,10 +293,8 @@ def test_error_at_most_half_the_largest_gap_times_absmax(values, blocksize, quan
 @given(values=finite_values, blocksize=blocksizes, quant_type=quant_types)
 def test_dequant_quant_is_idempotent(values, blocksize, quant_type, device):
     x = torch.tensor(values, device=device)
-    packed, absmax = nf4.quantize_4bit(x, blocksize, quant_type)
-    once = nf4.dequantize_4bit(packed, absmax, x.shape, blocksize, quant_type)
-    packed2, absmax2 = nf4.quantize_4bit(once, blocksize, quant_type)
-    twice = nf4.dequantize_4bit(packed2, absmax2, x.shape, blocksize, quant_type)
+    once, absmax = _round_trip(x, blocksize, quant_type)
+    twice, absmax2 = _round_trip(once, blocksize, quant_type)
     assert torch.equal(once, twice)
     assert torch.equal(absmax2, absmax)
 
@@ -303,8 +306,7 @@ def test_zeros_stay_zeros(values, zeros, blocksize, quant_type):
     x = torch.tensor(values)
     idx = torch.tensor([i % x.numel() for i in zeros], dtype=torch.long)
     x[idx] = 0.0
-    packed, absmax = nf4.quantize_4bit(x, blocksize, quant_type)
-    out = nf4.dequantize_4bit(packed, absmax, x.shape, blocksize, quant_type)
+    out, _ = _round_trip(x, blocksize, quant_type)
     assert bool((out[x == 0] == 0).all())
 
 
