@@ -6,6 +6,8 @@
   MiniLM's embeddings before and after quantization;
 - :func:`corpus_text`: the calibration and evaluation texts of the course LM (from the Python
   3.11 documentation, PSF licence; see docs/COURSE_LM.md);
+- :func:`hub_text`: the papers' texts (WikiText-2, C4) from the Hugging Face hub, for the one cell
+  that reproduces a paper's row where a network is (notebook 07); never used offline;
 - synthetic data, drawn from a seed (the same numbers on every machine), that the widgets show
   when no model is loaded: :func:`weight_sample` (named distributions, standard deviation 1),
   :func:`gaussian_with_outliers` (notebooks 02 and 10), :func:`outlier_column_layers` (03),
@@ -29,6 +31,8 @@ __all__ = [
     "sentence_pairs",
     "corpus_text",
     "CORPUS_SPLITS",
+    "hub_text",
+    "HUB_TEXTS",
     "WEIGHT_DISTRIBUTIONS",
     "weight_sample",
     "gaussian_with_outliers",
@@ -157,6 +161,90 @@ def corpus_text(split: str) -> str:
         raise ValueError(f"split must be one of {CORPUS_SPLITS}, got {split!r} (the training text is not shipped; "
                          "scripts/build_corpus.py rebuilds it)")
     return _read_corpus(split)
+
+
+#: The papers' texts on the Hugging Face hub (dataset repository, file): WikiText-2 (raw) for perplexity
+#: and the first shard of C4's English training set, the file the GPTQ paper's code draws its calibration from.
+HUB_TEXTS = {
+    "wikitext2-test": ("Salesforce/wikitext", "wikitext-2-raw-v1/test-00000-of-00001.parquet"),
+    "wikitext2-train": ("Salesforce/wikitext", "wikitext-2-raw-v1/train-00000-of-00001.parquet"),
+    "c4-train": ("allenai/c4", "en/c4-train.00000-of-01024.json.gz"),
+}
+
+
+def _read_documents(path: Path, max_documents: int | None) -> list[str]:
+    """The ``text`` field of each record of a Parquet or JSON-lines (optionally gzip) file, in order."""
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ImportError(f"reading {path.name} needs pyarrow (pip install pyarrow; Colab has it)") from None
+        texts = pq.read_table(path, columns=["text"]).column("text").to_pylist()
+        return texts[:max_documents]
+    import gzip
+    import json
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    texts = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            if max_documents is not None and len(texts) >= max_documents:
+                break
+            if line.strip():
+                texts.append(json.loads(line)["text"])
+    return texts
+
+
+def hub_text(name: str, *, max_documents: int | None = None, allow_download: bool | None = None,
+             path: str | Path | None = None) -> str:
+    """A text the papers evaluate or calibrate on, from the Hugging Face hub (or a local copy of its file).
+
+    WikiText-2 is joined as the GPTQ and AWQ papers' code joins it (records separated by a blank
+    line, ``"\\n\\n"``), so that a perplexity with disjoint 2048-token windows is their number. C4's
+    documents are joined the same way; the GPTQ code instead draws each calibration window from one
+    random document longer than the window, so windows drawn from this text can span two documents.
+
+    Args:
+        name: a key of :data:`HUB_TEXTS`: ``"wikitext2-test"``, ``"wikitext2-train"`` or ``"c4-train"``.
+        max_documents: keep only the first this many records (C4's shard has about 356,000;
+            10,000 give some 20 MB of text). None: all of them.
+        allow_download: None (default): follow ``HF_HUB_OFFLINE`` (which the course sets to 1, so only
+            the local hub cache is read); True: download this file even in offline mode (needs a
+            network); False: the local cache only.
+        path: a local copy of the file (Parquet, or JSON lines with a ``text`` field, optionally
+            gzipped); the hub is then not asked at all.
+
+    Returns:
+        The joined text (a str).
+    """
+    if not isinstance(name, str) or name not in HUB_TEXTS:
+        raise ValueError(f"name must be one of {tuple(HUB_TEXTS)}, got {name!r}")
+    if max_documents is not None and (isinstance(max_documents, bool) or not isinstance(max_documents, int)
+                                      or max_documents < 1):
+        raise ValueError(f"max_documents must be None or an int >= 1, got {max_documents!r}")
+    if allow_download not in (None, True, False):
+        raise TypeError(f"allow_download must be None, True or False, got {allow_download!r}")
+    if path is None:
+        from huggingface_hub import hf_hub_download
+
+        from .models import _hub_online
+
+        repo, filename = HUB_TEXTS[name]
+        try:
+            with _hub_online(allow_download):
+                path = hf_hub_download(repo, filename, repo_type="dataset",
+                                       local_files_only=allow_download is False)
+        except Exception as exc:  # offline, not in the cache, or no network
+            raise OSError(f"could not get {filename!r} of the dataset {repo!r} from the Hugging Face hub or its local "
+                          f"cache ({type(exc).__name__}). With a network pass allow_download=True; or pass path= "
+                          "a local copy of the file.") from exc
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"path={str(path)!r}: no such file")
+    texts = _read_documents(path, max_documents)
+    if not texts:
+        raise ValueError(f"{path.name} holds no text records")
+    return "\n\n".join(texts)
 
 
 # ----------------------------------------------------------------------------------------------

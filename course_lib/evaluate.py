@@ -603,6 +603,9 @@ def quantization_table(
     include_fp: bool = True,
     scale_bits: int = 32,
     progress: bool = True,
+    eval_text: str | None = None,
+    max_length: int | None = None,
+    device=None,
 ) -> list[dict]:
     """Quantize a fresh copy of a causal LM with each method at each setting and measure it.
 
@@ -615,6 +618,9 @@ def quantization_table(
         include_fp: add the unquantized model's row first.
         scale_bits: bits stored per group for the size column (fp16 scale + fp16 zero point = 32).
         progress: show a progress bar over the rows.
+        eval_text: the text perplexity is measured on (default: the course corpus' eval split).
+        max_length: perplexity window in tokens (default: the model's context, as ``perplexity``).
+        device: where each fresh model is quantized and evaluated (default ``"cpu"``).
 
     Returns:
         One dict per row: ``method``, ``bits`` (None for fp), ``group_size``, ``perplexity``,
@@ -632,12 +638,14 @@ def quantization_table(
     for bits, group in settings:
         _check_positive_int(bits, "bits")
         _check_positive_int(group, "group_size", allow_none=True)
-    text = corpus_text("eval")
+    if eval_text is not None and (not isinstance(eval_text, str) or not eval_text.strip()):
+        raise ValueError("eval_text must be None or a non-empty str")
+    text = corpus_text("eval") if eval_text is None else eval_text
     jobs = ([("fp32", None, None)] if include_fp else []) + [
         (name, bits, group) for name in methods for bits, group in settings]
     rows = []
     for name, bits, group in tqdm(jobs, desc="methods", disable=not progress):
-        model, tokenizer = load_causal_lm(model_name)
+        model, tokenizer = load_causal_lm(model_name, device="cpu" if device is None else device)
         seconds = 0.0
         if bits is not None:
             start = time.perf_counter()
@@ -646,7 +654,7 @@ def quantization_table(
         size = (model_size_bytes(model) if bits is None
                 else model_size_bytes(model, bits_per_param=bits, group_size=group, scale_bits=scale_bits))
         rows.append({"method": name, "bits": bits, "group_size": group,
-                     "perplexity": perplexity(model, tokenizer, text, max_tokens=max_tokens),
+                     "perplexity": perplexity(model, tokenizer, text, max_length=max_length, max_tokens=max_tokens),
                      "size_mb": size / 1e6, "seconds": seconds})
     return rows
 

@@ -71,6 +71,8 @@ __all__ = [
     "gptqmodel_quantize_weight",
     "sequential_groups",
     "quantize_model_gptq",
+    "PAPER_OPT125M_WIKITEXT2",
+    "paper_table",
 ]
 
 
@@ -689,3 +691,55 @@ def quantize_model_gptq(model: nn.Module, tokenizer, bits: int, group_size: int 
         bar.close()
         model.train(was_training)
     return model
+
+
+#: The GPTQ paper's Table 3 row for OPT-125M on WikiText-2 (perplexity, per output channel).
+PAPER_OPT125M_WIKITEXT2 = {"fp16": 27.65, ("RTN", 4): 37.28, ("GPTQ", 4): 31.12, ("RTN", 3): 1.3e3, ("GPTQ", 3): 53.85}
+
+
+def paper_table(model_name: str = "facebook/opt-125m", settings: Sequence[tuple[int, int | None]] | None = None, *,
+                n_samples: int = 128, seq_len: int = 2048, c4_documents: int = 10_000, device=None,
+                allow_download: bool | None = True, calib_path=None, eval_path=None,
+                progress: bool = True) -> list[dict]:
+    """RTN and GPTQ on a hub model in the GPTQ paper's setting: the rows of its Table 3 (needs a network).
+
+    The paper's recipe: ``n_samples`` calibration windows of ``seq_len`` tokens drawn from C4's first
+    English training shard, every Linear of each block calibrated on the block's inputs at once (the
+    paper's OPT code; ``true_sequential=False``), per-output-channel asymmetric grids, no act-order,
+    dampening 0.01; perplexity on WikiText-2's test split in disjoint ``seq_len``-token windows.
+    Calibration windows are drawn from the first ``c4_documents`` documents joined (see
+    ``data.hub_text``), not one per document as the paper's code does.
+
+    Args:
+        model_name: a hub id (or a local model folder) of a causal LM, e.g. ``"facebook/opt-125m"``.
+        settings: ``(bits, group_size)`` pairs; default ``evaluate.TABLE_SETTINGS`` (4 and 3 bits,
+            per channel and group 128).
+        n_samples, seq_len: the calibration set (the paper: 128 windows of 2048 tokens).
+        c4_documents: how many of the C4 shard's documents to draw windows from.
+        device: where the models are quantized and evaluated (a GPU makes this minutes).
+        allow_download: passed to ``load_causal_lm`` (hub ids) and ``data.hub_text``.
+        calib_path, eval_path: local copies of the C4 shard and the WikiText-2 test file (the hub
+            is then not asked for them).
+        progress: progress bars.
+
+    Returns:
+        ``evaluate.quantization_table``'s rows: fp32, then RTN and GPTQ at each setting.
+    """
+    from .data import hub_text
+    from .evaluate import TABLE_SETTINGS, quantization_table
+    from .lm_quant import calibration_ids, quantize_model_rtn
+    from .models import load_causal_lm
+
+    check_int(n_samples, "n_samples", low=1)
+    check_int(seq_len, "seq_len", low=2)
+    calib_text = hub_text("c4-train", max_documents=c4_documents, allow_download=allow_download, path=calib_path)
+    eval_text = hub_text("wikitext2-test", allow_download=allow_download, path=eval_path)
+    tokenizer = load_causal_lm(model_name, allow_download=allow_download)[1]
+    calib_ids = calibration_ids(tokenizer, n_samples, seq_len, seed=0, text=calib_text)
+    methods = {
+        "RTN": lambda m, tok, bits, group: quantize_model_rtn(m, bits, group),
+        "GPTQ": lambda m, tok, bits, group: quantize_model_gptq(
+            m, tok, bits, group, calib_ids=calib_ids, true_sequential=False, progress=progress, batch_size=8),
+    }
+    return quantization_table(methods, TABLE_SETTINGS if settings is None else settings, model_name=model_name,
+                              eval_text=eval_text, max_length=seq_len, device=device, progress=progress)

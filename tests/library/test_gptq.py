@@ -522,3 +522,64 @@ def test_widget_updates_without_a_browser():
     box.bits.value = 8
     assert box.last["RTN"] < second["RTN"] and "RTN" in box.readout.value
     plt.close("all")
+
+
+# ----------------------------------------------------------------------------------------------
+# the paper's setting (notebook 07's HUB_MODEL switch), run on local copies of the hub's files
+# ----------------------------------------------------------------------------------------------
+def _write_jsonl_gz(path, texts):
+    import gzip
+    import json
+
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for t in texts:
+            f.write(json.dumps({"text": t, "url": "-"}) + "\n")
+
+
+def test_paper_table_runs_the_papers_recipe_on_a_local_opt_model(tmp_path):
+    """An OPT-architecture model saved to a folder stands in for facebook/opt-125m, JSON-lines copies for C4 and
+    WikiText-2: the fp32 row is the perplexity of the joined test text in disjoint seq_len windows, and the GPTQ
+    row is quantize_model_gptq with the paper's options on windows of the calibration text."""
+    from transformers import AutoTokenizer, OPTConfig, OPTForCausalLM
+
+    from course_lib.data import corpus_text, hub_text
+    from course_lib.evaluate import perplexity
+    from course_lib.lm_quant import calibration_ids
+    from course_lib.models import COURSE_LM_DIR, load_causal_lm
+
+    tok = AutoTokenizer.from_pretrained(COURSE_LM_DIR, local_files_only=True)
+    torch.manual_seed(0)
+    config = OPTConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, ffn_dim=64, num_attention_heads=2,
+                       max_position_embeddings=64, word_embed_proj_dim=32)
+    model_dir = tmp_path / "opt-tiny"
+    OPTForCausalLM(config).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    docs = [p for p in corpus_text("calib").split("\n\n") if p.strip()][:200]
+    test_docs = [p for p in corpus_text("eval").split("\n\n") if p.strip()][:20]
+    _write_jsonl_gz(tmp_path / "c4.json.gz", docs)
+    (tmp_path / "wiki.jsonl").write_text("".join(__import__("json").dumps({"text": t}) + "\n" for t in test_docs))
+
+    assert hub_text("c4-train", path=tmp_path / "c4.json.gz", max_documents=50) == "\n\n".join(docs[:50])
+    rows = gptq.paper_table(str(model_dir), [(4, None)], n_samples=8, seq_len=32, c4_documents=50,
+                            calib_path=tmp_path / "c4.json.gz", eval_path=tmp_path / "wiki.jsonl", progress=False)
+    assert [(r["method"], r["bits"]) for r in rows] == [("fp32", None), ("RTN", 4), ("GPTQ", 4)]
+    model, tokenizer = load_causal_lm(str(model_dir))
+    joined = "\n\n".join(test_docs)
+    assert rows[0]["perplexity"] == pytest.approx(perplexity(model, tokenizer, joined, max_length=32), rel=1e-6)
+    calib = calibration_ids(tokenizer, 8, 32, seed=0, text="\n\n".join(docs[:50]))
+    gptq.quantize_model_gptq(model, tokenizer, 4, calib_ids=calib, true_sequential=False, progress=False)
+    assert rows[2]["perplexity"] == pytest.approx(perplexity(model, tokenizer, joined, max_length=32), rel=1e-6)
+    assert rows[2]["perplexity"] != rows[1]["perplexity"]
+
+
+def test_hub_text_offline_says_how_to_get_the_file(tmp_path):
+    from course_lib.data import hub_text
+
+    with pytest.raises(OSError, match="allow_download=True"):
+        hub_text("wikitext2-test", allow_download=False)
+    with pytest.raises(ValueError, match="name must be one of"):
+        hub_text("wikitext103")
+    with pytest.raises(ValueError, match="max_documents"):
+        hub_text("c4-train", max_documents=0, path=tmp_path / "x.jsonl")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        hub_text("c4-train", path=tmp_path / "missing.jsonl")
