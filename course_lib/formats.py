@@ -1,4 +1,5 @@
-"""Notebook 01: number formats bit by bit (fp32, fp16, bf16, fp8 E4M3/E5M2, int8/int4) and memory.
+"""Notebook 01: number formats bit by bit (fp32, fp16, bf16, fp8 E4M3/E5M2, int8/int4), memory, and the
+block-scaled formats OCP MX (MXFP8, MXFP6, MXFP4) and NVFP4.
 
 Everything here is built from integer and float arithmetic on float64 (powers of two made from
 the bits of a double, round-half-to-even with ``torch.round``), never from torch's casts to the
@@ -21,6 +22,45 @@ Conversions round to nearest, ties to even. What happens above the largest finit
 format's ``overflow`` rule: ``"inf"`` (IEEE), ``"saturate"`` (clamp to +-max; what torch 2.13's
 cast to ``float8_e4m3fn`` does, for Inf inputs too) or ``"nan"`` (what older torch releases did
 for ``float8_e4m3fn``). NaN stays NaN.
+
+Block-scaled formats (:func:`mx_quantize`, :func:`nvfp4_quantize`). The OCP Microscaling Formats (MX)
+specification v1.0 gives a block of 32 elements one shared scale ``X`` stored in E8M0 (8 exponent bits, no
+sign, no mantissa: the powers of two 2^-127 .. 2^127, the byte 0xFF is NaN); each element is a small float
+(E4M3 or E5M2: MXFP8; E3M2 or E2M3: MXFP6; E2M1: MXFP4) and stands for ``X * P``. The conversion the spec
+describes (its section 6.3) takes, per block::
+
+    X = 2^(floor(log2(max |V_i|)) - emax_elem)      (emax_elem: the element format's largest exponent)
+    P_i = V_i / X rounded to the element format, values beyond its largest clamped to it (saturation)
+
+What the references here choose where implementations differ:
+
+* Elements round to nearest, ties to even (IEEE 754's default and :func:`round_to_format`'s).
+  llama.cpp's Python package ``gguf`` (``gguf.quants.MXFP4``) takes the first nearest value of its E2M1
+  table, which sends a tie to the smaller magnitude (x / X = 0.75, 1.75, 3.5 give 0.5, 1.5, 3 there, 1, 2, 4
+  here); Microsoft's ``microxcaling`` library rounds ties away from zero by default. Without exact ties they
+  agree: ``tests/library/test_formats.py`` compares with gguf byte for byte.
+* The shared exponent is clamped below at -127, E8M0's smallest: a block of zeros, or of values below
+  2^(emax_elem - 127), gets X = 2^-127 (as in microxcaling; gguf writes the same byte 0 for a block of
+  zeros). A float32 block never needs more than 2^125; a float64 block that would needs a scale E8M0
+  does not have, and is rejected.
+* A last block shorter than the block size (the last axis not a multiple of it) is a block of its own,
+  which is what padding it with zeros gives (microxcaling pads; gguf needs whole blocks).
+* E5M2 elements saturate at 57344 like the others, where the plain E5M2 cast overflows to Inf.
+
+NVFP4 (NVIDIA, Blackwell GPUs; the NVFP4 recipe of NVIDIA's TransformerEngine, arXiv 2509.25149) keeps E2M1
+elements but scales each block of 16 by an E4M3 number (not only a power of two) and the tensor by one float32::
+
+    s_t = max |x| / (6 * 448)                      (float32: the largest magnitude lands on 6 * 448 * s_t)
+    s_b = E4M3(max_block |x| / (6 * s_t))           (nearest, ties to even; at most 448)
+    P_i = E2M1(x_i / (s_b * s_t)),    x_hat_i = P_i * s_b * s_t
+
+Here the quotient is computed once in float64 (the scales' product is exact there) and then rounded to E2M1,
+which for float32 input is the exact quotient's rounding; code that divides in float32, or multiplies by a
+float32 reciprocal, can land on the other side of a tie in rare cases. A block whose scale rounds to 0 in E4M3
+(a block below 2^-10 * 6 * s_t) stores zeros; an all-zero tensor gets s_t = 1, and s_t never goes below
+float32's smallest subnormal 2^-149. gguf's NVFP4 blocks hold 64 values as four blocks of 16 (four E4M3 scale
+bytes, then the 4-bit codes) and no tensor scale; its decoder reads the course's codes and scales to the
+course's values divided by the tensor scale (``tests/library/test_formats.py``).
 """
 
 from __future__ import annotations
@@ -43,6 +83,8 @@ __all__ = [
     "FP8_E4M3",
     "FP8_E5M2",
     "FP4_E2M1",
+    "FP6_E2M3",
+    "FP6_E3M2",
     "FORMATS",
     "get_format",
     "round_to_format",
@@ -59,6 +101,20 @@ __all__ = [
     "model_memory_bytes",
     "memory_table",
     "max_tokens_per_second",
+    "E8M0_MIN_EXP",
+    "E8M0_MAX_EXP",
+    "MX_BLOCK_SIZE",
+    "NVFP4_BLOCK_SIZE",
+    "MX_ELEMENT_FORMATS",
+    "BlockFormat",
+    "BLOCK_FORMATS",
+    "mx_quantize",
+    "mx_dequantize",
+    "mxfp4_quantize",
+    "nvfp4_quantize",
+    "nvfp4_dequantize",
+    "block_fake_quantize",
+    "block_format_bits",
     "GB",
     "GiB",
     "torch_round",
@@ -199,9 +255,12 @@ BF16 = FloatFormat("bf16", 8, 7, 127, torch_dtype_name="bfloat16")
 FP8_E4M3 = FloatFormat("fp8_e4m3", 4, 3, 7, specials="fn", overflow="saturate", torch_dtype_name="float8_e4m3fn")
 FP8_E5M2 = FloatFormat("fp8_e5m2", 5, 2, 15, torch_dtype_name="float8_e5m2")
 FP4_E2M1 = FloatFormat("fp4_e2m1", 2, 1, 1, specials="none", overflow="saturate")
+# the two 6-bit element formats of the OCP MX specification: no Inf, no NaN, every code a number
+FP6_E2M3 = FloatFormat("fp6_e2m3", 2, 3, 1, specials="none", overflow="saturate")
+FP6_E3M2 = FloatFormat("fp6_e3m2", 3, 2, 3, specials="none", overflow="saturate")
 
 #: the course's formats by name, widest first
-FORMATS = {f.name: f for f in (FP32, BF16, FP16, FP8_E5M2, FP8_E4M3, FP4_E2M1)}
+FORMATS = {f.name: f for f in (FP32, BF16, FP16, FP8_E5M2, FP8_E4M3, FP6_E3M2, FP6_E2M3, FP4_E2M1)}
 _ALIASES = {
     "float32": "fp32", "float": "fp32", "single": "fp32",
     "float16": "fp16", "half": "fp16",
@@ -209,6 +268,7 @@ _ALIASES = {
     "e4m3": "fp8_e4m3", "float8_e4m3fn": "fp8_e4m3", "fp8e4m3": "fp8_e4m3", "e4m3fn": "fp8_e4m3",
     "e5m2": "fp8_e5m2", "float8_e5m2": "fp8_e5m2", "fp8e5m2": "fp8_e5m2",
     "e2m1": "fp4_e2m1", "fp4": "fp4_e2m1",
+    "e2m3": "fp6_e2m3", "e3m2": "fp6_e3m2",
 }
 
 
@@ -261,17 +321,22 @@ def _round64(x64: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
     """Round float64 values to ``fmt`` (nearest, ties to even), applying its overflow rule; float64 out."""
     M = fmt.mantissa_bits
     finite = torch.isfinite(x64)
-    a = torch.where(finite, x64.abs(), torch.zeros_like(x64))
+    all_finite = bool(finite.all())  # the common case skips the special values' passes (block formats, weights)
+    a = x64.abs() if all_finite else torch.where(finite, x64.abs(), torch.zeros_like(x64))
     e = torch.clamp(_exponent(a), min=fmt.emin)  # below 2^emin the spacing stays that of the subnormals
     steps = torch.round(a * _pow2(M - e))  # |x| in units of the spacing 2^(e - M); ties to even
     r = steps * _pow2(e - M)
     big = math.inf if fmt.overflow == "inf" else (fmt.max_value if fmt.overflow == "saturate" else math.nan)
-    r = torch.where(r > fmt.max_value, torch.full_like(r, big), r)
-    if fmt.has_inf:
-        non_finite = torch.where(torch.isnan(x64), x64, torch.full_like(x64, math.inf))
-    else:  # no infinities: Inf follows the overflow rule (saturate -> max, nan -> NaN)
-        non_finite = torch.where(torch.isnan(x64), x64, torch.full_like(x64, big))
-    r = torch.where(finite, r, non_finite)
+    if fmt.overflow == "saturate":
+        r = torch.clamp(r, max=fmt.max_value)  # r is finite and >= 0 here
+    else:
+        r = torch.where(r > fmt.max_value, torch.full_like(r, big), r)
+    if not all_finite:
+        if fmt.has_inf:
+            non_finite = torch.where(torch.isnan(x64), x64, torch.full_like(x64, math.inf))
+        else:  # no infinities: Inf follows the overflow rule (saturate -> max, nan -> NaN)
+            non_finite = torch.where(torch.isnan(x64), x64, torch.full_like(x64, big))
+        r = torch.where(finite, r, non_finite)
     return torch.copysign(r, x64)  # keeps the sign of zero (-0.0 stays -0.0)
 
 
@@ -635,6 +700,292 @@ def max_tokens_per_second(model_bytes, bandwidth_bytes_per_s) -> float:
     if not math.isfinite(bandwidth_bytes_per_s) or bandwidth_bytes_per_s <= 0:
         raise ValueError(f"bandwidth_bytes_per_s must be finite and > 0, got {bandwidth_bytes_per_s}")
     return bandwidth_bytes_per_s / nbytes
+
+
+# ----------------------------------------------------------------------------------------------
+# block-scaled formats: OCP MX (MXFP8, MXFP6, MXFP4) and NVIDIA's NVFP4 (the module docstring says
+# where they follow the specification and where they fill in a detail)
+
+#: E8M0's exponents: X = 2^k for k in [-127, 127] (stored as k + 127; 0xFF is NaN)
+E8M0_MIN_EXP, E8M0_MAX_EXP = -127, 127
+#: elements per shared scale in the OCP MX formats
+MX_BLOCK_SIZE = 32
+#: elements per E4M3 block scale in NVFP4
+NVFP4_BLOCK_SIZE = 16
+#: the MX element formats, each saturating (the spec's conversion clamps to the largest value)
+MX_ELEMENT_FORMATS = {f.name: f for f in (FP8_E4M3, FP8_E5M2.with_overflow("saturate"), FP6_E3M2, FP6_E2M3, FP4_E2M1)}
+_BLOCK_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64)
+_NVFP4_RANGE = FP4_E2M1.max_value * FP8_E4M3.max_value  # 6 * 448 = 2688
+
+
+def _mx_element(element_format) -> FloatFormat:
+    """The saturating MX element format for ``element_format`` (a FloatFormat or a name)."""
+    try:
+        fmt = get_format(element_format)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"element_format: {err}") from None
+    for elem in MX_ELEMENT_FORMATS.values():
+        if (fmt.exponent_bits, fmt.mantissa_bits, fmt.bias, fmt.specials) == (
+                elem.exponent_bits, elem.mantissa_bits, elem.bias, elem.specials):
+            return elem
+    raise ValueError(f"element_format must be an MX element format ({', '.join(MX_ELEMENT_FORMATS)}), got {fmt.name}")
+
+
+def _check_blocked(x, name: str, block_size) -> None:
+    check_tensor(x, name, dtypes=FLOAT_DTYPES)
+    if x.dim() < 1:
+        raise ValueError(f"{name} must have at least 1 dimension (blocks run along the last one), got a 0-dim tensor")
+    check_int(block_size, "block_size", low=1)
+
+
+def _in_blocks(x64: torch.Tensor, block_size: int) -> torch.Tensor:
+    """``[..., n]`` -> ``[..., ceil(n / block_size), block_size]``, the last block padded with zeros."""
+    pad = (-x64.shape[-1]) % block_size
+    if pad:
+        x64 = torch.nn.functional.pad(x64, (0, pad))
+    return x64.reshape(*x64.shape[:-1], -1, block_size)
+
+
+def _per_element(per_block: torch.Tensor, block_size: int, n: int) -> torch.Tensor:
+    """One value per block ``[..., nb]`` -> repeated for each element ``[..., n]``."""
+    return per_block.repeat_interleave(block_size, dim=-1)[..., :n]
+
+
+def _check_per_block(t, name: str, values: torch.Tensor, block_size: int, dtypes) -> None:
+    check_tensor(t, name, dtypes=dtypes)
+    if t.device != values.device:
+        raise ValueError(f"{name} is on {t.device} and the values on {values.device}: put them on one device")
+    want = (*values.shape[:-1], -(-values.shape[-1] // block_size))
+    if tuple(t.shape) != want:
+        raise ValueError(f"{name} must have shape {want} (one per block of {block_size} along the last axis of "
+                         f"{tuple(values.shape)}), got {tuple(t.shape)}")
+
+
+def mx_quantize(x: torch.Tensor, element_format, block_size: int = MX_BLOCK_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantize ``x`` to an OCP MX format: one power-of-two scale per block, small-float elements.
+
+    Blocks are ``block_size`` consecutive values along the last axis (a shorter last block is a block
+    of its own). Per block, the shared exponent is ``k = floor(log2(max |x|)) - emax`` with ``emax`` the
+    element format's largest exponent, clamped to E8M0's ``[-127, 127]`` (-127 for an all-zero block),
+    and each element is ``x / 2^k`` rounded to the element format (nearest, ties to even, saturating at
+    its largest value). Where this follows the OCP MX specification and where it fills in a detail (ties,
+    the clamp, short blocks, E5M2 saturation): the module docstring.
+
+    Args:
+        x: float tensor ``[..., n]`` (float16, bfloat16, float32 or float64), at least 1-D, finite, not empty.
+        element_format: ``"fp8_e4m3"`` (MXFP8), ``"fp8_e5m2"``, ``"fp6_e3m2"``, ``"fp6_e2m3"`` (MXFP6) or
+            ``"fp4_e2m1"`` (MXFP4), or the FloatFormat; its overflow rule is replaced by saturation.
+        block_size: values per shared scale (32 in the spec), >= 1.
+
+    Returns:
+        ``(elements, shared_exp)``: float32 ``[..., n]``, the element values P (on the element format's
+        grid, ``|P| <=`` its largest value), and int64 ``[..., ceil(n / block_size)]``, each block's ``k``
+        (the scale is ``2^k``; E8M0 stores ``k + 127``). ``x ~ P * 2^k``. On ``x``'s device.
+
+    Raises:
+        TypeError: ``x`` is not a float tensor, ``block_size`` not an int.
+        ValueError: ``x`` is 0-dim, empty or not finite, or has a block beyond E8M0's largest scale
+            (float64 input only); ``block_size < 1``; ``element_format`` is not an MX element format.
+    """
+    fmt = _mx_element(element_format)
+    _check_blocked(x, "x", block_size)
+    x64 = x.detach().to(torch.float64)
+    blocks = _in_blocks(x64, block_size)
+    k = _exponent(blocks.abs().amax(dim=-1)) - fmt.emax  # floor(log2 amax) - emax; about -1023 for zeros
+    if bool((k > E8M0_MAX_EXP).any()):
+        raise ValueError(f"x has a block whose largest magnitude needs a scale above 2^{E8M0_MAX_EXP} (E8M0's "
+                         f"largest) for {fmt.name} elements: quantize float32 data")
+    k = torch.clamp(k, min=E8M0_MIN_EXP)
+    elements = _round64(blocks * _pow2(-k).unsqueeze(-1), fmt)  # exact scaling, one rounding
+    elements = elements.reshape(*x.shape[:-1], -1)[..., : x.shape[-1]]
+    return elements.to(torch.float32), k
+
+
+def mx_dequantize(elements: torch.Tensor, shared_exp: torch.Tensor, block_size: int = MX_BLOCK_SIZE) -> torch.Tensor:
+    """The values an MX tensor stands for: each element times its block's scale ``2^k``.
+
+    Args:
+        elements: float tensor ``[..., n]``, the element values (as :func:`mx_quantize` returns them).
+        shared_exp: integer tensor ``[..., ceil(n / block_size)]``, each block's exponent ``k`` in [-127, 127].
+        block_size: values per shared scale, >= 1.
+
+    Returns:
+        torch.Tensor: float32 ``[..., n]``, ``elements * 2^k`` (exact for the MX element formats).
+    """
+    _check_blocked(elements, "elements", block_size)
+    _check_per_block(shared_exp, "shared_exp", elements, block_size, _BLOCK_INT_DTYPES)
+    k = shared_exp.to(torch.int64)
+    if bool(((k < E8M0_MIN_EXP) | (k > E8M0_MAX_EXP)).any()):
+        raise ValueError(f"shared_exp must be in [{E8M0_MIN_EXP}, {E8M0_MAX_EXP}] (E8M0's exponents), "
+                         f"got {int(k.min())} .. {int(k.max())}")
+    scale = _per_element(_pow2(k), block_size, elements.shape[-1])
+    return (elements.to(torch.float64) * scale).to(torch.float32)
+
+
+def mxfp4_quantize(x: torch.Tensor, block_size: int = MX_BLOCK_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """MXFP4: :func:`mx_quantize` with E2M1 elements (largest exponent 2, largest value 6).
+
+    Per block: ``k = clamp(floor(log2(max |x|)) - 2, -127, 127)``, elements ``x / 2^k`` rounded to
+    E2M1's values 0, 0.5, 1, 1.5, 2, 3, 4, 6 (with sign; ties to even, saturating at 6).
+
+    Args:
+        x: float tensor ``[..., n]``, at least 1-D, finite, not empty.
+        block_size: values per shared scale (32 in the spec), >= 1; a shorter last block is its own block.
+
+    Returns:
+        ``(elements, shared_exp)``: float32 ``[..., n]`` E2M1 values and int64 ``[..., ceil(n / block_size)]``
+        exponents, as :func:`mx_quantize`.
+    """
+    return mx_quantize(x, FP4_E2M1, block_size)
+
+
+def nvfp4_quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Quantize ``x`` to NVFP4: E2M1 elements, an E4M3 scale per 16 values, one float32 scale per tensor.
+
+    ``s_t = max|x| / 2688`` (float32, at least 2^-149; 1 for an all-zero tensor),
+    ``s_b = E4M3(max_block|x| / (6 s_t))``, elements ``E2M1(x / (s_b s_t))`` (ties to even; a block whose
+    ``s_b`` rounds to 0 stores zeros).
+    Blocks run along the last axis; a shorter last block is a block of its own. Where this follows
+    NVIDIA's recipe and where it fills in a detail: the module docstring.
+
+    Args:
+        x: float tensor ``[..., n]`` (float16, bfloat16, float32 or float64), at least 1-D, finite, not empty.
+
+    Returns:
+        ``(elements, block_scales, tensor_scale)``: float32 ``[..., n]`` E2M1 values; float32
+        ``[..., ceil(n / 16)]`` block scales, each a non-negative E4M3 value (<= 448); a 0-dim float32
+        tensor ``s_t``. ``x ~ elements * block_scale * tensor_scale``. On ``x``'s device.
+    """
+    _check_blocked(x, "x", NVFP4_BLOCK_SIZE)
+    x64 = x.detach().to(torch.float64)
+    amax = x64.abs().amax()
+    tensor_scale = (amax / _NVFP4_RANGE).to(torch.float32)
+    if bool(torch.isinf(tensor_scale)):
+        raise ValueError(f"x's largest magnitude {amax.item():.4g} is beyond float32's range: quantize float32 data")
+    # never below float32's smallest subnormal (a tiny tensor keeps its values); 1 for an all-zero tensor
+    tensor_scale = torch.clamp(tensor_scale, min=math.ldexp(1.0, -149))
+    tensor_scale = torch.where(amax > 0, tensor_scale, torch.ones_like(tensor_scale))
+    s_t = tensor_scale.to(torch.float64)
+    blocks = _in_blocks(x64, NVFP4_BLOCK_SIZE)
+    block_scales = _round64(blocks.abs().amax(dim=-1) / (FP4_E2M1.max_value * s_t), FP8_E4M3)
+    denom = (block_scales * s_t).unsqueeze(-1)  # exact: a 4-bit times a 24-bit significand
+    scaled = torch.where(denom > 0, blocks / torch.where(denom > 0, denom, torch.ones_like(denom)), 0.0)
+    elements = _round64(scaled, FP4_E2M1).reshape(*x.shape[:-1], -1)[..., : x.shape[-1]]
+    return elements.to(torch.float32), block_scales.to(torch.float32), tensor_scale
+
+
+def nvfp4_dequantize(elements: torch.Tensor, block_scales: torch.Tensor, tensor_scale: torch.Tensor) -> torch.Tensor:
+    """The values an NVFP4 tensor stands for: ``elements * block_scale * tensor_scale``.
+
+    Args:
+        elements: float tensor ``[..., n]`` (E2M1 values, as :func:`nvfp4_quantize` returns them).
+        block_scales: float tensor ``[..., ceil(n / 16)]``, non-negative, finite.
+        tensor_scale: 0-dim (or one-element) float tensor, positive and finite.
+
+    Returns:
+        torch.Tensor: float32 ``[..., n]``. ``elements * block_scale`` is exact; the product with
+        ``tensor_scale`` is rounded once to float32.
+    """
+    _check_blocked(elements, "elements", NVFP4_BLOCK_SIZE)
+    _check_per_block(block_scales, "block_scales", elements, NVFP4_BLOCK_SIZE, FLOAT_DTYPES)
+    if bool((block_scales < 0).any()):
+        raise ValueError("block_scales must be >= 0")
+    check_tensor(tensor_scale, "tensor_scale", dtypes=FLOAT_DTYPES)
+    if tensor_scale.numel() != 1 or not bool((tensor_scale > 0).all()):
+        raise ValueError(f"tensor_scale must be one positive number, got shape {tuple(tensor_scale.shape)}")
+    per_element = _per_element(block_scales.to(torch.float64), NVFP4_BLOCK_SIZE, elements.shape[-1])
+    return (elements.to(torch.float64) * per_element * tensor_scale.to(torch.float64).reshape(())).to(torch.float32)
+
+
+@dataclass(frozen=True)
+class BlockFormat:
+    """A block-scaled format: small-float elements, one scale per block, optionally one per tensor.
+
+    Attributes:
+        name: short name (``"mxfp4"``).
+        element: the element format (saturating).
+        block_size: elements per block scale.
+        scale: ``"e8m0"`` (a power of two, OCP MX) or ``"e4m3"`` (an fp8 number, NVFP4); 8 bits either way.
+        tensor_scale_bits: bits of the one scale per tensor (32 for NVFP4's float32, 0 for MX).
+    """
+
+    name: str
+    element: FloatFormat
+    block_size: int
+    scale: str = "e8m0"
+    tensor_scale_bits: int = 0
+
+    def __post_init__(self):
+        check_int(self.block_size, "block_size", low=1)
+        check_int(self.tensor_scale_bits, "tensor_scale_bits", low=0, high=64)
+        if self.scale == "e8m0":
+            _mx_element(self.element)
+        elif self.scale == "e4m3":
+            if (self.element.name, self.block_size) != ("fp4_e2m1", NVFP4_BLOCK_SIZE):
+                raise ValueError("scale='e4m3' is NVFP4's layout: fp4_e2m1 elements in blocks of 16")
+        else:
+            raise ValueError(f"scale must be 'e8m0' or 'e4m3', got {self.scale!r}")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+#: the block-scaled formats of the OCP MX specification v1.0 and NVIDIA's NVFP4, by name
+BLOCK_FORMATS = {f.name: f for f in (
+    BlockFormat("mxfp8_e4m3", MX_ELEMENT_FORMATS["fp8_e4m3"], MX_BLOCK_SIZE),
+    BlockFormat("mxfp8_e5m2", MX_ELEMENT_FORMATS["fp8_e5m2"], MX_BLOCK_SIZE),
+    BlockFormat("mxfp6_e3m2", MX_ELEMENT_FORMATS["fp6_e3m2"], MX_BLOCK_SIZE),
+    BlockFormat("mxfp6_e2m3", MX_ELEMENT_FORMATS["fp6_e2m3"], MX_BLOCK_SIZE),
+    BlockFormat("mxfp4", MX_ELEMENT_FORMATS["fp4_e2m1"], MX_BLOCK_SIZE),
+    BlockFormat("nvfp4", FP4_E2M1, NVFP4_BLOCK_SIZE, scale="e4m3", tensor_scale_bits=32),
+)}
+
+
+def _block_format(fmt) -> BlockFormat:
+    if isinstance(fmt, BlockFormat):
+        return fmt
+    if not isinstance(fmt, str):
+        raise TypeError(f"fmt must be a BlockFormat or one of {list(BLOCK_FORMATS)}, got {type(fmt).__name__}")
+    if fmt.lower() not in BLOCK_FORMATS:
+        raise ValueError(f"fmt must be one of {list(BLOCK_FORMATS)}, got {fmt!r}")
+    return BLOCK_FORMATS[fmt.lower()]
+
+
+def block_format_bits(fmt, numel: int | None = None) -> float:
+    """Bits stored per value in a block-scaled format, from its layout.
+
+    ``element bits + 8 / block_size`` (one 8-bit scale per block) ``+ tensor_scale_bits / numel``:
+    MXFP8 8.25, MXFP6 6.25, MXFP4 4.25, NVFP4 4.5 plus 32 bits per tensor.
+
+    Args:
+        fmt: a :class:`BlockFormat` or a name of ``BLOCK_FORMATS`` (``"mxfp4"``, ``"nvfp4"``, ...).
+        numel: values in the tensor, to amortize the per-tensor scale; None leaves it out.
+
+    Returns:
+        float: bits per value.
+    """
+    fmt = _block_format(fmt)
+    bits = fmt.element.total_bits + 8 / fmt.block_size
+    if numel is not None:
+        check_int(numel, "numel", low=1)
+        bits += fmt.tensor_scale_bits / numel
+    return bits
+
+
+def block_fake_quantize(x: torch.Tensor, fmt) -> torch.Tensor:
+    """Quantize ``x`` to a block-scaled format and back (what a kernel that reads the format computes with).
+
+    Args:
+        x: float tensor ``[..., n]``, at least 1-D, finite, not empty (blocks along the last axis).
+        fmt: a :class:`BlockFormat` or a name of ``BLOCK_FORMATS`` (``"mxfp8_e4m3"``, ..., ``"nvfp4"``).
+
+    Returns:
+        torch.Tensor: float32, ``x``'s shape and device.
+    """
+    fmt = _block_format(fmt)
+    if fmt.scale == "e4m3":
+        return nvfp4_dequantize(*nvfp4_quantize(x))
+    return mx_dequantize(*mx_quantize(x, fmt.element, fmt.block_size), fmt.block_size)
 
 
 # ----------------------------------------------------------------------------------------------

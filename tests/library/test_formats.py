@@ -518,3 +518,331 @@ def test_plots_return_figures():
     for fig in figs:
         assert isinstance(fig, matplotlib.figure.Figure) and fig.axes
         plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------
+# block-scaled formats: OCP MX (E8M0 scale per 32) and NVFP4 (E4M3 scale per 16, float32 per tensor)
+
+MX_ELEMENTS = list(F.MX_ELEMENT_FORMATS.values())
+E2M1_MAGNITUDES = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
+MX_HYPO = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_fp6_and_fp4_closed_form():
+    # the OCP MX v1.0 element tables: largest values, smallest normals and subnormals, emax
+    assert F.format_range("e2m3") == {"bits": 6, "max": 7.5, "min_normal": 1.0, "min_subnormal": 0.125, "eps": 0.125}
+    assert F.format_range("e3m2") == {"bits": 6, "max": 28.0, "min_normal": 0.25, "min_subnormal": 0.0625, "eps": 0.25}
+    assert len(F.representable_values("fp6_e2m3")) == 63 == len(F.representable_values("fp6_e3m2"))  # +-0 count once
+    assert F.representable_values("fp4_e2m1")[7:].tolist() == E2M1_MAGNITUDES
+    assert [f.emax for f in (F.FP4_E2M1, F.FP6_E2M3, F.FP6_E3M2, F.FP8_E4M3, F.FP8_E5M2)] == [2, 2, 4, 8, 15]
+    assert {n: f.max_value for n, f in F.MX_ELEMENT_FORMATS.items()} == {
+        "fp8_e4m3": 448.0, "fp8_e5m2": 57344.0, "fp6_e3m2": 28.0, "fp6_e2m3": 7.5, "fp4_e2m1": 6.0}
+    assert all(f.overflow == "saturate" for f in MX_ELEMENTS)
+
+
+def _nearest_even(v: torch.Tensor, fmt) -> torch.Tensor:
+    """Brute force: the value of ``fmt`` nearest to each of ``v`` (float64, |v| <= max), a tie going to the
+    value whose code is even (mantissa bit 0): an independent check of ``round_to_format``'s arithmetic."""
+    grid = F.representable_values(fmt).double()
+    even = (F.encode(grid, fmt) & 1) == 0
+    d = (v.reshape(-1, 1) - grid.reshape(1, -1)).abs()
+    best = d.min(dim=1, keepdim=True).values
+    candidates = d == best
+    pick = torch.where((candidates & even).any(dim=1), (candidates & even).double().argmax(dim=1),
+                       candidates.double().argmax(dim=1))
+    return grid[pick].reshape(v.shape)
+
+
+@pytest.mark.parametrize("fmt", [F.FP6_E2M3, F.FP6_E3M2, F.FP4_E2M1], ids=ids)
+def test_small_formats_round_to_nearest_even_by_brute_force(fmt):
+    x = F.probe_values(fmt, n=3000, seed=11).double()  # every value, every tie and its neighbours, random magnitudes
+    x = x[torch.isfinite(x)]
+    expected = torch.where(x.abs() > fmt.max_value, torch.sign(x) * fmt.max_value, x)  # saturation
+    inside = x.abs() <= fmt.max_value
+    expected[inside] = _nearest_even(x[inside], fmt)
+    got = F.round_to_format(x, fmt).double()
+    assert torch.equal(got, expected), fmt.name
+
+
+def _independent_shared_exp(x: torch.Tensor, fmt, block_size: int) -> list:
+    """Each block's k from Python floats and math.frexp (not the module's bit arithmetic)."""
+    out = []
+    for row in x.double().reshape(-1, x.shape[-1]).tolist():
+        ks = []
+        for start in range(0, len(row), block_size):
+            amax = max(abs(v) for v in row[start:start + block_size])
+            ks.append(-127 if amax == 0 else max(math.frexp(amax)[1] - 1 - fmt.emax, -127))
+        out.append(ks)
+    return out
+
+
+def _check_mx(x: torch.Tensor, fmt, block_size: int) -> None:
+    """Every property an MX quantization must have, on one input."""
+    elements, k = F.mx_quantize(x, fmt, block_size)
+    n = x.shape[-1]
+    nb = -(-n // block_size)
+    assert elements.dtype == torch.float32 and elements.shape == x.shape
+    assert k.dtype == torch.int64 and k.shape == (*x.shape[:-1], nb)
+    assert k.reshape(-1, nb).tolist() == _independent_shared_exp(x, fmt, block_size)
+    # one shared power of two per block, and the elements on the element grid, within its range
+    assert torch.equal(F.round_to_format(elements, fmt), elements) and bool((elements.abs() <= fmt.max_value).all())
+    x64 = x.double()
+    scale = torch.tensor([[math.ldexp(1.0, int(kk)) for kk in row for _ in range(block_size)][:n]
+                          for row in k.reshape(-1, nb).tolist()], dtype=torch.float64).reshape(x.shape)
+    v = x64 / scale
+    # each element is the nearest element value to x / X (ties to even), saturating at the largest
+    clamped = v.clamp(-fmt.max_value, fmt.max_value)
+    assert torch.equal(elements.double(), _nearest_even(clamped, fmt)), "nearest even"
+    # the block's largest magnitude lands in the top binade [2^emax, max] unless the scale is clamped at 2^-127
+    top = elements.abs().double()
+    top = torch.nn.functional.pad(top, (0, nb * block_size - n)).reshape(*x.shape[:-1], nb, block_size).amax(-1)
+    unclamped = k > -127
+    assert bool((top[unclamped] >= 2.0**fmt.emax).all())
+    # error bound: half the top binade's spacing, or what saturation clips (the larger), times X
+    c = max(2.0 ** (fmt.emax - fmt.mantissa_bits) / 2, 2.0 ** (fmt.emax + 1) - fmt.max_value)
+    x_hat = F.mx_dequantize(elements, k, block_size)
+    assert torch.equal(x_hat.double(), elements.double() * scale)  # exact: a small float times a power of two
+    assert bool(((x_hat.double() - x64).abs() <= c * scale).all())
+    normal = (v.abs() >= fmt.min_normal) & (v.abs() <= fmt.max_value)
+    assert bool(((x_hat.double() - x64).abs()[normal] <= 2.0 ** -(fmt.mantissa_bits + 1) * x64.abs()[normal]).all())
+
+
+@MX_HYPO
+@given(values=st.lists(st.floats(min_value=-(2.0**100), max_value=2.0**100, width=32), min_size=1, max_size=70),
+       fmt=st.sampled_from(MX_ELEMENTS), block_size=st.sampled_from([1, 3, 8, 32]))
+def test_property_mx_quantize(values, fmt, block_size):
+    _check_mx(torch.tensor(values, dtype=torch.float32), fmt, block_size)
+
+
+@pytest.mark.parametrize("fmt", MX_ELEMENTS, ids=ids)
+def test_mx_quantize_on_blocks_that_break_quantizers(fmt):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 8 * 32, generator=g, dtype=torch.float64)
+    x[:, 0:32] = 0                                    # all-zero blocks
+    x[:, 32:64] *= 1e-6
+    x[:, 64:96] *= 1e6
+    x[:, 96:128] = -1.25                              # constant
+    x[:, 130] = 1e4                                   # one outlier
+    x[:, 160:192] = torch.exp2(torch.randint(-30, 30, (6, 32), generator=g).double())  # powers of two
+    x[:, 192:224] *= 2.0**-140                        # below E8M0's smallest scale
+    x[0] = 0
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        _check_mx(x.to(dtype).clamp(-6e4, 6e4) if dtype == torch.float16 else x.to(dtype), fmt, 32)
+    _check_mx(x[:, :45].float(), fmt, 32)             # a last block of 13
+    _check_mx(x.reshape(2, 3, -1).float(), fmt, 16)   # leading dimensions
+
+
+def _randn(shape, seed, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g) * scale
+
+
+def test_mx_scale_invariance_and_short_last_block():
+    x = _randn((5, 70), seed=21)
+    for fmt in MX_ELEMENTS:
+        e, k = F.mx_quantize(x, fmt)
+        for j in (-20, 3, 17):
+            e2, k2 = F.mx_quantize(x * 2.0**j, fmt)
+            assert torch.equal(e2, e) and torch.equal(k2, k + j)
+        padded = torch.nn.functional.pad(x, (0, 96 - 70))
+        ep, kp = F.mx_quantize(padded, fmt)
+        assert torch.equal(ep[:, :70], e) and torch.equal(kp, k)
+
+
+def test_mx_closed_form_and_edges():
+    # the notebook's hand example: max 2.9 -> k = 1 - 2 = -1; 0.6, -2.4, 0.1, 5.8 -> 0.5, -2, 0, 6
+    e, k = F.mxfp4_quantize(torch.tensor([0.3, -1.2, 0.05, 2.9]), 4)
+    assert e.tolist() == [0.5, -2.0, 0.0, 6.0] and k.tolist() == [-1]
+    # ties to even on the E2M1 grid (k = 0)
+    e, k = F.mxfp4_quantize(torch.tensor([4.0, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 0.25, -0.75, -3.5]))
+    assert k.tolist() == [0] and e.tolist() == [4.0, 1.0, 1.0, 2.0, 2.0, 4.0, 4.0, 0.0, -1.0, -4.0]
+    # zeros, E8M0's smallest scale, and E5M2 saturating at 57344 instead of overflowing to Inf
+    e, k = F.mx_quantize(torch.zeros(3, 40), "fp8_e4m3")
+    assert k.tolist() == [[-127, -127]] * 3 and not bool(e.any())
+    e, k = F.mx_quantize(torch.tensor([65000.0, 1.0]), "e5m2")
+    assert k.tolist() == [0] and e.tolist() == [57344.0, 1.0]
+    e, k = F.mx_quantize(torch.tensor([460.0, 3.0]), "fp8_e4m3")
+    assert k.tolist() == [0] and e.tolist() == [448.0, 3.0]          # 460 in [256, 512) saturates at 448
+    # the value just below a power of two belongs to the binade below it (float32 log2 would say 20)
+    e, k = F.mxfp4_quantize(torch.tensor([2.0**20 - 2.0**-4]))
+    assert k.tolist() == [17] and e.tolist() == [6.0]
+    # a float64 block beyond E8M0's largest scale has no MX representation
+    with pytest.raises(ValueError, match="x"):
+        F.mx_quantize(torch.tensor([2.0**200], dtype=torch.float64), "fp4_e2m1")
+    assert F.mx_quantize(torch.tensor([2.0**127], dtype=torch.float64), "fp4_e2m1")[1].tolist() == [125]
+
+
+def test_mx_and_nvfp4_reject_bad_input():
+    with pytest.raises(ValueError, match="element_format"):
+        F.mx_quantize(torch.ones(4), "fp16")
+    with pytest.raises(ValueError, match="element_format"):
+        F.mx_quantize(torch.ones(4), "fp9")
+    with pytest.raises(ValueError, match="block_size"):
+        F.mx_quantize(torch.ones(4), "fp4_e2m1", 0)
+    with pytest.raises(ValueError, match="x"):
+        F.mxfp4_quantize(torch.tensor(1.0))
+    with pytest.raises(ValueError, match="x"):
+        F.nvfp4_quantize(torch.tensor([1.0, math.inf]))
+    e, k = F.mx_quantize(torch.ones(2, 40), "fp4_e2m1")
+    with pytest.raises(ValueError, match="shared_exp"):
+        F.mx_dequantize(e, k[:, :1])
+    with pytest.raises(ValueError, match="shared_exp"):
+        F.mx_dequantize(e, k + 300)
+    with pytest.raises(TypeError, match="shared_exp"):
+        F.mx_dequantize(e, k.float())
+    e, s, t = F.nvfp4_quantize(torch.ones(2, 40))
+    with pytest.raises(ValueError, match="block_scales"):
+        F.nvfp4_dequantize(e, -s, t)
+    with pytest.raises(ValueError, match="tensor_scale"):
+        F.nvfp4_dequantize(e, s, torch.zeros(()))
+    with pytest.raises(ValueError, match="fmt"):
+        F.block_format_bits("mxfp5")
+    with pytest.raises(ValueError, match="scale"):
+        F.BlockFormat("bad", F.FP4_E2M1, 32, scale="e4m3")
+
+
+def test_block_format_bits_from_the_layouts():
+    bits = {name: F.block_format_bits(name) for name in F.BLOCK_FORMATS}
+    assert bits == {"mxfp8_e4m3": 8.25, "mxfp8_e5m2": 8.25, "mxfp6_e3m2": 6.25, "mxfp6_e2m3": 6.25, "mxfp4": 4.25,
+                    "nvfp4": 4.5}
+    assert F.block_format_bits("nvfp4", numel=384 * 384) == 4.5 + 32 / (384 * 384)
+    assert F.block_format_bits("mxfp4", numel=64) == 4.25  # no per-tensor scale
+    # bytes per block, as llama.cpp's gguf package lays MXFP4 out: one E8M0 byte + 16 bytes of codes per 32
+    assert F.block_format_bits("mxfp4") * 32 / 8 == 17
+
+
+def test_block_fake_quantize_is_quantize_then_dequantize(device):
+    x = _randn((4, 96), seed=3, scale=0.05).to(device)
+    for name, fmt in F.BLOCK_FORMATS.items():
+        got = F.block_fake_quantize(x, name)
+        if fmt.scale == "e4m3":
+            expected = F.nvfp4_dequantize(*F.nvfp4_quantize(x))
+        else:
+            expected = F.mx_dequantize(*F.mx_quantize(x, fmt.element, fmt.block_size), fmt.block_size)
+        assert got.device == x.device and torch.equal(got, expected)
+        assert torch.equal(got.cpu(), F.block_fake_quantize(x.cpu(), fmt))  # same on every device
+
+
+# -- against llama.cpp's gguf package
+
+
+def _mxfp4_gguf_bytes(elements: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The course's MXFP4 in gguf's block layout: the E8M0 byte k + 127, then 16 bytes whose low nibble is
+    element i and high nibble element i + 16 (E2M1 codes; gguf writes +0 for a zero, so -0.0 becomes code 0)."""
+    codes = F.encode(elements, F.FP4_E2M1)
+    codes = torch.where(elements == 0, 0, codes).reshape(*k.shape, 32)
+    packed = codes[..., :16] | (codes[..., 16:] << 4)
+    return torch.cat([(k + 127).unsqueeze(-1), packed], dim=-1).to(torch.uint8).reshape(*k.shape[:-1], -1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_mxfp4_bytes_and_values_match_gguf(dtype):
+    gguf = pytest.importorskip("gguf")
+    QT = gguf.GGMLQuantizationType
+    g = torch.Generator().manual_seed(7)
+    mags = torch.exp2(torch.randint(-14, 8, (12, 10, 1), generator=g).float())  # ragged magnitudes from block to block
+    x = (torch.randn(12, 10, 32, generator=g) * mags).reshape(12, 320)
+    x[:, 32:64] = 0                                  # all-zero blocks
+    x[:, 64:96] = 0.37                               # constant
+    x[:, 100] = 50.0                                 # one outlier
+    x[3] = 0
+    x = x.to(dtype)
+    elements, k = F.mx_quantize(x, "fp4_e2m1")
+    theirs = gguf.quants.quantize(x.numpy(), QT.MXFP4)
+    assert torch.equal(_mxfp4_gguf_bytes(elements, k), torch.from_numpy(theirs))
+    ours = F.mx_dequantize(elements, k)
+    assert torch.equal(ours, torch.from_numpy(gguf.quants.dequantize(theirs, QT.MXFP4)))
+
+
+def test_mxfp4_ties_follow_the_spec_where_gguf_rounds_towards_zero():
+    gguf = pytest.importorskip("gguf")
+    QT = gguf.GGMLQuantizationType
+    x = torch.zeros(1, 32)
+    x[0, :10] = torch.tensor([4.0, 0.75, 1.75, 3.5, -0.75, -3.5, 1.25, 2.5, 5.0, 0.25])  # k = 0: x / X = x
+    ours = F.mx_dequantize(*F.mx_quantize(x, "fp4_e2m1"))[0, :10]
+    theirs = torch.from_numpy(gguf.quants.dequantize(gguf.quants.quantize(x.numpy(), QT.MXFP4), QT.MXFP4))[0, :10]
+    assert ours.tolist() == [4.0, 1.0, 2.0, 4.0, -1.0, -4.0, 1.0, 2.0, 4.0, 0.0]      # ties to even
+    assert theirs.tolist() == [4.0, 0.5, 1.5, 3.0, -0.5, -3.0, 1.0, 2.0, 4.0, 0.0]    # ties to the smaller magnitude
+
+
+def test_mxfp4_random_gguf_bytes_decode_like_gguf():
+    gguf = pytest.importorskip("gguf")
+    QT = gguf.GGMLQuantizationType
+    g = torch.Generator().manual_seed(8)
+    blocks = torch.randint(0, 256, (64, 17), generator=g, dtype=torch.uint8)
+    blocks[:, 0] = torch.randint(1, 255, (64,), generator=g, dtype=torch.uint8)  # E8M0 bytes 1..254 (0xFF is NaN)
+    codes = torch.cat([blocks[:, 1:] & 15, blocks[:, 1:] >> 4], dim=1).to(torch.int64)
+    elements = F.decode(codes, F.FP4_E2M1)
+    k = blocks[:, :1].to(torch.int64) - 127
+    theirs = torch.from_numpy(gguf.quants.dequantize(blocks.numpy(), QT.MXFP4)).reshape(64, 32)
+    assert torch.equal(F.mx_dequantize(elements, k), theirs)
+
+
+def _nvfp4_gguf_bytes(elements: torch.Tensor, block_scales: torch.Tensor) -> torch.Tensor:
+    """The course's NVFP4 in gguf's layout: per 64 values, the four E4M3 scale bytes, then for each block of 16
+    8 bytes whose low nibble is element i and high nibble element i + 8 (E2M1 codes)."""
+    rows = elements.shape[0]
+    codes = F.encode(elements, F.FP4_E2M1).reshape(rows, -1, 4, 16)
+    packed = (codes[..., :8] | (codes[..., 8:] << 4)).reshape(rows, -1, 32)
+    scale_bytes = F.encode(block_scales, F.FP8_E4M3).reshape(rows, -1, 4)
+    return torch.cat([scale_bytes, packed], dim=-1).to(torch.uint8).reshape(rows, -1)
+
+
+def test_nvfp4_dequantize_matches_gguf_on_the_same_bytes():
+    gguf = pytest.importorskip("gguf")
+    QT = gguf.GGMLQuantizationType
+    g = torch.Generator().manual_seed(9)
+    mags = torch.exp2(torch.randint(-12, 6, (8, 12, 1), generator=g).float())
+    x = (torch.randn(8, 12, 16, generator=g) * mags).reshape(8, 192)
+    x[:, 16:32] = 0
+    x[:, 40] = 300.0
+    x[:, 64:80] *= 1e-6                                # block scales that are E4M3 subnormals or 0
+    elements, block_scales, tensor_scale = F.nvfp4_quantize(x)
+    blocks = _nvfp4_gguf_bytes(elements, block_scales)
+    theirs = gguf.quants.dequantize(blocks.numpy(), QT.NVFP4) * tensor_scale.numpy()  # gguf keeps no tensor scale
+    assert torch.equal(F.nvfp4_dequantize(elements, block_scales, tensor_scale), torch.from_numpy(theirs))
+    # and any bytes gguf can read (E4M3 scale bytes 0..0x7E, any codes) decode to the same values
+    rand = torch.randint(0, 256, (16, 36), generator=g, dtype=torch.uint8)
+    rand[:, :4] = torch.randint(0, 0x7F, (16, 4), generator=g, dtype=torch.uint8)
+    scales = F.decode(rand[:, :4].to(torch.int64), F.FP8_E4M3)
+    nib = rand[:, 4:].reshape(16, 4, 8).to(torch.int64)
+    codes = torch.cat([nib & 15, nib >> 4], dim=-1).reshape(16, 64)
+    got = F.nvfp4_dequantize(F.decode(codes, F.FP4_E2M1), scales, torch.tensor(1.0))
+    assert torch.equal(got, torch.from_numpy(gguf.quants.dequantize(rand.numpy(), QT.NVFP4)))
+
+
+@MX_HYPO
+@given(values=st.lists(st.floats(min_value=-(2.0**100), max_value=2.0**100, width=32), min_size=1, max_size=60))
+def test_property_nvfp4(values):
+    x = torch.tensor(values, dtype=torch.float32)
+    elements, block_scales, tensor_scale = F.nvfp4_quantize(x)
+    assert elements.shape == x.shape and block_scales.shape == (-(-x.numel() // 16),) and tensor_scale.shape == ()
+    assert torch.equal(F.round_to_format(elements, F.FP4_E2M1), elements)            # E2M1 elements
+    assert torch.equal(F.round_to_format(block_scales, F.FP8_E4M3), block_scales)    # E4M3 block scales
+    assert bool((block_scales >= 0).all() & (block_scales <= 448).all())
+    amax = x.abs().max().item()
+    s_t = tensor_scale.item()
+    assert s_t == (max(torch.tensor(amax / 2688, dtype=torch.float32).item(), 2.0**-149) if amax else 1.0)
+    x_hat = F.nvfp4_dequantize(elements, block_scales, tensor_scale).double()
+    per = block_scales.double().repeat_interleave(16)[: x.numel()] * s_t
+    assert torch.equal(x_hat, (elements.double() * per).float().double())
+    # the largest magnitude lands on 6 * 448 * s_t: it comes back to float32 precision while s_t is a normal
+    # float32; a subnormal s_t leaves only the E4M3 block scale's precision (1/16)
+    tol = 2.0**-20 if s_t >= 2.0**-126 else 2.0**-4
+    assert abs(x_hat.abs().max().item() - amax) <= tol * amax + 2.0**-149
+    # a block whose scale is a normal E4M3 number errs by at most one scale step s_b * s_t
+    err = (x_hat - x.double()).abs()
+    normal = per >= 2.0**-6 * s_t
+    assert bool((err[normal] <= per[normal] * (1 + 2.0**-20)).all())
+
+
+def test_nvfp4_closed_form():
+    x = torch.tensor([2688.0, -1.0, 0.3, 100.0] + [0.0] * 12 + [0.01] * 16)
+    elements, block_scales, tensor_scale = F.nvfp4_quantize(x)
+    assert tensor_scale.item() == 1.0                                # 2688 / (6 * 448)
+    assert block_scales.tolist() == [448.0, F.round_to_format(torch.tensor([0.01 / 6]), F.FP8_E4M3).item()]
+    assert elements[:4].tolist() == [6.0, -0.0, 0.0, 0.0]            # 1 / 448 and 100 / 448 = 0.22 round to 0
+    s = block_scales[1].item()
+    assert elements[16:].tolist() == [F.round_to_format(torch.tensor([0.01 / s]), F.FP4_E2M1).item()] * 16
+    e, s, t = F.nvfp4_quantize(torch.zeros(3, 20))
+    assert t.item() == 1.0 and not bool(e.any()) and not bool(s.any())
