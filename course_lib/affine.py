@@ -23,10 +23,23 @@ The course's rules (each one PyTorch's, so that the results are bit-exact with
   ``[(qmin - z) * s, (qmax - z) * s]`` are clipped, and their error is not bounded by ``s / 2``.
 - **Codes and zero points** are int32 tensors here (a deployed model packs codes into int8, uint8
   or 4-bit fields; int32 keeps the course's arithmetic simple and exact).
+
+Integer-only inference (Jacob et al., arXiv 1712.05877, sections 2.2 to 2.4): a layer's int32 accumulator
+becomes the next layer's codes through the one real number ``M = s_x * s_w / s_y``, stored as a fixed-point
+pair ``M ~ m0 * 2**-(31 + n)`` with ``2**30 <= m0 < 2**31`` (``quantize_multiplier``); the bias is an int32
+on the accumulator's grid (scale ``s_x * s_w``, zero point 0, ``quantize_bias``). ``requantize`` then rounds
+``acc * m0 / 2**(31 + n)`` once, **halves up** (toward +infinity), with integer arithmetic only: this is
+TensorFlow Lite's single-rounding kernel (``MultiplyByQuantizedMultiplier`` built with ``TFLITE_SINGLE_ROUNDING``;
+Arm's CMSIS-NN has the same option, ``CMSIS_NN_USE_SINGLE_ROUNDING``). Their default builds round twice, as
+gemmlowp does (``SaturatingRoundingDoublingHighMul``, ties up, then ``RoundingDivideByPOT``, ties away from zero);
+the two rules differ by one code on rare inputs (under 0.5% of random accumulators, measured in
+``tests/library/test_affine.py``). The course keeps the single rounding: one rule, exact against rational
+arithmetic. The multiplier's range (``-30 <= n <= 31``) is TFLite's (its ``shift = -n`` lies in [-31, 30]).
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -36,6 +49,7 @@ from .validation import FLOAT_DTYPES, check_bits, check_int, check_tensor
 __all__ = [
     "SCALE_EPS",
     "INT32_MAX",
+    "INT32_MIN",
     "qrange",
     "compute_scale_zero_point",
     "quantize",
@@ -45,12 +59,22 @@ __all__ = [
     "int32_matmul",
     "int32_max_inner_dim",
     "quantized_matmul",
+    "quantize_multiplier",
+    "requantize",
+    "quantize_bias",
+    "integer_linear",
 ]
 
 #: The smallest scale the course ever uses (float32 machine epsilon, PyTorch observers' ``eps``).
 SCALE_EPS = torch.finfo(torch.float32).eps
 #: The largest value an int32 accumulator holds.
 INT32_MAX = 2**31 - 1
+#: The smallest value an int32 accumulator holds.
+INT32_MIN = -(2**31)
+#: ``quantize_multiplier``'s m0 lies in ``[2**30, 2**31 - 1]`` and its right shift n in ``[-30, 31]``: the total
+#: shift ``31 + n`` is 1 to 62, so ``acc * m0 + 2**(30 + n)`` fits int64 (TFLite's ``shift = -n``: [-31, 30]).
+_M0_MIN, _M0_MAX = 2**30, 2**31 - 1
+_SHIFT_MIN, _SHIFT_MAX = -30, 31
 #: Codes must stay exactly representable in float32 (and far from int32's limits).
 _CODE_LIMIT = 2**16
 
@@ -193,9 +217,14 @@ def quantize(x: torch.Tensor, scale, zero_point, qmin: int, qmax: int) -> torch.
     z = _zero_point(zero_point, x.device)
     if not qmin <= int(z) <= qmax:
         raise ValueError(f"zero_point must lie in [qmin, qmax] = [{qmin}, {qmax}], got {int(z)}")
-    inv_scale = 1.0 / s  # float32, as PyTorch's kernels compute it
-    q = torch.round(x.to(torch.float32) * inv_scale) + z  # round first, then add the zero point
+    q = _round_scaled(x, s) + z  # round first, then add the zero point
     return q.clamp(qmin, qmax).to(torch.int32)
+
+
+def _round_scaled(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """``round(x * (1 / s))`` in float32: the float32 reciprocal, as PyTorch's kernels compute it, and
+    round half to even."""
+    return torch.round(x.to(torch.float32) * (1.0 / s))
 
 
 def dequantize(q: torch.Tensor, scale, zero_point) -> torch.Tensor:
@@ -341,16 +370,172 @@ def quantized_matmul(qa: torch.Tensor, sa, za, qb: torch.Tensor, sb, zb) -> torc
     _check_int_matrices(qa, qb, "qa", "qb")
     device = qa.device
     s_a, s_b = _scale(sa, device, "sa (qa's scale)"), _scale(sb, device, "sb (qb's scale)")
-    z_a, z_b = _zero_point(za, device), _zero_point(zb, device)
+    acc = _zero_point_accumulate(qa, _zero_point(za, device), qb, _zero_point(zb, device), ("qa", "qb"))
+    return acc.to(torch.float32) * (s_a * s_b)
+
+
+def _zero_point_accumulate(qa: torch.Tensor, z_a: torch.Tensor, qb: torch.Tensor, z_b: torch.Tensor,
+                           names: tuple[str, str], extra: int = 0) -> torch.Tensor:
+    """The int32 matrix ``(qa - z_a) @ (qb - z_b)`` from one integer GEMM, two sums and a constant.
+
+    Raises ValueError when the worst case over K terms, plus ``extra`` (a bias's largest magnitude), could
+    overflow int32. ``qa`` (M, K) and ``qb`` (K, N) are checked integer matrices on one device.
+    """
     k = qa.shape[1]
     max_a, max_b = int(qa.to(torch.int64).abs().max()), int(qb.to(torch.int64).abs().max())
-    worst = k * (max_a * max_b + abs(int(z_a)) * max_b + abs(int(z_b)) * max_a + abs(int(z_a) * int(z_b)))
+    worst = k * (max_a * max_b + abs(int(z_a)) * max_b + abs(int(z_b)) * max_a + abs(int(z_a) * int(z_b))) + extra
     if worst > INT32_MAX:
-        raise ValueError(f"int32 accumulation could overflow: K={k} terms with |qa| <= {max_a}, |qb| <= {max_b} "
-                         f"and zero points {int(z_a)}, {int(z_b)} can reach {worst} > 2**31 - 1")
+        with_bias = f" plus a bias up to {extra}" if extra else ""
+        raise ValueError(f"int32 accumulation could overflow: K={k} terms with |{names[0]}| <= {max_a}, "
+                         f"|{names[1]}| <= {max_b} and zero points {int(z_a)}, {int(z_b)}{with_bias} can reach "
+                         f"{worst} > 2**31 - 1")
     qa32, qb32 = qa.to(torch.int32), qb.to(torch.int32)
     acc = int32_matmul(qa32, qb32)
     acc = acc - z_a * qb32.sum(dim=0, dtype=torch.int32)[None, :]
     acc = acc - z_b * qa32.sum(dim=1, dtype=torch.int32)[:, None]
-    acc = acc + k * z_a * z_b
-    return acc.to(torch.float32) * (s_a * s_b)
+    return acc + k * z_a * z_b
+
+
+# ----------------------------------------------------------------------------------------------
+# integer-only inference: the fixed-point multiplier, the int32 bias, requantization
+
+
+def quantize_multiplier(multiplier) -> tuple[int, int]:
+    """A positive real multiplier as a fixed-point pair: ``multiplier ~ m0 * 2**-(31 + n)``.
+
+    ``m0 / 2**31`` is a fraction in ``[0.5, 1)`` with 31 bits (Q0.31) and ``n`` a right shift (negative for a
+    left shift): ``n = -e`` where ``multiplier = f * 2**e``, ``f`` in ``[0.5, 1)``, and ``m0 = round(f * 2**31)``
+    with halves rounded up, as TFLite's ``QuantizeMultiplier`` does (C's ``round``). When that rounds up to
+    ``2**31``, the pair becomes ``(2**30, n - 1)``. Computed exactly in float64 (``f * 2**31`` is exact),
+    so ``|m0 * 2**-(31 + n) - multiplier| <= 2**-(32 + n)``: a relative error of at most ``2**-31``.
+
+    Args:
+        multiplier: the real multiplier, e.g. ``s_x * s_w / s_y`` of a layer; a Python number or a one-element
+            float tensor (a float32 value is read exactly), finite, in ``[2**-32, 2**29]`` (so that
+            ``-30 <= n <= 31``; TFLite's ``shift = -n`` has the same range).
+
+    Returns:
+        ``(m0, n)``: Python ints, ``2**30 <= m0 < 2**31`` and ``-30 <= n <= 31``.
+    """
+    value = _single_value(multiplier, "multiplier", integer=False)
+    value = float(value.item()) if isinstance(value, torch.Tensor) else value
+    if not math.isfinite(value) or not 2.0**-32 <= value <= 2.0**29:
+        raise ValueError(f"multiplier must be finite and in [2**-32, 2**29] (so that 2**30 <= m0 < 2**31 with "
+                         f"{_SHIFT_MIN} <= n <= {_SHIFT_MAX}), got {value!r}")
+    fraction, exponent = math.frexp(value)  # value = fraction * 2**exponent, 0.5 <= fraction < 1
+    scaled = math.ldexp(fraction, 31)       # exact: in [2**30, 2**31), a multiple of 2**-22
+    m0 = math.floor(scaled)
+    if scaled - m0 >= 0.5:                  # halves up (the difference is exact)
+        m0 += 1
+    n = -exponent
+    if m0 == 2**31:                         # rounded up to 1.0: renormalize
+        m0, n = 2**30, n - 1
+    return m0, n
+
+
+def _check_multiplier_pair(m0, n) -> None:
+    check_int(m0, "m0", low=_M0_MIN, high=_M0_MAX)
+    check_int(n, "n", low=_SHIFT_MIN, high=_SHIFT_MAX)
+
+
+def requantize(acc: torch.Tensor, m0: int, n: int, zero_point, qmin: int, qmax: int) -> torch.Tensor:
+    """Output codes from an int32 accumulator, with integer arithmetic only.
+
+        q = clamp(zero_point + round(acc * m0 / 2**(31 + n)), qmin, qmax)
+
+    ``round`` rounds the exact rational number once, **halves up** (toward +infinity: 2.5 -> 3, -2.5 -> -2):
+    with ``s = 31 + n``, ``round(p / 2**s) = (p + 2**(s - 1)) >> s`` for the int64 product ``p = acc * m0``
+    (``|p| < 2**62``, and ``>>`` is an arithmetic shift, i.e. floor division by ``2**s``). No float is
+    involved. This is TFLite's ``MultiplyByQuantizedMultiplier`` with ``TFLITE_SINGLE_ROUNDING`` (the pair
+    ``(m0, -n)`` is its ``(quantized_multiplier, shift)``); TFLite's default build rounds twice (gemmlowp) and
+    can differ by one code (see the module docstring).
+
+    Args:
+        acc: int32 tensor, any shape, not empty: the accumulator, bias already added.
+        m0, n: the fixed-point multiplier (``quantize_multiplier``): ints, ``2**30 <= m0 < 2**31``,
+            ``-30 <= n <= 31``.
+        zero_point: the output's zero point (Python int or one-element integer tensor) in ``[qmin, qmax]``.
+        qmin, qmax: the output code range (-128, 127 for int8; 0, 255 for uint8; ``qmin = zero_point``
+            fuses a ReLU).
+
+    Returns:
+        int32 tensor of ``acc``'s shape on ``acc``'s device, every code in ``[qmin, qmax]``.
+    """
+    check_tensor(acc, "acc", dtypes=(torch.int32,))
+    _check_multiplier_pair(m0, n)
+    _check_qrange(qmin, qmax)
+    z = int(_zero_point(zero_point, acc.device))
+    if not qmin <= z <= qmax:
+        raise ValueError(f"zero_point must lie in [qmin, qmax] = [{qmin}, {qmax}], got {z}")
+    shift = 31 + n
+    rounded = (acc.to(torch.int64) * m0 + (1 << (shift - 1))) >> shift
+    return (rounded + z).clamp(qmin, qmax).to(torch.int32)
+
+
+def quantize_bias(bias: torch.Tensor, scale_x, scale_w) -> torch.Tensor:
+    """A layer's bias as int32 codes on its accumulator's grid: scale ``scale_x * scale_w``, zero point 0.
+
+    ``round(bias * (1 / (scale_x * scale_w)))``: the float32 product of the scales, its float32 reciprocal and
+    round half to even, as ``quantize`` does; no clamping to a code range (an int32 holds it).
+
+    Args:
+        bias: float tensor (N,) (any shape, computed in float32), finite.
+        scale_x: the input's scale; scale_w: the weight's scale (positive floats or one-element tensors).
+
+    Returns:
+        int32 tensor of ``bias``'s shape on its device.
+
+    Raises:
+        ValueError: when a code would not fit int32 (a bias more than ``2**31`` steps of ``scale_x * scale_w``).
+    """
+    check_tensor(bias, "bias", dtypes=FLOAT_DTYPES)
+    s = _scale(scale_x, bias.device, "scale_x") * _scale(scale_w, bias.device, "scale_w")
+    if not bool(s >= torch.finfo(torch.float32).tiny):
+        raise ValueError(f"scale_x * scale_w must be a normal float32 number, got {s.item()}")
+    codes = _round_scaled(bias, s)
+    largest = codes.abs().max().item()
+    if not largest <= INT32_MAX:
+        raise ValueError(f"bias does not fit int32 on the grid scale_x * scale_w = {s.item():.3g}: its largest "
+                         f"code would be {largest:.4g} > 2**31 - 1")
+    return codes.to(torch.int32)
+
+
+def integer_linear(qx: torch.Tensor, zx, qw: torch.Tensor, zw, qbias: torch.Tensor | None, m0: int, n: int,
+                   zy, qmin: int, qmax: int) -> torch.Tensor:
+    """An integer-only linear layer ``y = x W^T + b``: codes in, codes out, nothing but integers in between.
+
+        acc = (qx - zx) @ (qw - zw)^T + qbias          (int32: one GEMM, two sums, a constant, the bias)
+        qy  = requantize(acc, m0, n, zy, qmin, qmax)
+
+    With ``x ~ s_x (qx - zx)``, ``W ~ s_w (qw - zw)``, ``qbias = quantize_bias(b, s_x, s_w)`` and
+    ``(m0, n) = quantize_multiplier(s_x * s_w / s_y)``, ``qy`` are the codes of ``y`` on the output grid
+    ``(s_y, zy)``: ``y ~ s_y (qy - zy)``. A ReLU after the layer is the clamp: pass ``qmin = zy``.
+
+    Args:
+        qx: (B, K) integer codes of the input (uint8, int8, ... any integer dtype). zx: their zero point.
+        qw: (N, K) integer codes of the weight, ``nn.Linear``'s layout, on qx's device. zw: their zero point.
+        qbias: (N,) int32 bias codes on the grid ``s_x * s_w`` (``quantize_bias``), or None.
+        m0, n: the fixed-point multiplier of ``s_x * s_w / s_y`` (``quantize_multiplier``).
+        zy, qmin, qmax: the output's zero point and code range.
+
+    Returns:
+        (B, N) int32 codes in ``[qmin, qmax]`` on qx's device.
+
+    Raises:
+        ValueError: when the worst case of these codes (and the bias) could overflow the int32 accumulator.
+    """
+    check_tensor(qw, "qw", dtypes=INT_DTYPES, ndim=2)
+    _check_int_matrices(qx, qw.T, "qx", "qw.T")   # qw.T: (K, N), K = qx's columns
+    device = qx.device
+    extra = 0
+    if qbias is not None:
+        check_tensor(qbias, "qbias", dtypes=(torch.int32,), ndim=1)
+        if qbias.shape[0] != qw.shape[0] or qbias.device != device:
+            raise ValueError(f"qbias must have shape ({qw.shape[0]},) (qw's rows) on {device}, "
+                             f"got shape {tuple(qbias.shape)} on {qbias.device}")
+        extra = int(qbias.to(torch.int64).abs().max())
+    _check_multiplier_pair(m0, n)
+    acc = _zero_point_accumulate(qx, _zero_point(zx, device), qw.T, _zero_point(zw, device), ("qx", "qw"), extra)
+    if qbias is not None:
+        acc = acc + qbias[None, :]
+    return requantize(acc, m0, n, zy, qmin, qmax)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import random
 import warnings
+from fractions import Fraction
 
 import matplotlib
 
@@ -451,6 +454,287 @@ def test_quantized_matmul_rejects():
     big = torch.full((1, 200_000), -128, dtype=torch.int8)
     with pytest.raises(ValueError, match="int32"):
         affine.quantized_matmul(big, 0.1, 0, big.T, 0.1, 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# integer-only inference: fixed-point multiplier, int32 bias, requantization
+
+
+def _round_half_up(value: Fraction) -> int:
+    """The integer nearest to an exact rational, halves toward +infinity."""
+    return math.floor(value + Fraction(1, 2))
+
+
+def _requantize_exact(acc: int, m0: int, n: int, zero_point: int, qmin: int, qmax: int) -> int:
+    """The course's rule in rational arithmetic: clamp(z + round_half_up(acc * m0 / 2**(31 + n)))."""
+    return min(max(zero_point + _round_half_up(Fraction(acc * m0, 2 ** (31 + n))), qmin), qmax)
+
+
+def _gemmlowp_requantize(acc: int, m0: int, n: int) -> int:
+    """TFLite's default MultiplyByQuantizedMultiplier (gemmlowp's two roundings), in Python ints, from
+    gemmlowp/fixedpoint/fixedpoint.h: SaturatingRoundingDoublingHighMul (a nudge, then a division that
+    truncates toward zero) and RoundingDivideByPOT (a mask and a threshold). Used only to measure the difference."""
+    x = acc * (1 << max(-n, 0))
+    ab = x * m0
+    v = ab + ((1 << 30) if ab >= 0 else 1 - (1 << 30))
+    high = abs(v) // (1 << 31) * (1 if v >= 0 else -1)
+    e = max(n, 0)
+    mask = (1 << e) - 1
+    threshold = (mask >> 1) + (1 if high < 0 else 0)
+    return (high >> e) + (1 if (high & mask) > threshold else 0)
+
+
+@pytest.mark.parametrize("k", range(-32, 30))
+def test_quantize_multiplier_of_a_power_of_two_is_exact(k):
+    m0, n = affine.quantize_multiplier(2.0**k)
+    assert (m0, n) == (2**30, -k - 1)
+    assert Fraction(m0, 2 ** (31 + n)) == Fraction(2) ** k
+
+
+def test_quantize_multiplier_closed_form_examples():
+    assert affine.quantize_multiplier(0.5) == (2**30, 0)
+    assert affine.quantize_multiplier(0.75) == (3 * 2**29, 0)
+    assert affine.quantize_multiplier(1.0) == (2**30, -1)
+    # 0.1 = 0.8 * 2**-3: m0 = round(0.8 * 2**31) = 1717986918 (0.8 * 2**31 = 1717986918.4)
+    assert affine.quantize_multiplier(0.1) == (1717986918, 3)
+    # a tie of f * 2**31 rounds up (C's round, TFLite), not to even
+    assert affine.quantize_multiplier((2**30 + 0.5) * 2.0**-31) == (2**30 + 1, 0)
+    assert affine.quantize_multiplier((2**30 + 1.5) * 2.0**-31) == (2**30 + 2, 0)
+    # just below 1: f * 2**31 rounds up to 2**31, which renormalizes to (2**30, n - 1)
+    assert affine.quantize_multiplier(1 - 2.0**-40) == (2**30, -1)
+    assert affine.quantize_multiplier(0.5 - 2.0**-40) == (2**30, 0)
+    # a float32 tensor is read exactly, a Python number too
+    s = torch.tensor(0.3, dtype=torch.float32)
+    assert affine.quantize_multiplier(s) == affine.quantize_multiplier(float(s.item()))
+
+
+@SETTINGS
+@given(multiplier=st.floats(min_value=2.0**-32, max_value=2.0**29, allow_nan=False, allow_infinity=False))
+def test_quantize_multiplier_is_the_nearest_fixed_point_number(multiplier):
+    m0, n = affine.quantize_multiplier(multiplier)
+    assert isinstance(m0, int) and isinstance(n, int)
+    assert 2**30 <= m0 < 2**31 and -30 <= n <= 31
+    exact = Fraction(multiplier) * 2 ** (31 + n)          # the real m0, in rational arithmetic
+    assert m0 == _round_half_up(exact)   # also after renormalizing a round-up to 2**31 (exact >= 2**30 - 1/4)
+    assert abs(Fraction(m0, 2 ** (31 + n)) - Fraction(multiplier)) <= Fraction(multiplier) * Fraction(1, 2**31)
+
+
+@pytest.mark.parametrize("bad, exc", [(0.0, ValueError), (-0.5, ValueError), (float("nan"), ValueError),
+                                      (float("inf"), ValueError), (2.0**-33, ValueError), (2.0**30, ValueError),
+                                      (True, TypeError), ("0.5", TypeError), (torch.ones(2), ValueError),
+                                      (torch.tensor(1, dtype=torch.int32), TypeError)])
+def test_quantize_multiplier_rejects(bad, exc):
+    with pytest.raises(exc, match="multiplier"):
+        affine.quantize_multiplier(bad)
+
+
+def test_requantize_rounds_once_halves_up():
+    acc = torch.tensor([5, -5, 3, -3, 1, -1, 0, 7, -7], dtype=torch.int32)
+    # m0 = 2**30, n = 0: M = 1/2, every odd accumulator is a tie
+    out = affine.requantize(acc, 2**30, 0, 0, -128, 127)
+    assert out.tolist() == [3, -2, 2, -1, 1, 0, 0, 4, -3]
+    # M = 1/4: -3/4 -> -1 (not a tie), -2/4 -> 0 (a tie, up), 6/4 -> 2
+    out = affine.requantize(torch.tensor([-3, -2, 6, 2], dtype=torch.int32), 2**30, 1, 0, -128, 127)
+    assert out.tolist() == [-1, 0, 2, 1]
+
+
+def test_requantize_with_multiplier_one_adds_the_zero_point_and_saturates():
+    acc = torch.arange(-300, 301, dtype=torch.int32)
+    m0, n = affine.quantize_multiplier(1.0)
+    out = affine.requantize(acc, m0, n, -7, -128, 127)
+    assert torch.equal(out, (acc - 7).clamp(-128, 127))
+    out = affine.requantize(acc, m0, n, 3, 0, 255)
+    assert torch.equal(out, (acc + 3).clamp(0, 255))
+
+
+@SETTINGS
+@given(acc=st.lists(st.integers(-(2**31), 2**31 - 1), min_size=1, max_size=32),
+       m0=st.integers(2**30, 2**31 - 1), n=st.integers(-30, 31),
+       grid=st.sampled_from([(-128, 127), (0, 255), (-127, 127), (-8, 7), (-32768, 32767)]),
+       z_at=st.floats(0.0, 1.0))
+def test_requantize_equals_exact_rational_arithmetic(acc, m0, n, grid, z_at, device):
+    qmin, qmax = grid
+    zero_point = qmin + int(z_at * (qmax - qmin))
+    out = affine.requantize(torch.tensor(acc, dtype=torch.int32, device=device), m0, n, zero_point, qmin, qmax)
+    assert out.dtype == torch.int32 and out.device.type == device and out.shape == (len(acc),)
+    assert out.cpu().tolist() == [_requantize_exact(a, m0, n, zero_point, qmin, qmax) for a in acc]
+
+
+@SETTINGS
+@given(multiplier=st.floats(1e-6, 0.999), seed=st.integers(0, 2**16), zero_point=st.integers(-128, 127))
+def test_requantize_saturates_and_never_decreases(multiplier, seed, zero_point, device):
+    m0, n = affine.quantize_multiplier(multiplier)
+    acc = torch.randint(-(2**31), 2**31, (500,), generator=torch.Generator().manual_seed(seed), dtype=torch.int64)
+    acc = torch.cat([acc, torch.tensor([-(2**31), 2**31 - 1, 0])]).to(torch.int32).sort().values
+    out = affine.requantize(acc.to(device), m0, n, zero_point, -128, 127).cpu()
+    assert bool((out.diff() >= 0).all())
+    # the extreme accumulators (at least 2147 steps of M from 0) saturate; 0 is the zero point
+    assert int(out[0]) == -128 and int(out[-1]) == 127
+    assert int(out[acc == 0][0]) == zero_point
+
+
+def test_requantize_is_exact_where_float32_and_float64_are_not():
+    # 26345471 / 2**18 = 100.4999962: float32 holds 26345472 and lands on the tie 100.5
+    # 26345473 / 2**18 = 100.5000038: float32 holds 26345472 again, and round-half-even gives 100
+    acc = torch.tensor([26345471, 26345473, -26345473], dtype=torch.int32)
+    out = affine.requantize(acc, 2**30, 17, 0, -128, 127)
+    assert out.tolist() == [100, 101, -101]
+    scaled32 = acc.float() * 2.0**-18
+    assert torch.floor(scaled32 + 0.5).tolist() != out.tolist()
+    assert torch.round(scaled32).tolist() != out.tolist()
+    # acc * m0 = 2**52 * 97 - 5 needs 62 bits: float64 rounds it onto the tie 48.5 (floor(x + 0.5) gives 49)
+    acc64, m0, n = 231127169, 1890081403, 22
+    assert _requantize_exact(acc64, m0, n, 0, -128, 127) == 48
+    assert affine.requantize(torch.tensor([acc64], dtype=torch.int32), m0, n, 0, -128, 127).item() == 48
+    assert math.floor(float(acc64) * m0 / 2.0**53 + 0.5) == 49
+
+
+def test_requantize_differs_from_gemmlowp_double_rounding_by_at_most_one_code_and_rarely():
+    # the module docstring's claim, measured: TFLite's default build rounds twice (gemmlowp)
+    rng = random.Random(0)
+    differ = total = 0
+    for _ in range(300):
+        m0, n = affine.quantize_multiplier(10 ** rng.uniform(-6, -0.01))
+        acc = [rng.randrange(-(2**24), 2**24) for _ in range(100)]
+        ours = affine.requantize(torch.tensor(acc, dtype=torch.int32), m0, n, 0, -(2**16), 2**16).tolist()
+        for a, o in zip(acc, ours):
+            g = _gemmlowp_requantize(a, m0, n)
+            if abs(g) < 2**16:
+                assert abs(g - o) <= 1
+                total += 1
+                differ += g != o
+    assert total > 15_000 and 0 < differ < 0.005 * total
+    # one of them: 1/8 of -12 is -1.5; gemmlowp: -12 * 2**30 / 2**31 = -6 exactly, then -6 / 4 = -1.5, a tie
+    # of RoundingDivideByPOT, away from zero: -2; one rounding, halves up: -1
+    assert _gemmlowp_requantize(-12, 2**30, 2) == -2
+    assert affine.requantize(torch.tensor([-12], dtype=torch.int32), 2**30, 2, 0, -128, 127).item() == -1
+
+
+@pytest.mark.parametrize("kwargs, exc, word", [
+    (dict(acc=torch.zeros(3, dtype=torch.int64)), TypeError, "acc"),
+    (dict(acc=torch.zeros(3)), TypeError, "acc"),
+    (dict(acc=torch.zeros(0, dtype=torch.int32)), ValueError, "acc"),
+    (dict(m0=2**31), ValueError, "m0"),
+    (dict(m0=2**29), ValueError, "m0"),
+    (dict(m0=1.5e9), TypeError, "m0"),
+    (dict(n=32), ValueError, "n"),
+    (dict(n=-31), ValueError, "n"),
+    (dict(zero_point=200), ValueError, "zero_point"),
+    (dict(qmin=5, qmax=5), ValueError, "qmin"),
+])
+def test_requantize_rejects(kwargs, exc, word):
+    args = dict(acc=torch.zeros(3, dtype=torch.int32), m0=2**30, n=0, zero_point=0, qmin=-128, qmax=127)
+    args.update(kwargs)
+    with pytest.raises(exc, match=word):
+        affine.requantize(**args)
+
+
+def test_quantize_bias_closed_form_and_torch_qint32():
+    bias = torch.tensor([0.1, -0.2, 0.0, 1e-9])
+    assert affine.quantize_bias(bias, 0.01, 0.02).tolist() == [500, -1000, 0, 0]
+    # the same codes as torch.quantize_per_tensor to qint32, zero point 0, on the float32 scale product
+    b = torch.randn(5000, generator=torch.Generator().manual_seed(3)) * 2
+    s_x, s_w = torch.tensor(0.0123), torch.tensor(0.00071)
+    ours = affine.quantize_bias(b, s_x, s_w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantize_per_tensor warns that it is deprecated
+        theirs = torch.quantize_per_tensor(b, float(s_x * s_w), 0, torch.qint32).int_repr()
+    assert ours.dtype == torch.int32
+    assert int((ours - theirs).abs().max()) <= 1 and int((ours != theirs).sum()) <= 5
+
+
+def test_quantize_bias_rejects_what_int32_cannot_hold():
+    with pytest.raises(ValueError, match="int32"):
+        affine.quantize_bias(torch.tensor([1.0]), 1e-5, 1e-5)
+    with pytest.raises(TypeError, match="bias"):
+        affine.quantize_bias(torch.tensor([1, 2]), 0.1, 0.1)
+    with pytest.raises(ValueError, match="scale_w"):
+        affine.quantize_bias(torch.tensor([1.0]), 0.1, 0.0)
+
+
+def _linear_layer(gen, batch, k, out, relu_input=True):
+    """Float x, W, b; their grids (uint8 asymmetric input, int8 symmetric weight, int8 asymmetric output)."""
+    x = torch.randn(batch, k, generator=gen)
+    x = torch.relu(x) if relu_input else x
+    w = torch.randn(out, k, generator=gen) * 0.1
+    b = torch.randn(out, generator=gen) * 0.1
+    s_x, z_x = affine.compute_scale_zero_point(x.min(), x.max(), 0, 255)
+    s_w, z_w = affine.compute_scale_zero_point(w.min(), w.max(), -127, 127, symmetric=True)
+    qx, qw = affine.quantize(x, s_x, z_x, 0, 255), affine.quantize(w, s_w, z_w, -127, 127)
+    qb = affine.quantize_bias(b, s_x, s_w)
+    y = affine.dequantize(qx, s_x, z_x) @ affine.dequantize(qw, s_w, z_w).T + affine.dequantize(qb, s_x * s_w, 0)
+    s_y, z_y = affine.compute_scale_zero_point(y.min(), y.max(), -128, 127)
+    return qx, s_x, z_x, qw, s_w, z_w, qb, b, y, s_y, z_y
+
+
+@SETTINGS
+@given(batch=st.integers(1, 8), k=st.integers(1, 200), out=st.integers(1, 8), seed=st.integers(0, 2**16),
+       z_w=st.integers(-5, 5), with_bias=st.booleans())
+def test_integer_linear_is_requantize_of_the_exact_accumulator(batch, k, out, seed, z_w, with_bias, device):
+    gen = torch.Generator().manual_seed(seed)
+    qx = torch.randint(0, 256, (batch, k), generator=gen).to(torch.uint8)
+    qw = torch.randint(-127, 128, (out, k), generator=gen).to(torch.int8)
+    qb = torch.randint(-(2**20), 2**20, (out,), generator=gen, dtype=torch.int32) if with_bias else None
+    m0, n = affine.quantize_multiplier(0.37 / k)
+    got = affine.integer_linear(qx.to(device), 131, qw.to(device), z_w, None if qb is None else qb.to(device),
+                                m0, n, -3, -128, 127)
+    acc = (qx.long() - 131) @ (qw.long() - z_w).T + (0 if qb is None else qb.long())   # int64: exact
+    expected = [[_requantize_exact(int(a), m0, n, -3, -128, 127) for a in row] for row in acc.tolist()]
+    assert got.dtype == torch.int32 and got.device.type == device and got.cpu().tolist() == expected
+
+
+def test_integer_linear_agrees_with_the_float_reference_within_one_code(device):
+    gen = torch.Generator().manual_seed(5)
+    qx, s_x, z_x, qw, s_w, z_w, qb, b, y, s_y, z_y = _linear_layer(gen, 64, 256, 48)
+    m0, n = affine.quantize_multiplier(float(s_x) * float(s_w) / float(s_y))
+    got = affine.integer_linear(qx.to(device), z_x, qw.to(device), z_w, qb.to(device), m0, n, z_y, -128, 127).cpu()
+    reference = affine.quantize(y, s_y, z_y, -128, 127)   # dequantize, float32 matmul, quantize
+    assert int((got - reference).abs().max()) <= 1
+    assert (got == reference).double().mean().item() > 0.99
+    # a fused ReLU is the clamp at the output's zero point
+    relu = affine.integer_linear(qx, z_x, qw, z_w, qb, m0, n, z_y, int(z_y), 127)
+    assert torch.equal(relu, got.clamp(min=int(z_y)))
+
+
+@pytest.mark.parametrize("engine", ["x86", "fbgemm", "qnnpack"])
+def test_integer_linear_matches_torch_quantized_linear_within_one_code(engine):
+    if engine not in torch.backends.quantized.supported_engines:
+        pytest.skip(f"torch has no {engine} quantized engine here")
+    import torch.ao.nn.quantized.functional as qF
+
+    gen = torch.Generator().manual_seed(6)
+    qx, s_x, z_x, qw, s_w, z_w, qb, b, y, s_y, z_y = _linear_layer(gen, 32, 128, 24)
+    m0, n = affine.quantize_multiplier(float(s_x) * float(s_w) / float(s_y))
+    ours = affine.integer_linear(qx, z_x, qw, z_w, qb, m0, n, z_y, -128, 127) + 128   # to uint8 codes
+    previous = torch.backends.quantized.engine
+    try:
+        torch.backends.quantized.engine = engine
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # quantized tensors are deprecated in torch 2.13
+            tx = torch._make_per_tensor_quantized_tensor(qx.to(torch.uint8), float(s_x), int(z_x))
+            tw = torch._make_per_tensor_quantized_tensor(qw.to(torch.int8), float(s_w), 0)
+            bias = affine.dequantize(qb, s_x * s_w, 0)   # the bias the integer path adds, as floats
+            theirs = qF.linear(tx, tw, bias, scale=float(s_y), zero_point=int(z_y) + 128).int_repr().to(torch.int32)
+    finally:
+        torch.backends.quantized.engine = previous
+    assert int((ours - theirs).abs().max()) <= 1
+    assert (ours == theirs).double().mean().item() > 0.98
+
+
+def test_integer_linear_rejects():
+    qx = torch.zeros(2, 4, dtype=torch.uint8)
+    qw = torch.zeros(3, 4, dtype=torch.int8)
+    args = dict(qx=qx, zx=0, qw=qw, zw=0, qbias=torch.zeros(3, dtype=torch.int32), m0=2**30, n=0, zy=0,
+                qmin=-128, qmax=127)
+    for kwargs, exc, word in [(dict(qx=qx.float()), TypeError, "qx"), (dict(qw=qw[:, :3]), ValueError, "qw"),
+                              (dict(qbias=torch.zeros(2, dtype=torch.int32)), ValueError, "qbias"),
+                              (dict(qbias=torch.zeros(3)), TypeError, "qbias"), (dict(m0=5), ValueError, "m0"),
+                              (dict(qbias=torch.full((3,), 2**31 - 1, dtype=torch.int32),
+                                    qx=torch.ones(2, 4, dtype=torch.uint8), qw=torch.ones(3, 4, dtype=torch.int8)),
+                               ValueError, "int32")]:
+        with pytest.raises(exc, match=word):
+            affine.integer_linear(**{**args, **kwargs})
+
 
 
 # ----------------------------------------------------------------------------------------------
