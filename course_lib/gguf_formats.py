@@ -1,4 +1,5 @@
-"""Notebook 03 (section "GGUF: what people download"): llama.cpp's block formats, in torch.
+"""Notebook 03 (sections 9 and 10, "GGUF: what people download", "A model in a GGUF file"): llama.cpp's block
+formats, in torch, and whole models in GGUF files.
 
 A GGUF file stores each weight row as a sequence of fixed-size *blocks*: a few scales in fp16 followed by
 packed integer codes. The byte layout of one block is the whole format; the bytes produced here are the
@@ -51,6 +52,13 @@ Every quantizer takes a float tensor ``[..., n]`` (fp16, bf16, fp32 or fp64; com
 llama.cpp) with ``n`` a multiple of the block size and returns ``uint8`` bytes ``[..., n / block *
 block_bytes]``, the layout ``gguf.quants.quantize`` returns; every dequantizer takes such bytes and returns
 float32 ``[..., n]``. CPU and CUDA (little-endian byte order of fp16, as in the file format).
+``quantize_blocks(x, fmt)`` and ``dequantize_blocks(blocks, fmt)`` choose them by name.
+
+Files: ``export_gguf(model, path, tensor_types)`` writes a model's ``state_dict()`` with the ``gguf`` package's
+``GGUFWriter``, each tensor in the type ``tensor_types`` names (F32 by default, F16, or a block format, its
+bytes from the quantizers here), a tensor shared under two names (tied embeddings) once; ``read_gguf(path)``
+reads a file back with ``GGUFReader``, and ``GGUFTensors.values()`` decodes it with ``gguf.quants``. The
+tensors keep PyTorch's names: llama.cpp runs only files from its own converter (see ``export_gguf``).
 """
 
 from __future__ import annotations
@@ -60,7 +68,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .validation import FLOAT_DTYPES, check_int, check_tensor
+from .validation import FLOAT_DTYPES, check_int, check_module, check_tensor
 
 __all__ = [
     "BlockLayout",
@@ -76,6 +84,12 @@ __all__ = [
     "q4_k_dequantize",
     "q6_k_quantize",
     "q6_k_dequantize",
+    "TENSOR_TYPES",
+    "quantize_blocks",
+    "dequantize_blocks",
+    "GGUFTensors",
+    "export_gguf",
+    "read_gguf",
 ]
 
 
@@ -580,3 +594,269 @@ def q6_k_dequantize(blocks: torch.Tensor) -> torch.Tensor:
     sc = b[:, 192:208].contiguous().view(torch.int8).float()
     step = (_fp16_value(b[:, 208:210]) * sc).unsqueeze(-1)
     return (step * q).reshape(_out_shape(blocks.shape, "Q6_K", to_bytes=False))
+
+
+# ----------------------------------------------------------------------------------------------
+# the formats by name, and whole models in GGUF files
+
+_CODECS = {
+    "Q8_0": (q8_0_quantize, q8_0_dequantize),
+    "Q4_0": (q4_0_quantize, q4_0_dequantize),
+    "Q4_K": (q4_k_quantize, q4_k_dequantize),
+    "Q6_K": (q6_k_quantize, q6_k_dequantize),
+}
+_FLOAT_TYPES = {"F32": torch.float32, "F16": torch.float16}
+#: The storage types ``export_gguf`` writes: two float types and the block formats this module quantizes.
+TENSOR_TYPES: tuple[str, ...] = (*_FLOAT_TYPES, *_CODECS)
+_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64)
+_METADATA_TYPES = (str, bool, int, float)
+
+
+def _check_codec(fmt) -> None:
+    if not isinstance(fmt, str):
+        raise TypeError(f"fmt must be a str, got {type(fmt).__name__}")
+    if fmt not in _CODECS:
+        raise ValueError(f"fmt must be one of the formats course_lib quantizes {sorted(_CODECS)}, got {fmt!r}")
+
+
+def quantize_blocks(x: torch.Tensor, fmt: str) -> torch.Tensor:
+    """The bytes of ``x`` in the block format ``fmt``: ``q8_0_quantize``, ``q4_0_quantize``, ``q4_k_quantize`` or
+    ``q6_k_quantize``, chosen by name (as ``gguf.quants.quantize(data, qtype)`` chooses).
+
+    Args:
+        x: float tensor ``[..., n]``, ``n`` a multiple of the format's block size.
+        fmt: ``"Q8_0"``, ``"Q4_0"``, ``"Q4_K"`` or ``"Q6_K"``.
+
+    Returns:
+        uint8 ``[..., n / block_size * block_bytes]``.
+    """
+    _check_codec(fmt)
+    return _CODECS[fmt][0](x)
+
+
+def dequantize_blocks(blocks: torch.Tensor, fmt: str) -> torch.Tensor:
+    """Decode the bytes of the block format ``fmt`` (the inverse direction of ``quantize_blocks``).
+
+    Args:
+        blocks: uint8 ``[..., m]``, ``m`` a multiple of the format's block bytes.
+        fmt: ``"Q8_0"``, ``"Q4_0"``, ``"Q4_K"`` or ``"Q6_K"``.
+
+    Returns:
+        float32 ``[..., m / block_bytes * block_size]``.
+    """
+    _check_codec(fmt)
+    return _CODECS[fmt][1](blocks)
+
+
+@dataclass(frozen=True, eq=False)
+class GGUFTensors:
+    """Tensors as a GGUF file stores them, with the file's key-value metadata: what ``export_gguf`` wrote, or
+    what ``read_gguf`` read.
+
+    Attributes:
+        types: tensor name -> its storage type in the file (``"F32"``, ``"F16"``, ``"Q4_K"``, ... as
+            ``gguf.GGMLQuantizationType`` names it), in the file's order.
+        data: tensor name -> the stored data, on the CPU: for a block format the uint8 bytes
+            ``[..., n / block_size * block_bytes]`` (rows as in the model, the bytes of each row's blocks); for a
+            float or integer type the values in that dtype, with the model's shape.
+        metadata: key -> value of the file's key-value pairs (``"general.architecture": "llama"``, ...).
+    """
+
+    types: dict[str, str]
+    data: dict[str, torch.Tensor]
+    metadata: dict[str, object]
+
+    def values(self) -> dict[str, torch.Tensor]:
+        """Every tensor as a model uses it: block formats decoded by ``gguf.quants.dequantize`` (llama.cpp's
+        own decoder, not this module's), float types as float32, integer types as stored.
+
+        Returns:
+            tensor name -> tensor with the model's shape.
+        """
+        import numpy as np
+        from gguf import GGMLQuantizationType, quants
+
+        out = {}
+        for name, kind in self.types.items():
+            stored = self.data[name]
+            if kind in _FLOAT_TYPES or stored.dtype != torch.uint8:
+                out[name] = stored.to(torch.float32, copy=True) if stored.is_floating_point() else stored.clone()
+            else:
+                decoded = quants.dequantize(stored.numpy(), GGMLQuantizationType[kind])
+                out[name] = torch.from_numpy(np.ascontiguousarray(decoded, dtype=np.float32))
+        return out
+
+    def same_as(self, other: GGUFTensors) -> bool:
+        """Whether ``other`` holds the same tensors (names, order, types, every byte) and the same metadata.
+
+        Args:
+            other: another ``GGUFTensors`` (the same file read back, say).
+
+        Returns:
+            True when nothing differs.
+        """
+        if not isinstance(other, GGUFTensors):
+            raise TypeError(f"other must be a GGUFTensors, got {type(other).__name__}")
+        return (list(self.types.items()) == list(other.types.items()) and self.metadata == other.metadata
+                and all(self.data[n].dtype == other.data[n].dtype and torch.equal(self.data[n], other.data[n])
+                        for n in self.types))
+
+
+def _check_path(path) -> None:
+    import os
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+
+
+def _stored_tensors(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The model's state dict with each shared tensor once, under its first name (a tied embedding and output
+    matrix are one tensor), and ``{other name: first name}`` for the names left out."""
+    kept: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    for name, t in model.state_dict().items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+        if t.numel() > 0 and key in seen:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        kept[name] = t.detach()
+    return kept, aliases
+
+
+def export_gguf(model: torch.nn.Module, path, tensor_types: Mapping[str, str], *, name: str | None = None,
+                metadata: Mapping[str, object] | None = None) -> GGUFTensors:
+    """Write the tensors of ``model.state_dict()`` to a GGUF file with the ``gguf`` package's ``GGUFWriter``.
+
+    Each tensor is stored in the type ``tensor_types`` names for it: ``"F32"`` (the default for float tensors),
+    ``"F16"``, or a block format of ``TENSOR_TYPES`` (``"Q8_0"``, ``"Q4_0"``, ``"Q4_K"``, ``"Q6_K"``), whose
+    bytes come from this module's quantizers, row by row. Integer tensors are stored as they are. A tensor
+    shared under several names (a tied embedding and output matrix) is written once, under its first name.
+    The keys ``general.architecture`` (``model.config.model_type`` when the model has one, else its class
+    name in lower case), ``general.name`` and ``general.quantization_version`` are written, then
+    ``metadata``.
+
+    The tensors keep PyTorch's names and layout: the file round-trips through ``read_gguf`` and ``gguf``'s
+    reader, but llama.cpp itself runs only files made by its converter (``convert_hf_to_gguf.py``), which
+    renames every tensor (``model.layers.0.self_attn.q_proj.weight`` -> ``blk.0.attn_q.weight``), reorders
+    the rows of the query and key matrices for its rotary embedding, and adds the hyperparameters and the
+    tokenizer.
+
+    Args:
+        model: the model whose ``state_dict()`` is written.
+        path: the file to write (overwritten if it exists).
+        tensor_types: tensor name (as in ``state_dict()``) -> storage type; unnamed float tensors are F32.
+            A block format needs a float tensor whose last dimension is a multiple of its block size.
+        name: ``general.name``; default the model's class name.
+        metadata: more key-value pairs (``str``, ``bool``, ``int`` (written as int64) or ``float`` (float64)).
+
+    Returns:
+        What was written (``GGUFTensors``): ``read_gguf(path)`` gives the same (``same_as``).
+    """
+    import numpy as np
+    from gguf import GGML_QUANT_VERSION, GGMLQuantizationType, GGUFValueType, GGUFWriter
+
+    check_module(model)
+    _check_path(path)
+    if not isinstance(tensor_types, Mapping):
+        raise TypeError(f"tensor_types must be a mapping of tensor name -> type, got {type(tensor_types).__name__}")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str or None, got {type(name).__name__}")
+    metadata = dict(metadata or {})
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"metadata keys must be non-empty str, got {key!r}")
+        if not isinstance(value, _METADATA_TYPES):
+            raise TypeError(f"metadata[{key!r}] must be a str, bool, int or float, got {type(value).__name__}")
+        if key in ("general.architecture", "general.name", "general.quantization_version"):
+            raise ValueError(f"metadata must not set {key!r}: export_gguf writes it (name= sets general.name)")
+
+    tensors, aliases = _stored_tensors(model)
+    for key, kind in tensor_types.items():
+        if key not in tensors:
+            if key in aliases:
+                raise ValueError(f"tensor_types names {key!r}, which shares its data with {aliases[key]!r}: the file "
+                                 f"stores that tensor once, under {aliases[key]!r}; give its type there")
+            raise ValueError(f"tensor_types names {key!r}, which is not a tensor of the model's state_dict()")
+        if kind not in TENSOR_TYPES:
+            raise ValueError(f"tensor_types[{key!r}] must be one of {list(TENSOR_TYPES)}, got {kind!r}")
+        t = tensors[key]
+        if not t.is_floating_point():
+            raise ValueError(f"tensor_types[{key!r}] = {kind!r} needs a float tensor; {key!r} has dtype "
+                             f"{str(t.dtype).replace('torch.', '')} (integer tensors are stored as they are)")
+        if kind in _CODECS:
+            size = GGUF_LAYOUTS[kind].block_size
+            if t.dim() == 0 or t.shape[-1] % size != 0:
+                raise ValueError(f"tensor_types[{key!r}] = {kind!r} needs a last dimension that is a multiple of "
+                                 f"the {kind} block size {size}; {key!r} has shape {tuple(t.shape)}")
+    for key, t in tensors.items():
+        if key not in tensor_types and not (t.is_floating_point() or t.dtype in _INT_DTYPES):
+            raise TypeError(f"model's tensor {key!r} has dtype {str(t.dtype).replace('torch.', '')}; GGUF stores "
+                            f"float and int8/16/32/64 tensors")
+        if t.dim() == 0:
+            raise ValueError(f"model's tensor {key!r} is a 0-d tensor; GGUF tensors have at least one dimension")
+
+    config = getattr(model, "config", None)
+    architecture = getattr(config, "model_type", None) or type(model).__name__.lower()
+    written_types: dict[str, str] = {}
+    written: dict[str, torch.Tensor] = {}
+    for key, t in tensors.items():
+        kind = tensor_types.get(key, "F32" if t.is_floating_point() else None)
+        if kind in _CODECS:
+            data = quantize_blocks(t, kind).cpu()
+        elif kind in _FLOAT_TYPES:
+            data = t.to(_FLOAT_TYPES[kind]).cpu().contiguous()
+        else:
+            data = t.cpu().contiguous()
+            kind = {torch.int8: "I8", torch.int16: "I16", torch.int32: "I32", torch.int64: "I64"}[t.dtype]
+        written_types[key], written[key] = kind, data
+    kv = {"general.architecture": architecture, "general.name": name or type(model).__name__,
+          "general.quantization_version": GGML_QUANT_VERSION, **metadata}
+
+    writer = GGUFWriter(path, architecture)  # writes general.architecture
+    try:
+        writer.add_name(kv["general.name"])
+        writer.add_quantization_version(GGML_QUANT_VERSION)
+        for key, value in metadata.items():
+            vtype = (GGUFValueType.STRING if isinstance(value, str) else GGUFValueType.BOOL if isinstance(value, bool)
+                     else GGUFValueType.INT64 if isinstance(value, int) else GGUFValueType.FLOAT64)
+            writer.add_key_value(key, value, vtype)
+        for key, data in written.items():
+            kind = written_types[key]
+            raw = GGMLQuantizationType[kind] if kind in _CODECS else None
+            writer.add_tensor(key, np.ascontiguousarray(data.numpy()), raw_dtype=raw)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+    finally:
+        writer.close()
+    return GGUFTensors(written_types, written, kv)
+
+
+def read_gguf(path) -> GGUFTensors:
+    """Read a GGUF file with the ``gguf`` package's ``GGUFReader``: every tensor as stored, and the metadata.
+
+    Args:
+        path: a GGUF file (written by ``export_gguf``, or any other: ``values()`` decodes every type that
+            ``gguf.quants`` decodes).
+
+    Returns:
+        ``GGUFTensors`` with the data copied out of the file (the file is closed afterwards).
+    """
+    import os
+
+    import numpy as np
+    from gguf import GGUFReader
+
+    _check_path(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"path {os.fspath(path)!r} is not a file")
+    try:
+        reader = GGUFReader(path)
+    except (ValueError, IndexError, OSError, KeyError) as exc:
+        raise ValueError(f"path {os.fspath(path)!r} is not a GGUF file that gguf can read: {exc}") from None
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    data = {t.name: torch.from_numpy(np.array(t.data)) for t in reader.tensors}  # copies: no view of the mapped file
+    metadata = {key: field.contents() for key, field in reader.fields.items() if not key.startswith("GGUF.")}
+    return GGUFTensors(types, data, metadata)  # the reader, its memory map and the file go with this frame

@@ -288,3 +288,161 @@ def test_unknown_format_is_named():
         gf.bits_per_weight("Q4_K_M")
     with pytest.raises(ValueError, match="weights_per_format"):
         gf.mixture_bits_per_weight({"Q4_K": 0})
+
+
+# ----------------------------------------------------------------------------------------------
+# the formats by name; whole models in GGUF files (export_gguf, read_gguf)
+
+
+def test_formats_by_name_are_the_quantizers():
+    x = _mixed(3, 512)
+    for fmt, quantize, dequantize, _, _ in FORMATS:
+        data = gf.quantize_blocks(x, fmt)
+        assert torch.equal(data, quantize(x)), fmt
+        assert torch.equal(gf.dequantize_blocks(data, fmt), dequantize(data)), fmt
+    with pytest.raises(ValueError, match="fmt must be one of the formats course_lib quantizes"):
+        gf.quantize_blocks(x, "Q5_K")          # a layout the course knows, but does not quantize
+    with pytest.raises(TypeError, match="fmt must be a str"):
+        gf.dequantize_blocks(gf.quantize_blocks(x, "Q8_0"), 8)
+
+
+class _Config:
+    model_type = "tiny"
+
+
+class _Tiny(torch.nn.Module):
+    """Every kind of tensor export_gguf meets: block-format rows, a tied embedding/output pair, a norm, an int buffer."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(11)
+        self.config = _Config()
+        self.embed = torch.nn.Embedding(100, 64)
+        self.up = torch.nn.Linear(64, 512, bias=False)        # rows of 64: Q8_0, Q4_0 (blocks of 32)
+        self.down = torch.nn.Linear(512, 64, bias=True)       # rows of 512: whole super-blocks of 256
+        self.norm = torch.nn.LayerNorm(64)
+        self.out = torch.nn.Linear(64, 100, bias=False)
+        self.out.weight = self.embed.weight                   # tied: one tensor under two names
+        self.register_buffer("steps", torch.tensor([3, -4], dtype=torch.int64))
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+            self.down.weight[0, :256] = 0                     # an all-zero super-block
+            self.down.weight[1, :32] = 0.3                    # a constant block
+
+
+TINY_TYPES = {"embed.weight": "Q4_0", "up.weight": "Q8_0", "down.weight": "Q4_K", "down.bias": "F16"}
+
+
+def test_export_then_read_gives_back_every_tensor_and_key(tmp_path):
+    model = _Tiny()
+    path = tmp_path / "tiny.gguf"
+    written = gf.export_gguf(model, path, TINY_TYPES, metadata={"course.note": "a test", "course.count": 2**40,
+                                                                 "course.ratio": 0.1, "course.flag": True})
+    back = gf.read_gguf(path)
+    assert back.same_as(written) and written.same_as(back)
+    # the tied output is stored once, under the first name; the int buffer as it is; unnamed floats in F32
+    assert list(back.types.items()) == [("steps", "I64"), ("embed.weight", "Q4_0"), ("up.weight", "Q8_0"),
+                                        ("down.weight", "Q4_K"), ("down.bias", "F16"), ("norm.weight", "F32"),
+                                        ("norm.bias", "F32")]  # state_dict() order
+    assert back.metadata == {"general.architecture": "tiny", "general.name": "_Tiny",
+                             "general.quantization_version": gguf.GGML_QUANT_VERSION, "course.note": "a test",
+                             "course.count": 2**40, "course.ratio": 0.1, "course.flag": True}
+    state = model.state_dict()
+    values = back.values()
+    for name, kind in back.types.items():
+        w = state[name]
+        assert values[name].shape == w.shape, name
+        if kind in ("Q4_0", "Q8_0", "Q4_K"):
+            assert torch.equal(back.data[name], gf.quantize_blocks(w, kind)), name
+            assert torch.equal(values[name], gf.dequantize_blocks(gf.quantize_blocks(w, kind), kind)), name
+            assert values[name].dtype == torch.float32
+        elif kind == "F16":
+            assert back.data[name].dtype == torch.float16 and torch.equal(values[name], w.half().float())
+        else:
+            assert torch.equal(values[name], w), name
+    fresh = _Tiny()
+    missing, unexpected = fresh.load_state_dict(values, strict=False)
+    assert missing == ["out.weight"] and unexpected == []
+    assert torch.equal(fresh.out.weight, values["embed.weight"])  # the tie brings the output along
+
+
+def test_the_file_is_what_gguf_reads_directly(tmp_path):
+    """gguf's own reader, without read_gguf: llama.cpp's dimension order, types, offsets and sizes."""
+    path = tmp_path / "tiny.gguf"
+    gf.export_gguf(_Tiny(), path, TINY_TYPES, name="tiny model")
+    reader = gguf.GGUFReader(path)
+    tensors = {t.name: t for t in reader.tensors}
+    assert tensors["down.weight"].tensor_type == QT.Q4_K
+    assert tensors["down.weight"].shape.tolist() == [512, 64]          # ne[0] is the row length
+    assert tensors["down.weight"].n_bytes == 64 * 2 * 144
+    assert tensors["up.weight"].n_bytes == 512 * 2 * 34
+    assert all(t.data_offset % 32 == 0 for t in reader.tensors)        # aligned as GGUF requires
+    assert reader.get_field("general.name").contents() == "tiny model"
+    size = path.stat().st_size
+    data_end = max(t.data_offset + t.n_bytes for t in reader.tensors)
+    assert data_end <= size < data_end + 32
+
+
+def test_read_gguf_decodes_a_file_that_gguf_wrote(tmp_path):
+    """A file from gguf's writer, with types the course does not quantize: values() is gguf.quants' decoder."""
+    x = torch.randn(4, 64, generator=torch.Generator().manual_seed(12)).numpy()
+    path = tmp_path / "theirs.gguf"
+    writer = gguf.GGUFWriter(path, "other")
+    for name, qtype in [("a", QT.Q5_0), ("b", QT.Q4_1), ("c", QT.BF16)]:
+        writer.add_tensor(name, quants.quantize(x, qtype), raw_dtype=qtype)
+    writer.add_tensor("d", x.astype(np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    back = gf.read_gguf(path)
+    assert back.types == {"a": "Q5_0", "b": "Q4_1", "c": "BF16", "d": "F16"}
+    assert back.metadata == {"general.architecture": "other"}
+    values = back.values()
+    for name, qtype in [("a", QT.Q5_0), ("b", QT.Q4_1), ("c", QT.BF16)]:
+        np.testing.assert_array_equal(values[name].numpy(), quants.dequantize(quants.quantize(x, qtype), qtype))
+    assert torch.equal(values["d"], torch.from_numpy(x).half().float())
+
+
+def test_same_as_sees_one_byte(tmp_path):
+    path = tmp_path / "tiny.gguf"
+    written = gf.export_gguf(_Tiny(), path, TINY_TYPES)
+    back = gf.read_gguf(path)
+    back.data["down.weight"][3, 100] ^= 1
+    assert not back.same_as(written)
+    with pytest.raises(TypeError, match="other"):
+        back.same_as({})
+
+
+def test_export_rejects_what_the_file_cannot_hold(tmp_path):
+    model, path = _Tiny(), tmp_path / "bad.gguf"
+    cases = [
+        ({"nope.weight": "Q8_0"}, ValueError, "not a tensor of the model"),
+        ({"out.weight": "Q8_0"}, ValueError, "shares its data with 'embed.weight'"),
+        ({"up.weight": "Q5_K"}, ValueError, r"tensor_types\['up.weight'\] must be one of"),
+        ({"up.weight": "Q4_K"}, ValueError, "multiple of the Q4_K block size 256; 'up.weight' has shape"),
+        ({"steps": "Q8_0"}, ValueError, "needs a float tensor"),
+    ]
+    for types, error, message in cases:
+        with pytest.raises(error, match=message):
+            gf.export_gguf(model, path, types)
+    with pytest.raises(ValueError, match="metadata must not set 'general.name'"):
+        gf.export_gguf(model, path, {}, metadata={"general.name": "x"})
+    with pytest.raises(TypeError, match=r"metadata\['k'\]"):
+        gf.export_gguf(model, path, {}, metadata={"k": [1, 2]})
+    model.register_buffer("flags", torch.ones(3, dtype=torch.bool))
+    with pytest.raises(TypeError, match="'flags' has dtype bool"):
+        gf.export_gguf(model, path, {})
+    assert not path.exists()  # every check comes before the file is opened
+
+
+def test_read_gguf_rejects_what_is_not_a_gguf_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="path"):
+        gf.read_gguf(tmp_path / "missing.gguf")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model\n" * 10)
+    with pytest.raises(ValueError, match="is not a GGUF file"):
+        gf.read_gguf(text)
+    with pytest.raises(TypeError, match="path"):
+        gf.read_gguf(123)
