@@ -13,3 +13,7 @@ __version__ = "0.1.0"
 import logging as _logging
 
 _logging.getLogger("bitsandbytes").setLevel(_logging.ERROR)
+# torchao (which transformers imports whenever a model loads) logs warnings on a CPU machine: that its CUDA
+# libraries do not load, and (through torch's pytree logger) that registering its enums is deprecated.
+_logging.getLogger("torchao").setLevel(_logging.ERROR)
+_logging.getLogger("torch.utils._pytree").setLevel(_logging.ERROR)

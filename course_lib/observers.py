@@ -123,9 +123,38 @@ def percentile_range(x: torch.Tensor, percentile: float = DEFAULT_PERCENTILE) ->
     return torch.minimum(lo, hi), torch.maximum(lo, hi)
 
 
-def _quantization_mse(x64: torch.Tensor, x: torch.Tensor, lo, hi, qmin: int, qmax: int, symmetric: bool) -> torch.Tensor:
-    scale, zp = affine.compute_scale_zero_point(lo, hi, qmin, qmax, symmetric=symmetric)
-    return (affine.fake_quantize(x, scale, zp, qmin, qmax).double() - x64).pow(2).mean()
+def _candidate_errors(xf: torch.Tensor, lo0: torch.Tensor, hi0: torch.Tensor, num_candidates: int, qmin: int, qmax: int,
+                      symmetric: bool, max_elements: int = 1 << 21) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every candidate of ``mse_range`` at once: ``(lo, hi, err)``, each ``[num_candidates]``.
+
+    ``xf``: float32, any shape (its layout is kept). Row ``k - 1`` is the float32 arithmetic of ``affine.compute_scale_zero_point(alpha * lo0, alpha * hi0, ...)`` and
+    ``affine.fake_quantize`` for ``alpha = k / num_candidates``, operation for operation, so the errors (float64 means)
+    are bit for bit those of a loop over the candidates (``tests/library/test_observers.py`` checks it); the rows go
+    through in chunks of at most ``max_elements`` values, which bounds the memory.
+    """
+    device = xf.device
+    alphas = torch.tensor([k / num_candidates for k in range(1, num_candidates + 1)], dtype=torch.float32, device=device)
+    lo, hi = lo0 * alphas, hi0 * alphas
+    eps = torch.tensor(affine.SCALE_EPS, dtype=torch.float32, device=device)
+    if symmetric:
+        scale = torch.maximum(torch.maximum(-lo, hi) / ((qmax - qmin) / 2), eps)
+        zero_point = torch.full_like(scale, (qmin + qmax + 1) // 2, dtype=torch.int32)
+    else:
+        scale = torch.maximum((hi - lo) / (qmax - qmin), eps)
+        zero_point = (qmin - torch.round(lo / scale)).clamp(qmin, qmax).to(torch.int32)
+    # candidates along a new first dimension; x keeps its shape and memory layout, so that each candidate's mean
+    # below sums in the order in which the mean of one fake-quantized copy of x sums
+    x_b, x64_b = xf.unsqueeze(0), xf.double().unsqueeze(0)
+    per_candidate = (-1,) + (1,) * xf.dim()
+    err = torch.empty(num_candidates, dtype=torch.float64, device=device)
+    rows = max(1, max_elements // max(xf.numel(), 1))
+    for start in range(0, num_candidates, rows):
+        s, z = scale[start:start + rows].reshape(per_candidate), zero_point[start:start + rows].reshape(per_candidate)
+        codes = (torch.round(x_b * (1.0 / s)) + z).clamp(qmin, qmax).to(torch.int32)
+        squared = ((codes.to(torch.int64) - z).to(torch.float32) * s).double().sub_(x64_b).pow_(2)
+        for i in range(squared.shape[0]):
+            err[start + i] = squared[i].mean()
+    return lo, hi, err
 
 
 def mse_range(x: torch.Tensor, bits: int, symmetric: bool = False,
@@ -136,6 +165,7 @@ def mse_range(x: torch.Tensor, bits: int, symmetric: bool = False,
     where ``[lo0, hi0] = [min(x.min(), 0), max(x.max(), 0)]``. Each candidate is scored by
     ``mean((fake_quantize(x) - x)**2)`` computed in float64, with the grid ``qrange(bits, signed=symmetric)``
     and ``compute_scale_zero_point(lo, hi, qmin, qmax, symmetric)``. Ties go to the smallest ``k``.
+    (All candidates are scored in one batched computation, with the same float32 arithmetic as those calls.)
 
     Args:
         x: float tensor, any shape, not empty, finite.
@@ -152,17 +182,11 @@ def mse_range(x: torch.Tensor, bits: int, symmetric: bool = False,
     check_int(num_candidates, "num_candidates", low=1)
     qmin, qmax = _grid(bits, symmetric)
     xf = x.detach().to(torch.float32)
-    x64 = xf.double()
     zero = torch.zeros((), dtype=torch.float32, device=x.device)
     lo0, hi0 = torch.minimum(xf.min(), zero), torch.maximum(xf.max(), zero)
-    best, best_err = None, None
-    for k in range(1, num_candidates + 1):
-        alpha = k / num_candidates
-        lo, hi = lo0 * alpha, hi0 * alpha
-        err = _quantization_mse(x64, xf, lo, hi, qmin, qmax, symmetric)
-        if best_err is None or bool(err < best_err):
-            best, best_err = (lo, hi), err
-    return best
+    lo, hi, err = _candidate_errors(xf, lo0, hi0, num_candidates, qmin, qmax, symmetric)
+    k = int(torch.nonzero(err == err.min())[0, 0])  # the first smallest: ties go to the smallest k
+    return lo[k], hi[k]
 
 
 def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

@@ -1,11 +1,11 @@
-"""Plots for notebook 04 (observers, PTQ, STE, QAT); every function returns the Figure it drew on."""
+"""Plots for notebook 04 (observers, PTQ, STE, LSQ, QAT); every function returns the Figure it drew on."""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import torch
 
-from .. import affine
+from .. import affine, qat
 
 __all__ = [
     "OBSERVER_COLORS",
@@ -13,6 +13,7 @@ __all__ = [
     "plot_observer_ranges",
     "plot_clipping_curve",
     "plot_ste",
+    "plot_lsq_step_gradient",
     "plot_accuracy",
     "plot_losses",
 ]
@@ -118,6 +119,32 @@ def plot_ste(scale: float, zero_point: int, qmin: int, qmax: int, lo: float, hi:
     ax2.set_xlabel("x")
     ax2.set_title("backward: what gradient?")
     ax2.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_lsq_step_gradient(step: float, qmin: int, qmax: int, lo: float, hi: float, n: int = 2001):
+    """Left: LSQ's forward ``clamp(round(x / s), qmin, qmax) * s``; right: per value, LSQ's ``d x_hat / d s``
+    (``qat.lsq_fake_quantize`` with one step per value and gradient scale 1) and the exact derivative between
+    code changes, ``clamp(round(x / s), qmin, qmax)``; the dotted lines mark the range ends ``qmin * s``, ``qmax * s``."""
+    x = torch.linspace(lo, hi, n, dtype=torch.float64)
+    steps = torch.full_like(x, step).requires_grad_(True)  # one step per value: its gradient is that value's
+    y = qat.lsq_fake_quantize(x, steps, qmin, qmax, grad_scale=1.0)
+    y.sum().backward()
+    exact = torch.round(x / step).clamp(qmin, qmax)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    ax1.plot(x.numpy(), x.numpy(), ls="--", color="0.6", lw=1, label="y = x")
+    ax1.plot(x.numpy(), y.detach().numpy(), color="tab:blue", label="LSQ forward")
+    ax1.set_xlabel("x")
+    ax1.set_title(f"forward: codes {qmin}..{qmax}, step {step:g}")
+    ax1.legend(fontsize=8)
+    ax2.plot(x.numpy(), exact.numpy(), color="0.6", lw=1.2, label="exact derivative between code changes")
+    ax2.plot(x.numpy(), steps.grad.numpy(), color="tab:red", lw=1.8, label="LSQ gradient (STE through round)")
+    for end in (qmin * step, qmax * step):
+        ax2.axvline(end, color="0.3", ls=":", lw=1)
+    ax2.set_xlabel("x")
+    ax2.set_title("backward: d x_hat / d step, per value")
+    ax2.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return fig
 

@@ -136,6 +136,45 @@ def test_mse_range_is_the_argmin_of_the_grid(bits, symmetric, device):
     assert lo.item() == pytest.approx(min(x.min().item(), 0) * k / 50, rel=1e-6)
 
 
+def _loop_mse_range(x, bits, symmetric, n):
+    """mse_range's definition, one candidate at a time through affine's own functions (strict <: ties keep the first)."""
+    qmin, qmax = affine.qrange(bits, signed=symmetric)
+    xf = x.float()
+    zero = torch.zeros((), device=x.device)
+    lo0, hi0 = torch.minimum(xf.min(), zero), torch.maximum(xf.max(), zero)
+    best, best_err, errs = None, None, []
+    for k in range(1, n + 1):
+        lo, hi = lo0 * (k / n), hi0 * (k / n)
+        scale, zp = affine.compute_scale_zero_point(lo, hi, qmin, qmax, symmetric)
+        err = ((affine.fake_quantize(xf, scale, zp, qmin, qmax).double() - xf.double()) ** 2).mean()
+        errs.append(err)
+        if best_err is None or bool(err < best_err):
+            best, best_err = (lo, hi), err
+    return best, torch.stack(errs)
+
+
+def test_mse_range_equals_the_candidate_loop_bit_for_bit():
+    """mse_range scores all candidates in one batch; each must equal the loop through affine's functions exactly,
+    or a near tie could pick another candidate than the notebook's loop does."""
+    gen = torch.Generator().manual_seed(11)
+    xs = [torch.randn(3000, generator=gen) ** 3, torch.randn(40, 33, generator=gen).t(), torch.rand(500, generator=gen),
+          torch.randn(257, generator=gen, dtype=torch.float64) - 3, torch.round(torch.randn(300, generator=gen) * 4) / 16,
+          torch.zeros(10), torch.full((8,), 1.5), torch.randn(64, 16, generator=gen)[:, ::3], torch.tensor(2.5),
+          torch.randn(6, 7, 8, generator=gen).permute(2, 0, 1)]
+    for i, x in enumerate(xs):
+        for bits, symmetric, n in ((2, False, 100), (2, True, 37), (4, False, 100), (4, True, 1), (8, False, 20), (3, True, 150)):
+            (lo_ref, hi_ref), errs_ref = _loop_mse_range(x, bits, symmetric, n)
+            lo, hi = observers.mse_range(x, bits, symmetric, n)
+            assert torch.equal(lo, lo_ref) and torch.equal(hi, hi_ref), (i, bits, symmetric, n)
+            qmin, qmax = affine.qrange(bits, signed=symmetric)
+            xf = x.float()
+            zero = torch.zeros(())
+            for chunk in (1 << 21, 7 * xf.numel()):  # one batch; batches of 7 rows
+                _, _, errs = observers._candidate_errors(xf, torch.minimum(xf.min(), zero), torch.maximum(xf.max(), zero),
+                                                         n, qmin, qmax, symmetric, max_elements=chunk)
+                assert torch.equal(errs, errs_ref), (i, bits, symmetric, n, chunk)
+
+
 def test_mse_clips_heavy_tails_more_at_low_bits():
     x = _heavy(20_000, seed=4)
     widths = [float(hi - lo) for lo, hi in (observers.mse_range(x, b) for b in (8, 4, 2))]
