@@ -28,6 +28,18 @@ and ``llm_int8_matmul`` / ``Int8Linear`` follow the paper's decomposition: the i
 its outlier columns set to 0, so the row statistics see only the regular columns (bitsandbytes leaves only the
 values ``|x| >= threshold`` out of them, as ``int8_vectorwise_quant`` does).
 
+``Int8Linear`` also runs the naive baselines and W8A8 (int8 weights and activations, no outlier path): mode
+``"tensor"`` (one absmax scale per tensor for activations and weight, computed on every call: the paper's Table 1
+baseline), ``"vectorwise"`` (one scale per token, computed on every call, and one per output channel: W8A8 with
+per-token dynamic activation scales) and ``"static"`` (one activation scale for the whole input, fixed from
+calibration, values beyond it clipped, and one per output channel: W8A8 with a per-tensor static activation
+scale). ``course_lib.smoothquant`` smooths a model before these last two.
+
+The integer products are exact: on the CPU, with an inner dimension of at most ``FLOAT32_EXACT_INNER_DIM`` (1024),
+through a float32 GEMM (every partial sum of int8 x int8 products is then an integer below 2**24, which float32
+holds exactly, so the result is the int32 accumulator's, bit for bit, and several times faster than PyTorch's
+int32 matmul on the CPU); otherwise through ``course_lib.affine.int32_matmul``.
+
 Every function is device-agnostic (CPU and CUDA) and never divides by zero: an all-zero row gets the
 statistic 0 and codes 0.
 """
@@ -36,7 +48,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -48,6 +60,7 @@ __all__ = [
     "INT8_MAX",
     "DEFAULT_THRESHOLD",
     "MAX_INNER_DIM",
+    "FLOAT32_EXACT_INNER_DIM",
     "vectorwise_quant",
     "vectorwise_dequant",
     "int8_matmul_dequant",
@@ -68,8 +81,11 @@ INT8_MAX = 127
 DEFAULT_THRESHOLD = 6.0
 #: The longest inner dimension K whose int8 x int8 products (|code| <= 127) cannot overflow int32.
 MAX_INNER_DIM = int32_max_inner_dim(INT8_MAX, INT8_MAX)
+#: The longest inner dimension K for which a float32 GEMM of int8 codes is exact: K products of magnitude at most
+#: 128**2 sum to less than 2**24, and float32 represents every integer below 2**24 exactly.
+FLOAT32_EXACT_INNER_DIM = 2**24 // 128**2
 
-MODES = ("llm.int8", "vectorwise", "tensor")
+MODES = ("llm.int8", "vectorwise", "tensor", "static")
 OUTLIER_WEIGHTS = ("fp", "int8")
 
 
@@ -90,6 +106,18 @@ def _check_threshold(threshold) -> float:
     if math.isnan(threshold) or threshold < 0:
         raise ValueError(f"threshold must be >= 0 (0 disables the outlier path), got {threshold}")
     return threshold
+
+
+def _check_act_absmax(act_absmax) -> float:
+    if isinstance(act_absmax, torch.Tensor) and act_absmax.numel() == 1 and act_absmax.is_floating_point():
+        act_absmax = float(act_absmax)
+    if isinstance(act_absmax, bool) or not isinstance(act_absmax, numbers.Real):
+        raise TypeError(f"act_absmax must be a number > 0 (the calibrated max |x|) for mode 'static', "
+                        f"got {type(act_absmax).__name__}")
+    act_absmax = float(act_absmax)
+    if not math.isfinite(act_absmax) or act_absmax <= 0:
+        raise ValueError(f"act_absmax must be finite and > 0 (the calibrated max |x|), got {act_absmax}")
+    return act_absmax
 
 
 def _check_inner_dim(k: int, name: str) -> None:
@@ -160,7 +188,8 @@ def int8_matmul_dequant(codes_x: torch.Tensor, row_stats: torch.Tensor, codes_w:
     """``X @ W.T`` from vector-wise int8 codes: int32 accumulation, then one float dequantization.
 
     ``out[i, j] = (sum_k codes_x[i, k] * codes_w[j, k]) * row_stats[i] * col_stats[j] / 127**2``,
-    the sum computed in int32 (``course_lib.affine.int32_matmul``).
+    the sum computed exactly, as an int32 accumulator computes it (``course_lib.affine.int32_matmul``, or on the
+    CPU a float32 GEMM that gives the same integers: see the module docstring).
 
     Args:
         codes_x: (M, K) int8 codes of the activations (one scale per row).
@@ -187,9 +216,20 @@ def int8_matmul_dequant(codes_x: torch.Tensor, row_stats: torch.Tensor, codes_w:
     return _matmul_dequant(codes_x, row_stats, codes_w, col_stats)
 
 
+def _int8_gemm(codes_x: torch.Tensor, codes_w: torch.Tensor) -> torch.Tensor:
+    """float32 (M, N): the int32 accumulator of ``codes_x @ codes_w.T`` (int8 codes) converted to float32.
+
+    On the CPU with K <= FLOAT32_EXACT_INNER_DIM (and float32 matmuls in full precision) a float32 GEMM, which
+    gives those integers exactly (see the module docstring); elsewhere ``affine.int32_matmul``, then the cast.
+    """
+    if (codes_x.device.type == "cpu" and codes_x.shape[1] <= FLOAT32_EXACT_INNER_DIM
+            and torch.get_float32_matmul_precision() == "highest"):
+        return codes_x.float() @ codes_w.float().T
+    return int32_matmul(codes_x, codes_w.T).float()
+
+
 def _matmul_dequant(codes_x, row_stats, codes_w, col_stats) -> torch.Tensor:
-    acc = int32_matmul(codes_x, codes_w.T)
-    return acc.float() * (row_stats[:, None] * col_stats[None, :] / INT8_MAX**2)
+    return _int8_gemm(codes_x, codes_w) * (row_stats[:, None] * col_stats[None, :] / INT8_MAX**2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -356,8 +396,7 @@ def absmax_int8_matmul(x: torch.Tensor, w: torch.Tensor, granularity: str = "ten
         raise ValueError(f"granularity must be 'tensor' or 'vector', got {granularity!r}")
     codes_x, sx = _per_tensor(x.float())
     codes_w, sw = _per_tensor(w.float())
-    acc = int32_matmul(codes_x, codes_w.T)
-    return (acc.float() * (sx * sw / INT8_MAX**2)).to(x.dtype)
+    return _matmul_dequant(codes_x, sx.expand(x.shape[0]), codes_w, sw.expand(w.shape[0])).to(x.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -365,14 +404,17 @@ def absmax_int8_matmul(x: torch.Tensor, w: torch.Tensor, granularity: str = "ten
 
 
 class Int8Linear(nn.Module):
-    """A drop-in replacement for ``nn.Linear`` that computes with int8 (LLM.int8() or a naive baseline).
+    """A drop-in replacement for ``nn.Linear`` that computes with int8 (LLM.int8(), W8A8 or a naive baseline).
 
-    The weight's int8 codes and per-output-channel statistics are computed once; activations are
-    quantized on every call. Build it with :meth:`from_linear`.
+    The weight's int8 codes and statistics are computed once; activations are quantized on every call. Build it
+    with :meth:`from_linear`.
 
     Attributes:
-        mode: ``"llm.int8"`` (vector-wise int8 + float outlier columns), ``"vectorwise"`` (threshold 0)
-            or ``"tensor"`` (per-tensor absmax for activations and weight).
+        mode: ``"llm.int8"`` (vector-wise int8 + float outlier columns), ``"vectorwise"`` (threshold 0: one
+            dynamic scale per token, one per output channel), ``"tensor"`` (per-tensor absmax for activations,
+            computed on every call, and for the weight) or ``"static"`` (one fixed activation scale
+            ``act_absmax / 127``, values beyond ``act_absmax`` clipped; one scale per output channel).
+        act_absmax: the calibrated ``max |x|`` of ``"static"`` (None in the other modes).
         threshold: the outlier threshold of ``"llm.int8"``.
         outlier_weights: ``"fp"`` (outlier columns use the original weight, the paper) or ``"int8"``
             (they use the dequantized int8 weight, as bitsandbytes' Linear8bitLt does).
@@ -381,11 +423,12 @@ class Int8Linear(nn.Module):
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, *, mode: str = "llm.int8",
-                 threshold: float = DEFAULT_THRESHOLD, outlier_weights: str = "fp"):
+                 threshold: float = DEFAULT_THRESHOLD, outlier_weights: str = "fp", act_absmax: float | None = None):
         super().__init__()
         _check_matrix(weight, "weight")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.act_absmax = _check_act_absmax(act_absmax) if mode == "static" else None
         if outlier_weights not in OUTLIER_WEIGHTS:
             raise ValueError(f"outlier_weights must be one of {OUTLIER_WEIGHTS}, got {outlier_weights!r}")
         if bias is not None:
@@ -412,11 +455,12 @@ class Int8Linear(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, *, mode: str = "llm.int8", threshold: float = DEFAULT_THRESHOLD,
-                    outlier_weights: str = "fp") -> Int8Linear:
+                    outlier_weights: str = "fp", act_absmax: float | None = None) -> Int8Linear:
         """An ``Int8Linear`` computing what ``linear`` computes, in int8."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
-        return cls(linear.weight, linear.bias, mode=mode, threshold=threshold, outlier_weights=outlier_weights)
+        return cls(linear.weight, linear.bias, mode=mode, threshold=threshold, outlier_weights=outlier_weights,
+                   act_absmax=act_absmax)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_tensor(x, "x", dtypes=FLOAT_DTYPES, allow_empty=True)
@@ -426,10 +470,15 @@ class Int8Linear(nn.Module):
         x2 = x.reshape(-1, self.in_features)
         if x2.shape[0] == 0:
             out = x2.new_zeros((0, self.out_features))
-        elif self.mode == "tensor":
-            codes_x, sx = _per_tensor(x2.float())
-            acc = int32_matmul(codes_x, self.weight_codes.T)
-            out = acc.float() * (sx * self.weight_stats / INT8_MAX**2)
+        elif self.mode in ("tensor", "static"):
+            if self.mode == "tensor":
+                codes_x, sx = _per_tensor(x2.float())
+            else:  # the calibrated range: values beyond it are clipped, then the same codes as every row's
+                sx = torch.tensor([self.act_absmax], dtype=torch.float32, device=x2.device)
+                x32 = x2.float().clamp(-self.act_absmax, self.act_absmax)
+                codes_x = _row_codes(x32, sx.expand(x2.shape[0]))
+            out = _matmul_dequant(codes_x, sx.expand(x2.shape[0]), self.weight_codes,
+                                  self.weight_stats.expand(self.out_features))
         else:
             w = self.weight_fp
             out, cols = _mixed(x2, w, self.weight_codes, self.weight_stats, self.threshold, self.outlier_weights)
@@ -441,18 +490,24 @@ class Int8Linear(nn.Module):
 
     def extra_repr(self) -> str:
         extra = f", threshold={self.threshold}, outlier_weights={self.outlier_weights!r}" if self.mode == "llm.int8" else ""
+        if self.mode == "static":
+            extra = f", act_absmax={self.act_absmax:.4g}"
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"mode={self.mode!r}{extra}")
 
 
 def quantize_model_int8(model: nn.Module, mode: str = "llm.int8", threshold: float = DEFAULT_THRESHOLD,
-                        skip: Sequence[str] = ("lm_head",), outlier_weights: str = "fp") -> nn.Module:
+                        skip: Sequence[str] = ("lm_head",), outlier_weights: str = "fp",
+                        act_absmax: Mapping[str, torch.Tensor | float] | None = None) -> nn.Module:
     """Replace every ``nn.Linear`` of ``model`` (except names in ``skip``) by an :class:`Int8Linear`, in place.
 
     Args:
         model: any module (a transformers model, a block, ...).
         mode, threshold, outlier_weights: passed to :meth:`Int8Linear.from_linear`.
         skip: module names (or name suffixes) to keep in floating point; default the LM head.
+        act_absmax: for ``mode="static"``: ``{linear name: calibrated max |x| of its input}``, a number or a
+            per-channel tensor (its largest value is the layer's static range), for every replaced Linear
+            (``course_lib.smoothquant.activation_absmax`` records them); ignored by the other modes.
 
     Returns:
         The same model object, with its Linear layers replaced.
@@ -463,11 +518,23 @@ def quantize_model_int8(model: nn.Module, mode: str = "llm.int8", threshold: flo
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     threshold = _check_threshold(threshold)
-    for name, linear in linear_layers(model, skip).items():
+    layers = linear_layers(model, skip)
+    ranges = dict.fromkeys(layers)
+    if mode == "static":
+        if not isinstance(act_absmax, Mapping):
+            raise TypeError(f"act_absmax must be a dict {{linear name: max |x|}} for mode 'static', "
+                            f"got {type(act_absmax).__name__}")
+        missing = [name for name in layers if name not in act_absmax]
+        if missing:
+            raise ValueError(f"act_absmax has no calibrated range for {missing[:3]} ({len(missing)} layers)")
+        for name in layers:
+            a = act_absmax[name]
+            ranges[name] = float(a.max()) if isinstance(a, torch.Tensor) and a.numel() else a
+    for name, linear in layers.items():
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, attr, Int8Linear.from_linear(linear, mode=mode, threshold=threshold,
-                                                     outlier_weights=outlier_weights))
+                                                     outlier_weights=outlier_weights, act_absmax=ranges[name]))
     return model
 
 

@@ -76,8 +76,10 @@ TOPICS: tuple[Topic, ...] = (
           plots=("plots.qat",), widget="widgets.qat", tests=("tests/library/test_observers.py", "tests/library/test_qat.py")),
     Topic("05_nf4", "nf4.ipynb", "NF4", ("nf4",),
           plots=("plots.nf4",), widget="widgets.nf4", tests=("tests/library/test_nf4.py",)),
-    Topic("06_llm_int8", "llm_int8.ipynb", "LLM.int8()", ("llm_int8",),
-          plots=("plots.llm_int8",), widget="widgets.llm_int8", tests=("tests/library/test_llm_int8.py",)),
+    # smoothquant: SmoothQuant's W8A8 (smoothing factors folded into the norms), the notebook's fifth section
+    Topic("06_llm_int8", "llm_int8.ipynb", "LLM.int8()", ("llm_int8", "smoothquant"),
+          plots=("plots.llm_int8",), widget="widgets.llm_int8",
+          tests=("tests/library/test_llm_int8.py", "tests/library/test_smoothquant.py")),
     # lm_quant (whole-model plumbing: calibration windows, block-by-block runs, the RTN baseline) is
     # introduced here and reused by 08, 09, 11, 12 and 14
     Topic("07_gptq", "gptq.ipynb", "GPTQ", ("gptq", "lm_quant"),

@@ -9,7 +9,8 @@ import torch
 
 from .. import llm_int8
 
-__all__ = ["draw_column_absmax", "plot_column_absmax", "threshold_sweep", "plot_threshold_sweep", "plot_method_bars"]
+__all__ = ["draw_column_absmax", "plot_column_absmax", "threshold_sweep", "plot_threshold_sweep", "plot_method_bars",
+           "plot_smoothing_ranges"]
 
 
 def _axes(ax, figsize):
@@ -107,4 +108,54 @@ def plot_method_bars(results: dict[str, float], reference: str, ylabel: str = "p
     if title:
         ax.set_title(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_smoothing_ranges(act_absmax: torch.Tensor, weight: torch.Tensor, s: torch.Tensor, title: str | None = None):
+    """SmoothQuant on one layer: the range of every input channel of X and of W, before and after smoothing.
+
+    Two panels on a shared log scale, one step per input channel ``j``: ``max|X_j|`` (red) and ``max_i |W_ij|``
+    (blue) as given (left), then ``max|X_j| / s_j`` and ``max_i |W_ij| s_j`` (right). The legend gives each
+    curve's ``max / median``, the spread that one per-tensor scale suffers from.
+
+    Args:
+        act_absmax: ``[K]`` calibrated ``max |x|`` per input channel (before smoothing).
+        weight: ``[N, K]`` weight before smoothing (several layers that read X stacked along the rows).
+        s: ``[K]`` positive smoothing factors.
+        title: the figure's title.
+
+    Returns:
+        The Figure; ``fig.spread`` holds ``{"activations before", "weights before", "activations after",
+        "weights after"}``: max / median of each curve.
+    """
+    a = act_absmax.detach().float().cpu()
+    w = weight.detach().float().abs().amax(dim=0).cpu()
+    s = s.detach().float().cpu()
+    curves = {"activations before": a, "weights before": w, "activations after": a / s, "weights after": w * s}
+    positive = torch.cat([v[v > 0] for v in curves.values()])
+    floor = float(positive.min()) / 2 if positive.numel() else 1e-3
+    edges = torch.arange(a.numel() + 1).numpy() - 0.5
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), sharey=True)
+    spread = {}
+    for name, values in curves.items():
+        alive = values[values > 0]
+        spread[name] = float(alive.max() / alive.median()) if alive.numel() else float("nan")
+        ax = axes[0] if name.endswith("before") else axes[1]
+        is_act = name.startswith("activations")
+        label = ("max|X_j|" if is_act else "max_i |W_ij|") + ("" if name.endswith("before") else
+                                                              (" / s_j" if is_act else " * s_j"))
+        # a filled step line per curve (a bar per channel would be hundreds of artists)
+        ax.stairs(values.clamp(min=floor).numpy(), edges, fill=is_act, baseline=floor, alpha=0.8 if is_act else 1.0,
+                  color="tab:red" if is_act else "tab:blue", label=f"{label} (max/median {spread[name]:.1f})")
+    for ax, stage in zip(axes, ("before smoothing", "after smoothing")):
+        ax.set_yscale("log")
+        ax.set_xlim(-1, a.numel())
+        ax.set_xlabel("input channel j")
+        ax.set_title(stage, fontsize=10)
+        ax.legend(fontsize=8, loc="upper right")
+    axes[0].set_ylabel("largest magnitude")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.spread = spread
     return fig

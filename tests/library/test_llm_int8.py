@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import matplotlib
@@ -375,6 +376,57 @@ def test_int8linear_matches_the_functions(mode):
     assert layer(torch.empty(0, 32)).shape == (0, 12)
     assert layer(x.half()).dtype == torch.float16
     assert mode in repr(layer)
+
+
+def test_int8linear_static_clips_at_the_calibrated_range_and_quantizes_like_a_row():
+    """mode "static": one fixed scale act_absmax / 127 for every token, values beyond act_absmax clipped; the codes
+    are those of a row whose absmax is act_absmax (round(x * 127 / act_absmax), half to even)."""
+    lin = torch.nn.Linear(16, 6)
+    w = lin.weight.detach()
+    x = _randn(9, 16, seed=21, scale=2.0)
+    x[0, 3], x[4, 7] = 40.0, -25.0  # beyond the calibrated range: clipped
+    layer = L.Int8Linear.from_linear(lin, mode="static", act_absmax=5.0)
+    x_clip = x.clamp(-5.0, 5.0).double()
+    codes_x = torch.round(x_clip * (127 / 5.0))
+    codes_w, col_stats = L.vectorwise_quant(w)
+    expected = (codes_x @ codes_w.double().T) * (5.0 / 127) * (col_stats.double() / 127) + lin.bias.detach().double()
+    assert torch.allclose(layer(x).double(), expected, rtol=1e-5, atol=1e-5)
+    assert "act_absmax=5" in repr(layer) and layer.act_absmax == 5.0
+    # a range as large as the input's own absmax gives per-tensor int8 of the activations (no clipping)
+    per_tensor = L.Int8Linear.from_linear(lin, mode="static", act_absmax=x.abs().max())
+    codes, stat = L._per_tensor(x)
+    expected = L.int8_matmul_dequant(codes, stat.expand(9), codes_w, col_stats) + lin.bias.detach()
+    assert torch.allclose(per_tensor(x), expected, rtol=1e-6, atol=1e-6)
+    for bad, error in ((None, TypeError), (0.0, ValueError), (float("inf"), ValueError), (-1.0, ValueError)):
+        with pytest.raises(error, match="act_absmax"):
+            L.Int8Linear.from_linear(lin, mode="static", act_absmax=bad)
+
+
+def test_int8_gemm_is_exact_on_both_paths():
+    """The CPU's float32 GEMM of int8 codes (K <= 1024) gives the int32 accumulator's integers exactly, at the worst
+    case (every product 128**2 = 2**14, the sum 2**24) and on random codes; beyond K = 1024 the int32 path runs."""
+    assert L.FLOAT32_EXACT_INNER_DIM == 1024
+    gen = torch.Generator().manual_seed(3)
+    worst = torch.full((2, 1024), -128, dtype=torch.int8)
+    assert L._int8_gemm(worst, worst)[0, 0].item() == 2**24 == int32_matmul(worst, worst.T)[0, 0].item()
+    for k in (1, 255, 1024, 1025, 3000):
+        a = torch.randint(-128, 128, (7, k), dtype=torch.int8, generator=gen)
+        b = torch.randint(-128, 128, (5, k), dtype=torch.int8, generator=gen)
+        got = L._int8_gemm(a, b)
+        assert got.dtype == torch.float32 and torch.equal(got.to(torch.int32), int32_matmul(a, b.T))
+
+
+def test_quantize_model_int8_static_needs_a_range_for_every_layer():
+    model = _tiny_llama()
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n != "lm_head"]
+    ranges = {name: torch.rand(8, generator=torch.Generator().manual_seed(i)) + 1.0 for i, name in enumerate(names)}
+    with pytest.raises(TypeError, match="act_absmax"):
+        L.quantize_model_int8(copy.deepcopy(model), mode="static")
+    with pytest.raises(ValueError, match="act_absmax"):
+        L.quantize_model_int8(copy.deepcopy(model), mode="static", act_absmax={n: ranges[n] for n in names[1:]})
+    q = L.quantize_model_int8(copy.deepcopy(model), mode="static", act_absmax=ranges)
+    layers = L.int8_layers(q)
+    assert len(layers) == 14 and all(layer.act_absmax == pytest.approx(float(ranges[n].max())) for n, layer in layers.items())
 
 
 def _tiny_llama():
