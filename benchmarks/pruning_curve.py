@@ -45,6 +45,20 @@ def git_commit() -> str:
         " +changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
+def machine_line(device: str) -> str:
+    """"Machine: <GPU or CPU model>; torch <version> (<n> threads); code of commit <commit>" for a results header."""
+    threads = torch.get_num_threads()
+    return (f"Machine: {torch.cuda.get_device_name() if device == 'cuda' else cpu_name()}; torch {torch.__version__} "
+            f"({threads} thread{'s' if threads > 1 else ''}); code of commit {git_commit()}")
+
+
+def write_results(out: str, text: str) -> None:
+    """Write a results file (creating its folder) and say where."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(text)
+    print(f"written to {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pruning_curve_cpu.md"))
@@ -77,17 +91,14 @@ def main() -> None:
     table = format_table(rows, ["pattern", "sparsity", *METHODS, "wanda / magnitude", "sparsegpt / wanda"])
     print(table)
     header = (f"# Course LM: sparsity vs perplexity, magnitude vs Wanda vs SparseGPT\n\n"
-              f"Machine: {torch.cuda.get_device_name() if device == 'cuda' else cpu_name()}; torch {torch.__version__} "
-              f"({torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''}); code of commit {git_commit()}; "
+              f"{machine_line(device)}; "
               f"perplexity on {'all' if args.max_tokens is None else args.max_tokens} tokens of the evaluation split; "
               f"Wanda and SparseGPT calibrated on the same {args.n_samples} windows of 128 tokens; "
               f"{time.perf_counter() - start:.0f} s for the sweep.\n\n"
               f"Command: `python benchmarks/pruning_curve.py`\n\n"
               "Published reference (Wanda paper, Table 3, Llama-2-7B, WikiText-2, 50% unstructured): dense 5.12, "
               "magnitude 14.89, SparseGPT 6.51, Wanda 6.42 (theirs, not measured here).\n\n")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(header + table + "\n")
-    print(f"written to {args.out}")
+    write_results(args.out, header + table + "\n")
 
 
 if __name__ == "__main__":

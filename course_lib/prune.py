@@ -17,6 +17,11 @@ fraction of weights set to zero, ``0 <= sparsity < 1``.
 - :func:`input_norms`, :func:`prune_model`: magnitude, Wanda and SparseGPT on a whole causal LM, block by block.
 - :func:`sensitivity_scan`, :class:`DigitsMLP`, :func:`train_classifier`: per-layer sensitivity and
   fine-tuning after pruning (masks kept fixed).
+- :func:`cubic_sparsity`, :func:`gradual_targets`: the gradual pruning schedule of Zhu and Gupta (2017, arXiv
+  1710.01878). :func:`distill_with_masks`, :func:`prune_and_distill`: a pruned causal LM fine-tuned with fixed
+  masks by distillation from the dense model (``course_lib.distill``'s loss and loop, notebook 11), after one-shot
+  or gradual pruning. The course's choice for a gradual N:M run: the patterns ``(m-1):m, ..., n:m`` in turn
+  (2:4: 3:4, then 2:4), since a fraction of the cubic schedule is not an N:M pattern.
 - :func:`sparse_bits_per_weight`: storage cost of sparse formats, for pruning plus quantization.
 
 SparseGPT follows IST-DASLab/sparsegpt ``sparsegpt.py`` (``fasterprune``): the Hessian, dampening and
@@ -62,6 +67,10 @@ __all__ = [
     "sensitivity_scan",
     "DigitsMLP",
     "train_classifier",
+    "cubic_sparsity",
+    "gradual_targets",
+    "distill_with_masks",
+    "prune_and_distill",
     "sparse_bits_per_weight",
 ]
 
@@ -668,6 +677,174 @@ def train_classifier(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epochs:
 
     return train_epochs(model, X, y, epochs, lr, batch_size, seed=seed, progress=progress, desc=desc,
                         after_step=reapply_masks if masks else None)
+
+
+# ----------------------------------------------------------------------------------------------
+# gradual pruning (Zhu and Gupta 2017) and prune-then-distill on a causal LM
+def cubic_sparsity(step: int, final_sparsity: float, initial_sparsity: float = 0.0, start_step: int = 0,
+                   n_prunings: int = 10, frequency: int = 1) -> float:
+    """The gradual pruning schedule of Zhu and Gupta (2017, arXiv 1710.01878), at training step ``step``.
+
+    The sparsity is raised at the pruning steps ``t = t0, t0 + dt, ..., t0 + n dt`` (``t0 = start_step``,
+    ``dt = frequency``, ``n = n_prunings``) to
+
+    ``s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n dt))**3``,
+
+    and held between them: at any step the value of the last pruning step reached. Before ``t0`` it is ``s_i``,
+    from ``t0 + n dt`` on ``s_f``. The cube front-loads the pruning: half-way through, ``7/8`` of the way from
+    ``s_i`` to ``s_f`` is done, while the network still has many weights to adapt with; the last steps remove few.
+
+    Args:
+        step: the training step ``t``, an int ``>= 0``.
+        final_sparsity: ``s_f``, in ``[0, 1)``.
+        initial_sparsity: ``s_i``, in ``[0, final_sparsity]``.
+        start_step: ``t0``, the first pruning step (int ``>= 0``).
+        n_prunings: ``n``, the number of pruning steps after ``t0`` (int ``>= 1``).
+        frequency: ``dt``, training steps between two pruning steps (int ``>= 1``).
+
+    Returns:
+        float: the sparsity in ``[s_i, s_f]``, non-decreasing in ``step``.
+    """
+    check_int(step, "step", low=0)
+    final_sparsity = check_sparsity(final_sparsity, "final_sparsity")
+    initial_sparsity = check_sparsity(initial_sparsity, "initial_sparsity")
+    if initial_sparsity > final_sparsity:
+        raise ValueError(f"initial_sparsity must be <= final_sparsity (the schedule only prunes more), got "
+                         f"{initial_sparsity} > {final_sparsity}")
+    check_int(start_step, "start_step", low=0)
+    check_int(n_prunings, "n_prunings", low=1)
+    check_int(frequency, "frequency", low=1)
+    done = min(max((step - start_step) // frequency, 0), n_prunings)  # pruning steps reached so far
+    return final_sparsity + (initial_sparsity - final_sparsity) * (1.0 - done / n_prunings) ** 3
+
+
+def gradual_targets(final: float | tuple[int, int], stages: int = 4) -> list[float | tuple[int, int]]:
+    """The pruning targets of a gradual run, one per stage, for :func:`prune_and_distill`.
+
+    - a sparsity ``s_f``: :func:`cubic_sparsity` at its ``stages`` pruning steps from ``s_i = 0``,
+      ``[cubic_sparsity(j, s_f, n_prunings=stages) for j = 1 .. stages]`` (the last one is ``s_f``);
+    - an N:M pattern ``(n, m)``: the course's choice, since a cubic fraction is not an N:M pattern: the patterns
+      ``(m - 1, m), (m - 2, m), ..., (n, m)`` (2:4: 3:4, then 2:4); ``stages`` is not used.
+
+    Args:
+        final: the sparsity in ``[0, 1)`` or the N:M pattern ``(n, m)`` to reach.
+        stages: pruning stages for a sparsity (int ``>= 1``).
+
+    Returns:
+        list of sparsities (floats) or of ``(n, m)`` tuples, the last one ``final``.
+    """
+    if isinstance(final, tuple):
+        n, m = _check_nm_pattern(final)
+        return [(k, m) for k in range(m - 1, n - 1, -1)] or [(n, m)]
+    final = check_sparsity(final, "final")
+    check_int(stages, "stages", low=1)
+    return [cubic_sparsity(j, final, n_prunings=stages) for j in range(1, stages + 1)]
+
+
+def _check_nm_pattern(nm) -> tuple[int, int]:
+    if not (isinstance(nm, tuple) and len(nm) == 2):
+        raise TypeError(f"an N:M pattern must be a tuple (n, m), e.g. (2, 4), got {nm!r}")
+    n, m = nm
+    check_int(m, "m of an N:M pattern", low=1)
+    check_int(n, "n of an N:M pattern", low=1, high=m)
+    return n, m
+
+
+def distill_with_masks(model: nn.Module, teacher: nn.Module | None, windows: torch.Tensor,
+                       masks: Mapping[str, torch.Tensor], batch_size: int = 8, lr: float = 1e-3,
+                       temperature: float = 1.0, alpha: float = 1.0, seed: int = 0, progress: bool = False,
+                       desc: str = "distilling with fixed masks") -> list[float]:
+    """Fine-tune a pruned causal LM with its masks fixed, distilled from ``teacher`` (notebook 11's loss).
+
+    One pass of :func:`course_lib.distill.train_lm` over ``windows`` (``len(windows) // batch_size`` AdamW steps, cosine
+    schedule, no weight decay) with ``alpha * T**2 * KL(teacher || model) + (1 - alpha) * cross-entropy`` on every
+    next-token position; ``teacher=None`` trains on the cross-entropy alone. The masks stay fixed through the
+    gradients: while it trains, every masked weight's gradient is multiplied by its mask, so a pruned weight (0) gets
+    a zero gradient at every step, AdamW's two moments of it stay 0 and so does its update: it stays exactly 0.
+    (:func:`train_classifier` multiplies the weights by the masks after each step instead; with no weight decay the
+    two agree.)
+
+    Args:
+        model: the pruned causal LM, trained in place (left in eval mode).
+        teacher: the dense model it was pruned from (same vocabulary), or None.
+        windows: int64 token ids ``[n, seq_len]`` (``lm_quant.calibration_ids``; never the evaluation text).
+        masks: ``{qualified Linear name: bool mask}`` as returned by :func:`prune_model`; applied first.
+        batch_size, lr: AdamW settings.
+        temperature, alpha: :func:`course_lib.distill.distillation_loss` settings.
+        seed: seed of the window order.
+        progress, desc: tqdm bar and its label.
+
+    Returns:
+        list[float]: the loss of every step.
+    """
+    from .distill import train_lm
+
+    check_module(model, "model")
+    if not isinstance(masks, Mapping) or not masks:
+        raise TypeError("masks must be a non-empty mapping {linear name: bool mask} (from prune_model)")
+    modules = dict(model.named_modules())
+    missing = [name for name in masks if not isinstance(modules.get(name), nn.Linear)]
+    if missing:
+        raise ValueError(f"masks names {missing[0]!r}, which is not an nn.Linear of the model")
+    layers = {name: modules[name] for name in masks}
+    apply_masks(layers, masks)
+    handles = [layers[name].weight.register_hook(lambda grad, keep=mask.to(layers[name].weight.device): grad * keep)
+               for name, mask in masks.items()]
+    try:
+        return train_lm(model, windows, teacher=teacher, temperature=temperature, alpha=alpha, batch_size=batch_size,
+                        lr=lr, seed=seed, progress=progress, desc=desc)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def prune_and_distill(model: nn.Module, teacher: nn.Module | None, windows: torch.Tensor,
+                      targets: Sequence[float | tuple[int, int]], method: str = "wanda", tokenizer=None,
+                      calib_ids: torch.Tensor | None = None, batch_size: int = 8, lr: float = 1e-3,
+                      temperature: float = 1.0, alpha: float = 1.0, seed: int = 0,
+                      progress: bool = False) -> dict[str, torch.Tensor]:
+    """Prune a causal LM in stages, each followed by fine-tuning with fixed masks distilled from ``teacher``.
+
+    ``windows`` is split into ``len(targets)`` equal consecutive parts. Stage ``j`` prunes the model to
+    ``targets[j]`` with :func:`prune_model` (``method``, block by block, on ``calib_ids``), then runs
+    :func:`distill_with_masks` on part ``j``. One target is one-shot pruning then distillation; the targets of
+    :func:`gradual_targets` are Zhu and Gupta's gradual pruning, with the same total number of steps.
+    A later stage's mask contains the earlier ones' zeros for magnitude and Wanda (a zero weight scores lowest);
+    SparseGPT's update may revive a pruned weight, and its new mask is then the one kept fixed.
+
+    Args:
+        model: a transformers causal LM, pruned and trained in place (left in eval mode).
+        teacher: the dense model (same vocabulary), or None for cross-entropy fine-tuning.
+        windows: int64 training windows ``[n, seq_len]``, ``n >= len(targets) * batch_size``.
+        targets: sparsities in ``[0, 1)`` and/or N:M patterns ``(n, m)``, in order.
+        method: ``"magnitude"``, ``"wanda"`` or ``"sparsegpt"`` (see :func:`prune_model`).
+        tokenizer, calib_ids: calibration data of :func:`prune_model` (the same windows at every stage).
+        batch_size, lr, temperature, alpha, seed: :func:`distill_with_masks` settings (stage ``j`` shuffles
+            with ``seed + j``).
+        progress: show progress bars.
+
+    Returns:
+        ``{qualified layer name: mask}`` of the last stage.
+    """
+    check_module(model, "model")
+    if isinstance(targets, (str, tuple)) or not isinstance(targets, Sequence) or not targets:
+        raise TypeError("targets must be a non-empty list of sparsities and/or (n, m) patterns, e.g. [0.5] or [(2, 4)]")
+    targets = [_check_nm_pattern(t) if isinstance(t, tuple) else check_sparsity(t, "targets") for t in targets]
+    check_tensor(windows, "windows", ndim=2)
+    check_int(batch_size, "batch_size", low=1)
+    per_stage = windows.shape[0] // len(targets)
+    if per_stage < batch_size:
+        raise ValueError(f"windows must hold at least len(targets) * batch_size = {len(targets) * batch_size} rows "
+                         f"(one batch per stage), got {windows.shape[0]}")
+    masks: dict[str, torch.Tensor] = {}
+    for j, target in enumerate(targets):
+        nm = target if isinstance(target, tuple) else None
+        masks = prune_model(model, tokenizer, 0.5 if nm else target, method, nm=nm, calib_ids=calib_ids,
+                            progress=progress)
+        distill_with_masks(model, teacher, windows[j * per_stage:(j + 1) * per_stage], masks, batch_size=batch_size,
+                           lr=lr, temperature=temperature, alpha=alpha, seed=seed + j, progress=progress,
+                           desc=f"stage {j + 1}/{len(targets)}: {target}")
+    return masks
 
 
 # ----------------------------------------------------------------------------------------------

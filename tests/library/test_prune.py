@@ -1,5 +1,6 @@
 """course_lib.prune: masks identical to torch.nn.utils.prune, exact counts, N:M properties, Wanda vs magnitude,
-structured pruning keeps the kept channels' outputs, whole-LM pruning, fine-tuning keeps zeros, bad input."""
+structured pruning keeps the kept channels' outputs, whole-LM pruning, fine-tuning keeps zeros, the cubic schedule
+(exact rational arithmetic and properties), prune-then-distill keeps its masks, bad input."""
 
 from __future__ import annotations
 
@@ -507,6 +508,102 @@ def test_sparse_bits_per_weight():
 
 
 # ----------------------------------------------------------------------------------------------
+# gradual pruning: Zhu and Gupta's cubic schedule; prune, then distill
+def _cubic_exact(t, s_f, s_i, t0, n, dt):
+    """The paper's schedule in exact rational arithmetic: the formula at the last pruning step reached."""
+    from fractions import Fraction
+
+    if t < t0:
+        return Fraction(s_i)
+    last = min(t0 + (t - t0) // dt * dt, t0 + n * dt)  # the last pruning step t0 + k dt <= t
+    return Fraction(s_f) + (Fraction(s_i) - Fraction(s_f)) * (1 - Fraction(last - t0, n * dt)) ** 3
+
+
+def test_cubic_sparsity_closed_form():
+    # to 50% in 4 pruning steps: 0.5 (1 - (3/4)^3), 0.5 (1 - (1/2)^3), 0.5 (1 - (1/4)^3), 0.5
+    assert [prune.cubic_sparsity(t, 0.5, n_prunings=4) for t in range(6)] == [0.0, 0.2890625, 0.4375, 0.4921875,
+                                                                             0.5, 0.5]
+    assert prune.gradual_targets(0.5, 4) == [0.2890625, 0.4375, 0.4921875, 0.5]
+    assert prune.gradual_targets(0.8, 1) == [0.8]
+    # half-way through, 7/8 of the way from s_i to s_f
+    assert math.isclose(prune.cubic_sparsity(10, 0.9, 0.1, 0, 4, 5), 0.1 + 0.8 * 7 / 8, rel_tol=1e-12)
+    assert prune.gradual_targets((2, 4)) == [(3, 4), (2, 4)]
+    assert prune.gradual_targets((1, 8)) == [(7, 8), (6, 8), (5, 8), (4, 8), (3, 8), (2, 8), (1, 8)]
+    assert prune.gradual_targets((4, 4)) == [(4, 4)]
+
+
+@SETTINGS
+@given(s_f=st.floats(0.0, 0.99), frac=st.floats(0.0, 1.0), t0=st.integers(0, 8), n=st.integers(1, 8),
+       dt=st.integers(1, 5))
+def test_cubic_sparsity_properties(s_f, frac, t0, n, dt):
+    s_i = s_f * frac
+    values = [prune.cubic_sparsity(t, s_f, s_i, t0, n, dt) for t in range(t0 + n * dt + 2 * dt + 3)]
+    for t, v in enumerate(values):
+        assert math.isclose(v, float(_cubic_exact(t, s_f, s_i, t0, n, dt)), rel_tol=1e-12, abs_tol=1e-12)
+        assert s_i - 1e-12 <= v <= s_f
+    assert all(b >= a - 1e-15 for a, b in zip(values, values[1:]))  # never un-prunes
+    assert math.isclose(values[t0], s_i, abs_tol=1e-12) and values[t0 + n * dt] == s_f
+    for k in range(n):  # held between two pruning steps
+        assert len({values[t] for t in range(t0 + k * dt, t0 + (k + 1) * dt)}) == 1
+
+
+@pytest.fixture(scope="module")
+def course_lm_and_windows():
+    """The course LM (the teacher, never modified), its tokenizer and 12 random windows of 32 tokens."""
+    from course_lib.models import load_causal_lm
+
+    teacher, tok = load_causal_lm()
+    windows = torch.randint(0, teacher.config.vocab_size, (12, 32), generator=torch.Generator().manual_seed(3))
+    return teacher, tok, windows
+
+
+def _kl_to(teacher, model, ids):
+    from course_lib.distill import soft_target_loss
+
+    with torch.no_grad():
+        return float(soft_target_loss(model(input_ids=ids).logits, teacher(input_ids=ids).logits, 1.0))
+
+
+def test_distill_with_masks_keeps_the_masks_and_approaches_the_teacher(course_lm_and_windows):
+    import copy
+
+    from course_lib.lm_quant import linear_layers
+
+    teacher, tok, windows = course_lm_and_windows
+    student = copy.deepcopy(teacher)
+    masks = prune.prune_model(student, tok, method="magnitude", nm=(2, 4))
+    held_out = windows[8:]
+    before = _kl_to(teacher, student, held_out)
+    losses = prune.distill_with_masks(student, teacher, windows[:8], masks, batch_size=2, lr=1e-3)
+    assert len(losses) == 4 and all(math.isfinite(v) for v in losses)
+    assert _kl_to(teacher, student, held_out) < before  # closer to the dense model on windows it did not see
+    layers = linear_layers(student)
+    for name, mask in masks.items():
+        w = layers[name].weight
+        assert bool((w[~mask] == 0).all()) and not w._backward_hooks  # still pruned, hooks removed
+        assert not torch.equal(w[mask], linear_layers(teacher)[name].weight[mask])  # the kept weights trained
+    assert not any(p.grad is not None and p.grad.abs().sum() > 0 for p in teacher.parameters())
+
+
+def test_prune_and_distill_gradual_and_cross_entropy(course_lm_and_windows):
+    import copy
+
+    from course_lib.lm_quant import linear_layers
+
+    teacher, tok, windows = course_lm_and_windows
+    calib = windows[:4]
+    for targets, method, t in (([0.25, 0.5], "wanda", teacher), ([(3, 4), (2, 4)], "magnitude", None)):
+        student = copy.deepcopy(teacher)
+        masks = prune.prune_and_distill(student, t, windows[:4], targets, method, calib_ids=calib, batch_size=2)
+        layers = linear_layers(student)
+        assert set(masks) == set(layers)
+        for name, mask in masks.items():
+            assert prune.sparsity_of(mask) == 0.5 and bool((layers[name].weight[~mask] == 0).all())
+            if isinstance(targets[-1], tuple):
+                assert bool((mask.reshape(-1, 4).sum(1) == 2).all())
+
+
+# ----------------------------------------------------------------------------------------------
 # bad input
 W = randn(4, 8)
 FC1, FC2 = nn.Linear(8, 6), nn.Linear(6, 3)
@@ -551,6 +648,23 @@ BAD = [
     (prune.sparsegpt_prune, (torch.tensor([[1.0, float("nan")]]), torch.eye(2), 0.5), "finite"),
     (prune.sparsegpt_prune, (W.long(), torch.eye(8), 0.5), "dtype"),
     (prune.prune_model, (nn.Linear(2, 2), None, 0.5, "sparsegpt"), "model"),
+    (prune.cubic_sparsity, (0, 1.0), "final_sparsity"),
+    (prune.cubic_sparsity, (0, 0.5, 0.6), "initial_sparsity"),
+    (prune.cubic_sparsity, (0, 0.5, -0.1), "initial_sparsity"),
+    (prune.cubic_sparsity, (-1, 0.5), "step"),
+    (prune.cubic_sparsity, (1.5, 0.5), "step"),
+    (prune.cubic_sparsity, (0, 0.5, 0.0, -2), "start_step"),
+    (prune.cubic_sparsity, (0, 0.5, 0.0, 0, 0), "n_prunings"),
+    (prune.cubic_sparsity, (0, 0.5, 0.0, 0, 4, 0), "frequency"),
+    (prune.gradual_targets, (0.5, 0), "stages"),
+    (prune.gradual_targets, ((3, 2),), "n of an N:M pattern"),
+    (prune.gradual_targets, ((2, 4, 8),), "N:M"),
+    (prune.distill_with_masks, (nn.Linear(2, 2), None, torch.zeros(4, 8, dtype=torch.long), {"x": W > 0}), "x"),
+    (prune.distill_with_masks, (nn.Linear(2, 2), None, torch.zeros(4, 8, dtype=torch.long), {}), "masks"),
+    (prune.prune_and_distill, (nn.Linear(2, 2), None, torch.zeros(4, 8, dtype=torch.long), 0.5), "targets"),
+    (prune.prune_and_distill, (nn.Linear(2, 2), None, torch.zeros(4, 8, dtype=torch.long), [1.5]), "targets"),
+    (prune.prune_and_distill, (nn.Linear(2, 2), None, torch.zeros(4, 8, dtype=torch.long), [0.5, 0.6], "wanda",
+                               None, None, 4), "windows"),
 ]
 
 
