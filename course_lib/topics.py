@@ -94,10 +94,12 @@ TOPICS: tuple[Topic, ...] = (
           plots=("plots.distill",), widget="widgets.distill", tests=("tests/library/test_distill.py",)),
     Topic("12_pruning", "pruning.ipynb", "pruning", ("prune",),
           plots=("plots.prune",), widget="widgets.prune", tests=("tests/library/test_prune.py",)),
-    # kernels is a package: ops.py (the references) and build.py (compiling), re-exported by __init__.py
-    Topic("13_lowbit_kernels", "lowbit_kernels.ipynb", "low-bit kernels", ("kernels",),
+    # kernels is a package: ops.py (the references) and build.py (compiling), re-exported by __init__.py;
+    # kv_cache: the KV cache written by hand and quantized (int8 per token, KIVI), the notebook's seventh section
+    Topic("13_lowbit_kernels", "lowbit_kernels.ipynb", "low-bit kernels", ("kernels", "kv_cache"),
           plots=("plots.kernels",), widget="widgets.kernels",
-          tests=("tests/library/test_kernels.py", "tests/library/test_kernels_build.py", "tests/course/test_kernels_notebook.py")),
+          tests=("tests/library/test_kernels.py", "tests/library/test_kernels_build.py", "tests/course/test_kernels_notebook.py",
+                 "tests/library/test_kv_cache.py")),
     Topic("14_capstone", "capstone.ipynb", "capstone", ("capstone",),
           plots=("plots.capstone",), widget="widgets.capstone", tests=("tests/library/test_capstone.py",)),
 )

@@ -170,3 +170,61 @@ def plot_gemv_ceilings(n: int, k: int, bandwidth: float, peak_flops: float, issu
     fig.tight_layout()
     fig.ceilings = ceilings
     return fig
+
+
+def _abs_by_token(x):
+    """|x| of a [heads, tokens, head_dim] tensor as [tokens, channels] (channels = heads x head_dim), on the CPU."""
+    return x.detach().float().abs().transpose(0, 1).reshape(x.shape[1], -1).cpu()
+
+
+def magnitude_ratios(x) -> dict:
+    """How uneven a cache tensor's magnitudes are along each axis.
+
+    Args:
+        x: ``[heads, tokens, head_dim]`` keys or values of one block for one sequence (channels = heads x head_dim).
+
+    Returns:
+        dict: ``channel`` = largest over channels of ``max |x|`` over tokens, divided by its median over channels
+        (a few outlier channels make it large); ``token`` = the same with tokens and channels swapped.
+    """
+    if getattr(x, "dim", lambda: 0)() != 3 or x.numel() == 0:
+        raise ValueError(f"x must be a non-empty [heads, tokens, head_dim] tensor, got {getattr(x, 'shape', type(x))}")
+    flat = _abs_by_token(x)
+    per_channel, per_token = flat.amax(dim=0), flat.amax(dim=1)
+    return {"channel": float(per_channel.max() / per_channel.median().clamp_min(1e-30)),
+            "token": float(per_token.max() / per_token.median().clamp_min(1e-30))}
+
+
+def plot_kv_magnitudes(keys, values, title: str = "", figsize=(12, 5.5)):
+    """Where the large magnitudes of a KV cache sit: per channel (left) and per token (right), keys above, values below.
+
+    Args:
+        keys, values: ``[heads, tokens, head_dim]`` of one block for one sequence.
+        title: the figure's title.
+
+    Returns:
+        The Figure; ``fig.ratios = {"keys": magnitude_ratios(keys), "values": magnitude_ratios(values)}``.
+    """
+    fig, axes = plt.subplots(2, 2, figsize=figsize)
+    ratios = {}
+    for row, (name, x) in enumerate((("keys", keys), ("values", values))):
+        ratios[name] = magnitude_ratios(x)
+        heads, tokens, head_dim = x.shape
+        flat = _abs_by_token(x)
+        ax_c, ax_t = axes[row]
+        ax_c.bar(range(flat.shape[1]), flat.amax(dim=0).numpy(), width=1.0, color="C0" if row == 0 else "C1")
+        for h in range(1, heads):
+            ax_c.axvline(h * head_dim - 0.5, color="0.6", lw=0.8, ls=":")
+        ax_c.set_title(f"{name}: max |x| of each channel over {tokens} tokens "
+                       f"(max/median {ratios[name]['channel']:.1f})", fontsize=9)
+        ax_c.set_xlabel(f"channel ({heads} heads x {head_dim})")
+        ax_t.plot(flat.amax(dim=1).numpy(), color="C0" if row == 0 else "C1", lw=1)
+        ax_t.set_title(f"{name}: max |x| of each token over {flat.shape[1]} channels "
+                       f"(max/median {ratios[name]['token']:.1f})", fontsize=9)
+        ax_t.set_xlabel("token")
+        ax_t.set_ylim(bottom=0)
+    fig.ratios = ratios
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -106,3 +106,20 @@ def test_cuda_core_floor_and_ceilings_plot():
     assert c[1]["memory_s"] > c[1]["ideal"] and c[64]["ideal"] > c[64]["memory_s"] > c[64]["tensor_core_s"]
     assert all(c[a]["ideal"] < c[b]["ideal"] for a, b in ((1, 4), (4, 16), (16, 64)))
     plt.close("all")
+
+
+def test_kv_magnitudes_find_an_outlier_channel():
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    keys, values = torch.randn(2, 64, 16, generator=gen), torch.randn(2, 64, 16, generator=gen)
+    keys[1, :, 3] = 20.0  # one channel of the second head, large at every token
+    ratios = plots.magnitude_ratios(keys)
+    assert ratios["channel"] > 5 and ratios["token"] < 2
+    assert plots.magnitude_ratios(keys * -2.0) == pytest.approx(ratios)  # magnitudes only, scale-free
+    fig = plots.plot_kv_magnitudes(keys, values, title="t")
+    assert isinstance(fig, matplotlib.figure.Figure) and len(fig.axes) == 4
+    assert fig.ratios["keys"] == ratios and fig.ratios["values"]["channel"] < 2
+    with pytest.raises(ValueError, match="x"):
+        plots.magnitude_ratios(torch.zeros(64, 16))
+    plt.close("all")
