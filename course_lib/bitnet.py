@@ -29,16 +29,37 @@ below) and a matmul that only adds and subtracts activations (:func:`ternary_mat
 ``{0, 1, 2}`` (3 is never used), packed along the input dimension, 4 codes per uint8 byte:
 element ``4*j + k`` of a row is stored in bits ``[2k, 2k+1]`` of byte ``j`` (``k = 0`` in the
 lowest bits). A weight ``[out_features, in_features]`` packs to uint8 ``[out_features, in_features // 4]``.
+
+**llama.cpp's ternary GGUF format TQ2_0** (:func:`tq2_0_quantize`, :func:`tq2_0_dequantize`; the bytes are those of
+``gguf.quants``, llama.cpp's Python package, bit for bit: ``tests/library/test_bitnet.py``): blocks of 256 weights along
+a row, 66 bytes each: 64 bytes of 2-bit codes ``c = q + 1``, then the block's scale ``d = max|x|`` as fp16
+(little-endian). The codes are ``q = roundf(x / d)`` (halves away from zero; 0 for an all-zero block). Within each
+half of a block (128 weights, 32 bytes), weight ``32 k + j`` sits in bits ``[2k, 2k+1]`` of byte ``j``: the four codes
+of a byte are 32 weights apart, not neighbours as in :func:`pack_ternary`. A BitNet weight is already
+``gamma * {-1, 0, 1}``, so the block maximum is ``gamma`` and TQ2_0 keeps its codes; the scale is stored again in
+every block (fp16), hence 2.0625 bits per weight. TQ1_0 (1.6875 bits) packs 5 codes per byte in base 3;
+``TERNARY_GGUF_LAYOUTS`` holds both layouts.
+
+**Ternary fine-tuning** (:func:`to_bitlinear`, :func:`ternary_finetune`): instead of training from scratch, a trained
+full-precision LM gets BitLinear layers holding its weights and is fine-tuned through the STE, with the original
+model as teacher (``course_lib.distill``'s loss: KL to the teacher's next-token distribution, optionally plus
+cross-entropy). Each BitLinear brings its RMSNorm (gain 1 at conversion), as BitNet's architecture has it; the
+original model has no norm there, so even with the quantizers off the converted model is not the original one, and
+fine-tuning absorbs that too (``benchmarks/ternary_finetune.py`` measures both).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 
 import torch
 import torch.nn.functional as F
 
+from . import distill
+from .gguf_formats import BlockLayout, _fp16_bytes, _fp16_value, _round_half_away
+from .lm_quant import decoder_blocks
 from .training import train_steps
 from .validation import FLOAT_DTYPES, check_int, check_module, check_tensor
 
@@ -66,6 +87,11 @@ __all__ = [
     "train_classifier",
     "train_lm",
     "bits_per_weight",
+    "to_bitlinear",
+    "ternary_finetune",
+    "TERNARY_GGUF_LAYOUTS",
+    "tq2_0_quantize",
+    "tq2_0_dequantize",
 ]
 
 #: BitNet's floor for mean|W| and max|x| (both quantizers clamp at 1e-5).
@@ -568,12 +594,7 @@ def make_tiny_lm(bitnet: bool, vocab_size: int = 4096, hidden: int = 64, layers:
                          num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
                          max_position_embeddings=max_positions, tie_word_embeddings=True,
                          bos_token_id=0, eos_token_id=0, pad_token_id=0)
-    model = LlamaForCausalLM(config)
-    for name, module in list(model.model.layers.named_modules()):
-        if isinstance(module, torch.nn.Linear):
-            model.model.layers.set_submodule(
-                name, BitLinear.from_linear(module, quantize_weights=bitnet, quantize_activations=bitnet))
-    return model
+    return to_bitlinear(LlamaForCausalLM(config), quantize_weights=bitnet, quantize_activations=bitnet)
 
 
 def train_classifier(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int = 300, lr: float = 3e-3,
@@ -652,3 +673,154 @@ def _check_eps(eps) -> None:
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not (math.isfinite(float(eps)) and eps > 0):
         raise ValueError(f"eps must be a positive finite number, got {eps!r}")
 
+
+# ----------------------------------------------------------------------------------------------
+# ternary fine-tuning of a trained LM
+
+
+def to_bitlinear(model: torch.nn.Module, quantize_weights: bool = True,
+                 quantize_activations: bool = True) -> torch.nn.Module:
+    """Replace every ``nn.Linear`` in the transformer blocks of ``model`` by a BitLinear holding its weight, in place.
+
+    The embedding and the output head stay as they are (BitNet keeps them in high precision). Each BitLinear gets
+    a fresh RMSNorm (gain 1) in front, as in BitNet's architecture: with both quantizers off the result is the
+    original model plus those norms, not the original model itself.
+
+    Args:
+        model: a transformers causal LM whose blocks :func:`course_lib.lm_quant.decoder_blocks` finds; its block
+            Linears must have no bias (BitLinear has none).
+        quantize_weights: switch on the ternary weight quantizer of every new layer.
+        quantize_activations: switch on the int8 activation quantizer.
+
+    Returns:
+        torch.nn.Module: ``model`` itself, its block Linears now BitLinears on the same device and dtype.
+    """
+    check_module(model, "model")
+    blocks = decoder_blocks(model)
+    linears = [(block, name, m) for block in blocks for name, m in block.named_modules()
+               if isinstance(m, torch.nn.Linear)]
+    if not linears:
+        raise ValueError("model has no nn.Linear inside its blocks to convert")
+    with_bias = [name for _, name, m in linears if m.bias is not None]
+    if with_bias:
+        raise ValueError(f"model's block Linears must have no bias (BitLinear has none), got a bias in {with_bias[0]}")
+    for block, name, module in linears:
+        block.set_submodule(name, BitLinear.from_linear(module, quantize_weights=quantize_weights,
+                                                         quantize_activations=quantize_activations))
+    return model
+
+
+def ternary_finetune(model: torch.nn.Module, windows: torch.Tensor, steps: int, use_teacher: bool = True,
+                     alpha: float = 1.0, temperature: float = 1.0, batch_size: int = 8, lr: float = 1e-3,
+                     seed: int = 0, progress: bool = True, desc: str = "ternary fine-tuning"
+                     ) -> tuple[torch.nn.Module, list[float]]:
+    """Ternarize a copy of a trained LM (BitLinear, W1.58 A8) and fine-tune it, distilled from the original.
+
+    A deep copy of ``model`` goes through :func:`to_bitlinear` (both quantizers on) and is trained for ``steps``
+    AdamW steps (cosine schedule, no weight decay) through the STE by :func:`course_lib.distill.train_lm` on the
+    first ``steps * batch_size`` rows of ``windows`` (shuffled with ``seed``). With ``use_teacher`` the loss is
+    ``alpha * T**2 * KL(teacher || student) + (1 - alpha) * cross-entropy`` on every next-token position, the
+    teacher being ``model`` itself, unchanged; without it, next-token cross-entropy alone.
+
+    Args:
+        model: the trained full-precision causal LM (not modified); its block Linears have no bias.
+        windows: int64 token ids ``[n, seq_len]`` with ``n >= steps * batch_size`` (e.g.
+            ``course_lib.lm_quant.calibration_ids``: never the evaluation text).
+        steps: optimizer steps (>= 1).
+        use_teacher: distill from ``model`` (True) or train on the labels only (False).
+        alpha: weight of the KL term in ``[0, 1]`` (1: the teacher's distribution only); ignored without a teacher.
+        temperature: softmax temperature of the KL term (> 0).
+        batch_size: windows per step.
+        lr: AdamW's peak learning rate.
+        seed: seed of the window order.
+        progress, desc: tqdm bar and its label.
+
+    Returns:
+        ``(student, losses)``: the fine-tuned BitLinear copy, in eval mode, on ``model``'s device, and the training
+        loss of every step.
+    """
+    check_module(model, "model")
+    check_tensor(windows, "windows", ndim=2)
+    if windows.is_floating_point():
+        raise TypeError(f"windows must hold integer token ids, got dtype {windows.dtype}")
+    check_int(steps, "steps", low=1)
+    check_int(batch_size, "batch_size", low=1)
+    if windows.shape[0] < steps * batch_size:
+        raise ValueError(f"windows must have at least steps * batch_size = {steps * batch_size} rows, "
+                         f"got {windows.shape[0]}")
+    if use_teacher:
+        distill._check_alpha(alpha)
+        distill._check_temperature(temperature)
+    student = to_bitlinear(copy.deepcopy(model))
+    teacher = model if use_teacher else None
+    was_training = model.training
+    try:
+        losses = distill.train_lm(student, windows[:steps * batch_size], teacher=teacher, temperature=temperature,
+                                  alpha=alpha, batch_size=batch_size, lr=lr, seed=seed, progress=progress, desc=desc)
+    finally:
+        model.train(was_training)
+    return student, losses
+
+
+# ----------------------------------------------------------------------------------------------
+# llama.cpp's ternary GGUF formats
+
+_TQ_BLOCK = 256
+#: llama.cpp's ternary block formats (``block_tq1_0``, ``block_tq2_0`` in ``ggml/src/ggml-common.h``):
+#: TQ1_0 packs 240 codes 5 per byte in base 3 (``qs``) and 16 codes 4 per byte (``qh``); TQ2_0 4 codes per byte.
+TERNARY_GGUF_LAYOUTS: dict[str, BlockLayout] = {layout.name: layout for layout in (
+    BlockLayout("TQ1_0", _TQ_BLOCK, (("qs", 8, 48), ("qh", 8, 4), ("d", 16, 1))),
+    BlockLayout("TQ2_0", _TQ_BLOCK, (("qs", 2, 256), ("d", 16, 1))),
+)}
+_TQ2_0_BYTES = TERNARY_GGUF_LAYOUTS["TQ2_0"].block_bytes
+_TQ2_0_CODE_BYTES = _TQ_BLOCK // CODES_PER_BYTE
+
+
+def tq2_0_quantize(x: torch.Tensor) -> torch.Tensor:
+    """Quantize to llama.cpp's TQ2_0: per block of 256, ``d = max|x|`` (fp16) and 2-bit codes of ``roundf(x / d)``.
+
+    The layout of one 66-byte block: 64 bytes of codes ``c = q + 1`` in ``{0, 1, 2}``, weight ``128 h + 32 k + j``
+    in bits ``[2k, 2k+1]`` of byte ``32 h + j``, then ``d`` as 2 little-endian fp16 bytes. An all-zero block gets
+    ``d = 0`` and codes 1 (weight 0). Values are rounded, not clamped: ``|x / d| <= 1`` by construction.
+
+    Args:
+        x: float ``[..., n]`` (fp16, bf16, fp32, fp64; computed in float32), finite, ``n`` a multiple of 256.
+
+    Returns:
+        uint8 ``[..., n / 256 * 66]``: the bytes ``gguf.quants.quantize(x, TQ2_0)`` returns.
+    """
+    check_tensor(x, "x", dtypes=FLOAT_DTYPES)
+    if x.dim() == 0 or x.shape[-1] % _TQ_BLOCK != 0:
+        raise ValueError(f"x's last dimension must be a multiple of the TQ2_0 block size {_TQ_BLOCK}, "
+                         f"got shape {tuple(x.shape)}")
+    blocks = x.float().reshape(-1, _TQ_BLOCK)
+    d = blocks.abs().amax(dim=-1, keepdim=True)
+    inv = torch.where(d == 0, torch.zeros_like(d), 1.0 / torch.where(d == 0, torch.ones_like(d), d))
+    codes = (_round_half_away(blocks * inv) + 1).to(torch.uint8)           # [nb, 256] in {0, 1, 2}
+    codes = codes.reshape(-1, 2, CODES_PER_BYTE, 32)                         # [nb, half, k, j]
+    qs = codes[:, :, 0] | (codes[:, :, 1] << 2) | (codes[:, :, 2] << 4) | (codes[:, :, 3] << 6)
+    out = torch.cat([qs.reshape(-1, _TQ2_0_CODE_BYTES), _fp16_bytes(d)], dim=-1)
+    return out.reshape(*x.shape[:-1], x.shape[-1] // _TQ_BLOCK * _TQ2_0_BYTES)
+
+
+def tq2_0_dequantize(blocks: torch.Tensor) -> torch.Tensor:
+    """Decode TQ2_0 bytes: ``d * (c - 1)`` for every 2-bit code ``c``.
+
+    A code 3, which no quantizer writes, decodes to ``2d``, as in llama.cpp.
+
+    Args:
+        blocks: uint8 ``[..., m]`` with ``m`` a multiple of 66 (whole TQ2_0 blocks).
+
+    Returns:
+        float32 ``[..., m / 66 * 256]``: the values ``gguf.quants.dequantize(blocks, TQ2_0)`` returns.
+    """
+    check_tensor(blocks, "blocks", dtypes=(torch.uint8,))
+    if blocks.dim() == 0 or blocks.shape[-1] % _TQ2_0_BYTES != 0:
+        raise ValueError(f"blocks' last dimension must be a multiple of the TQ2_0 block's {_TQ2_0_BYTES} bytes, "
+                         f"got shape {tuple(blocks.shape)}")
+    b = blocks.reshape(-1, _TQ2_0_BYTES)
+    d = _fp16_value(b[:, _TQ2_0_CODE_BYTES:])                                # [nb, 1]
+    qs = b[:, :_TQ2_0_CODE_BYTES].reshape(-1, 2, 1, 32)
+    shifts = torch.arange(0, 8, 2, dtype=torch.uint8, device=b.device).reshape(1, 1, CODES_PER_BYTE, 1)
+    q = ((qs >> shifts) & 3).reshape(-1, _TQ_BLOCK).to(torch.float32) - 1
+    return (d * q).reshape(*blocks.shape[:-1], blocks.shape[-1] // _TQ2_0_BYTES * _TQ_BLOCK)

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -342,6 +343,13 @@ BAD = [
     (bitnet.ternary_matmul, (torch.ones(2, 4), torch.full((3, 1), 0xFF, dtype=torch.uint8), 1.0), ValueError, "code 3"),
     (bitnet.BitLinear, (0, 4), ValueError, "in_features"),
     (bitnet.set_quantization, (torch.nn.Linear(2, 2), True, True), ValueError, "BitLinear"),
+    (bitnet.tq2_0_quantize, (torch.zeros(2, 320),), ValueError, "block size 256"),
+    (bitnet.tq2_0_quantize, (torch.zeros(128),), ValueError, "block size 256"),
+    (bitnet.tq2_0_quantize, (torch.zeros(256, dtype=torch.int8),), TypeError, "x"),
+    (bitnet.tq2_0_quantize, (T([float("nan")] * 256),), ValueError, "x"),
+    (bitnet.tq2_0_dequantize, (torch.zeros(2, 70, dtype=torch.uint8),), ValueError, "66 bytes"),
+    (bitnet.tq2_0_dequantize, (torch.zeros(66),), TypeError, "blocks"),
+    (bitnet.to_bitlinear, (torch.nn.Linear(2, 2),), TypeError, "model"),
 ]
 
 
@@ -410,3 +418,151 @@ def test_widget_updates_without_a_browser():
     assert box.last["best_multiplier"] > 0
     assert "zeros" in box.readout.value
     plt.close("all")
+
+
+# ----------------------------------------------------------------------------------------------
+# llama.cpp's TQ2_0 and TQ1_0: gguf.quants (llama.cpp's own Python package) as the reference, bit for bit
+
+
+def _gguf_quants():
+    gguf = pytest.importorskip("gguf")
+    return gguf, gguf.quants, gguf.GGMLQuantizationType
+
+
+def test_ternary_layouts_match_gguf_block_sizes():
+    gguf, _, QT = _gguf_quants()
+    for name, layout in bitnet.TERNARY_GGUF_LAYOUTS.items():
+        assert (layout.block_size, layout.block_bytes) == gguf.GGML_QUANT_SIZES[QT[name]], name
+    assert bitnet.TERNARY_GGUF_LAYOUTS["TQ2_0"].bits_per_weight == 2.0625   # 66 bytes / 256
+    assert bitnet.TERNARY_GGUF_LAYOUTS["TQ1_0"].bits_per_weight == 1.6875   # 54 bytes / 256
+
+
+def _tq_blocks(seed=0):
+    """[3, 1024]: ordinary weights, a BitNet weight (gamma * codes), an all-zero block, ties at x/d = +-0.5,
+    a constant block, one outlier, and tiny values."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 1024, generator=g) * 0.05
+    x[1, :256] = 0.0375 * torch.randint(-1, 2, (256,), generator=g)
+    x[1, 256:512] = 0
+    x[1, 512:768:2], x[1, 513:768:2] = 0.5, -1.0          # x / d = -0.5 and 0.5 ties (round away from zero)
+    x[2, :256] = -0.2
+    x[2, 300] = 40.0
+    x[2, 512:768] *= 1e-6
+    return x
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_tq2_0_bytes_and_values_match_gguf(dtype):
+    _, quants, QT = _gguf_quants()
+    x = _tq_blocks().to(dtype)
+    ours = bitnet.tq2_0_quantize(x)
+    theirs = quants.quantize(x.float().numpy(), QT.TQ2_0)
+    assert ours.dtype == torch.uint8 and tuple(ours.shape) == (3, 4 * 66)
+    assert np.array_equal(ours.numpy(), theirs)
+    back = bitnet.tq2_0_dequantize(ours)
+    assert back.dtype == torch.float32 and back.shape == x.shape
+    assert np.array_equal(back.numpy(), quants.dequantize(theirs, QT.TQ2_0))
+
+
+def test_tq2_0_random_bytes_decode_like_gguf():
+    """Any bytes (finite fp16 scales, code 3 included) decode to gguf's values."""
+    _, quants, QT = _gguf_quants()
+    raw = torch.randint(0, 256, (5, 2 * 66), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    raw[:, 65] &= 0x3F  # the fp16 scales' high bytes: finite values
+    raw[:, 131] &= 0x3F
+    assert np.array_equal(bitnet.tq2_0_dequantize(raw).numpy(), quants.dequantize(raw.numpy(), QT.TQ2_0))
+
+
+def test_tq2_0_keeps_bitnet_codes_and_leading_dimensions():
+    """A weight that is already gamma * {-1, 0, 1} keeps its codes; only gamma is rounded to fp16."""
+    codes, gamma = bitnet.absmean_ternary(_randn(2, 3, 512, seed=40, scale=0.02))
+    q = bitnet.tq2_0_quantize(codes.float() * gamma)
+    assert tuple(q.shape) == (2, 3, 2 * 66)
+    assert torch.equal(bitnet.tq2_0_dequantize(q), codes.float() * gamma.to(torch.float16).float())
+    zero = bitnet.tq2_0_quantize(torch.zeros(256))
+    assert torch.equal(zero[:64], torch.full((64,), 0b01010101, dtype=torch.uint8))   # every code 1: weight 0
+    assert torch.equal(zero[64:], torch.zeros(2, dtype=torch.uint8))                  # d = 0
+    assert torch.equal(bitnet.tq2_0_dequantize(zero), torch.zeros(256))
+
+
+def test_tq2_0_layout_puts_weights_32_apart_in_a_byte():
+    x = torch.zeros(256)
+    x[0], x[32], x[64], x[96], x[128] = 1.0, -1.0, 1.0, 0.0, -1.0   # byte 0: codes 2, 0, 2, 1; byte 32: code 0 first
+    q = bitnet.tq2_0_quantize(x)
+    assert int(q[0]) == 2 | 0 << 2 | 2 << 4 | 1 << 6 and int(q[32]) == 0 | 1 << 2 | 1 << 4 | 1 << 6
+    assert float(q[64:].view(torch.float16)) == 1.0
+
+
+# ----------------------------------------------------------------------------------------------
+# ternary fine-tuning of a trained LM
+
+
+def _tiny_llama(seed=0):
+    from course_lib.distill import make_student_lm
+
+    return make_student_lm(vocab_size=64, hidden=32, layers=2, heads=2, intermediate=48, max_positions=32, seed=seed)
+
+
+def test_to_bitlinear_converts_every_block_linear_and_keeps_the_weights():
+    model = _tiny_llama()
+    originals = {n: m.weight.detach().clone() for n, m in model.model.layers.named_modules()
+                 if isinstance(m, torch.nn.Linear)}
+    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(5))
+    converted = bitnet.to_bitlinear(model, quantize_weights=False, quantize_activations=False)
+    assert converted is model and isinstance(model.lm_head, torch.nn.Linear)
+    layers = dict(bitnet.bitlinear_layers(model.model.layers))
+    assert set(layers) == set(originals) and len(layers) == 14            # 7 per block
+    for name, layer in layers.items():
+        assert torch.equal(layer.weight, originals[name]) and not layer.quantize_weights
+    # quantizers off: the original block with an RMSNorm (gain 1) in front of every projection
+    block = model.model.layers[0]
+    x = _randn(2, 12, 32, seed=6)
+    ref = F.linear(bitnet.rms_norm(x, None, bitnet.RMS_EPS), originals["0.self_attn.q_proj"])
+    torch.testing.assert_close(block.self_attn.q_proj(x), ref)
+    assert model(input_ids=ids).logits.shape == (2, 12, 64)
+    biased = torch.nn.Sequential()
+    biased.model = torch.nn.Module()
+    biased.model.layers = torch.nn.ModuleList([torch.nn.Sequential(torch.nn.Linear(4, 4))])
+    with pytest.raises(ValueError, match="bias"):
+        bitnet.to_bitlinear(biased)
+
+
+def test_ternary_finetune_distills_without_touching_the_teacher():
+    teacher = _tiny_llama()
+    before = copy.deepcopy(teacher.state_dict())
+    windows = torch.randint(0, 64, (40, 16), generator=torch.Generator().manual_seed(7))
+    student, losses = bitnet.ternary_finetune(teacher, windows, steps=4, batch_size=2, lr=3e-3, seed=1, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    layers = bitnet.bitlinear_layers(student)
+    assert len(layers) == 14 and all(m.quantize_weights and m.quantize_activations for _, m in layers)
+    assert len(losses) == 4 and not student.training
+    # the first step's loss is T**2 KL(teacher || untrained ternary student) on the first batch of the seeded order,
+    # computed here with torch's kl_div
+    first = windows[:8][torch.randperm(8, generator=torch.Generator().manual_seed(1))[:2]]
+    fresh = bitnet.to_bitlinear(copy.deepcopy(teacher))
+    with torch.no_grad():
+        s_logp = F.log_softmax(fresh(input_ids=first).logits[:, :-1].reshape(-1, 64), -1)
+        t_logp = F.log_softmax(teacher(input_ids=first).logits[:, :-1].reshape(-1, 64), -1)
+    expected = F.kl_div(s_logp, t_logp, log_target=True, reduction="batchmean")
+    assert losses[0] == pytest.approx(expected.item(), rel=1e-5)
+    # distilling on one repeated batch drives the KL down
+    same = windows[:2].repeat(20, 1)
+    _, fit = bitnet.ternary_finetune(teacher, same, steps=20, batch_size=2, lr=3e-3, progress=False)
+    assert fit[-1] < 0.5 * fit[0]
+    # cross-entropy only: no teacher in the loss (one step on windows[:2]: the ternary student's next-token CE)
+    _, ce = bitnet.ternary_finetune(teacher, windows, steps=1, batch_size=2, use_teacher=False, progress=False)
+    with torch.no_grad():
+        expected_ce = F.cross_entropy(fresh(input_ids=windows[:2]).logits[:, :-1].reshape(-1, 64),
+                                      windows[:2, 1:].reshape(-1))
+    assert ce[0] == pytest.approx(expected_ce.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="steps \\* batch_size"):
+        bitnet.ternary_finetune(teacher, windows, steps=30, batch_size=2, progress=False)
+    with pytest.raises(ValueError, match="alpha"):
+        bitnet.ternary_finetune(teacher, windows, steps=1, alpha=2.0, progress=False)
+
+
+def test_tq2_0_on_device(device):
+    x = _tq_blocks().to(device)
+    q = bitnet.tq2_0_quantize(x)
+    assert q.device == x.device and torch.equal(q.cpu(), bitnet.tq2_0_quantize(x.cpu()))
+    assert torch.equal(bitnet.tq2_0_dequantize(q).cpu(), bitnet.tq2_0_dequantize(q.cpu()))
