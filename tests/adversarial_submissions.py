@@ -258,6 +258,10 @@ DELEGATIONS: dict[str, dict[str, str]] = {
     "01_precision_formats": {
         "int_range": "def int_range(bits, signed=True):\n"
                      "    from course_lib.formats import int_range as given\n    return given(bits, signed)\n",
+        # the general MX quantizer, a sibling, with E2M1 elements
+        "mxfp4_quantize": "def mxfp4_quantize(x, block_size=32):\n"
+                          "    from course_lib.formats import mx_quantize as sibling\n"
+                          "    return sibling(x, 'fp4_e2m1', block_size)\n",
     },
     "02_affine_quantization": {
         "quantize": "from course_lib import affine as _a\n_quantize = _a.quantize\n\n\n"
@@ -266,6 +270,14 @@ DELEGATIONS: dict[str, dict[str, str]] = {
         # the reference looked up by name, behind the handed-over int32_matmul's module
         "quantized_matmul": "import course_lib.affine\n\n\ndef quantized_matmul(qa, sa, za, qb, sb, zb):\n"
                             "    return getattr(course_lib.affine, 'quantized_matmul')(qa, sa, za, qb, sb, zb)\n",
+        # the reference found in the module's namespace; requantize as a sibling's special case: integer_linear
+        # of the accumulators as an (N, 1) input times a 1x1 weight of 1, no bias
+        "quantize_multiplier": "def quantize_multiplier(multiplier):\n"
+                               "    return vars(affine)['quantize_multiplier'](multiplier)\n",
+        "requantize": "def requantize(acc, m0, n, zero_point, qmin, qmax):\n"
+                      "    one = torch.ones(1, 1, dtype=torch.int32, device=acc.device)\n"
+                      "    out = affine.integer_linear(acc.reshape(-1, 1), 0, one, 0, None, m0, n, zero_point, qmin, qmax)\n"
+                      "    return out.reshape(acc.shape)\n",
     },
     "03_granularity": {
         "fake_quantize_per_group": "def fake_quantize_per_group(x, bits, group_size, symmetric=False):\n"
@@ -278,6 +290,14 @@ DELEGATIONS: dict[str, dict[str, str]] = {
         "q4_0_quantize": "import gguf\n\n\ndef q4_0_quantize(x):\n"
                          "    data = gguf.quants.quantize(x.detach().cpu().float().numpy(), gguf.GGMLQuantizationType.Q4_0)\n"
                          "    return torch.from_numpy(data).to(x.device)\n",
+        # the formats by name; llama.cpp's decoder; the decoder behind a GGUF file's values()
+        "q8_0_quantize": "from course_lib import gguf_formats\n\n\ndef q8_0_quantize(x):\n"
+                         "    return gguf_formats.quantize_blocks(x, 'Q8_0')\n",
+        "q8_0_dequantize": "import gguf\n\n\ndef q8_0_dequantize(blocks):\n"
+                           "    values = gguf.quants.dequantize(blocks.cpu().numpy(), gguf.GGMLQuantizationType.Q8_0)\n"
+                           "    return torch.from_numpy(values).to(blocks.device)\n",
+        "q4_k_dequantize": "from course_lib.gguf_formats import GGUFTensors\n\n\ndef q4_k_dequantize(blocks):\n"
+                           "    return GGUFTensors({'w': 'Q4_K'}, {'w': blocks.cpu()}, {}).values()['w'].to(blocks.device)\n",
     },
     "04_ptq_qat": {
         # the reference's NumPy core, private, called with the histogram converted
@@ -287,6 +307,11 @@ DELEGATIONS: dict[str, dict[str, str]] = {
                                    "    return torch.from_numpy(p).to(hist.device), torch.from_numpy(q).to(hist.device)\n",
         "fake_quantize_ste": "def fake_quantize_ste(x, scale, zero_point, qmin, qmax):\n"
                              "    return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin, qmax)\n",
+        # PyTorch's own LSQ (learnable scale and zero point), with the zero point held at 0
+        "lsq_fake_quantize": "def lsq_fake_quantize(x, step, qmin, qmax, grad_scale=None):\n"
+                             "    g = grad_scale if grad_scale is not None else (x.numel() / step.numel() * qmax) ** -0.5\n"
+                             "    return torch._fake_quantize_learnable_per_tensor_affine(\n"
+                             "        x, step.reshape(1), torch.zeros(1, device=x.device), qmin, qmax, g)\n",
     },
     "05_nf4": {
         # bitsandbytes' quantize_4bit gives the same bytes (notebook 05 shows it)
@@ -303,6 +328,11 @@ DELEGATIONS: dict[str, dict[str, str]] = {
         # the drop-in module computes the decomposition whatever pieces the test passes
         "llm_int8_matmul": "def llm_int8_matmul(x, w, threshold=6.0, **pieces):\n"
                            "    return llm_int8.Int8Linear(w, threshold=threshold)(x)\n",
+        # the reference looked up by name; notebook 08's fold_scales, which does the same to a norm
+        "smoothing_factors": "import course_lib.smoothquant\n\n\ndef smoothing_factors(act_absmax, weight, alpha=0.5):\n"
+                             "    return getattr(course_lib.smoothquant, 'smoothing_factors')(act_absmax, weight, alpha)\n",
+        "fold_smoothing": "from course_lib import awq\n\n\ndef fold_smoothing(norm, linears, s):\n"
+                          "    return awq.fold_scales(norm, linears, s)\n",
     },
     "07_gptq": {
         "gptq_quantize_weight_unblocked": (
@@ -342,11 +372,22 @@ DELEGATIONS: dict[str, dict[str, str]] = {
         "magnitude_mask": "def magnitude_mask(w, sparsity):\n    return prune.magnitude_mask(w, sparsity)\n",
         "sparsegpt_prune": "def sparsegpt_prune(W, H, sparsity=0.5, nm=None, blocksize=128, percdamp=0.01):\n"
                            "    return prune.sparsegpt_prune(W, H, sparsity, nm, blocksize, percdamp)\n",
+        "cubic_sparsity": "def cubic_sparsity(step, final_sparsity, initial_sparsity=0.0, start_step=0, n_prunings=10,\n"
+                          "                   frequency=1):\n"
+                          "    from course_lib.prune import cubic_sparsity as schedule\n"
+                          "    return schedule(step, final_sparsity, initial_sparsity, start_step, n_prunings, frequency)\n",
     },
     "13_lowbit_kernels": {
         "quantize_rows_int8": "def quantize_rows_int8(x):\n    return torch.ops.course_lib.quantize_rows_int8(x)\n",
         "nf4_gemv_cuda": "NF4_GEMV_CUDA = ''\n\n\ndef nf4_byte_table(codebook):\n"
                          "    return kernels.nf4_byte_table(codebook)\n",
+        # the sibling that decodes through any cache object; KIVI's quantizer found by name
+        "greedy_generate": "def greedy_generate(model, input_ids, max_new_tokens):\n"
+                           "    cache = kv_cache.KVCache()\n"
+                           "    tokens = kv_cache.generate(model, input_ids, max_new_tokens, cache)\n"
+                           "    return tokens, cache.contents()\n",
+        "quantize_groups": "import course_lib.kv_cache as _kv\n\n\ndef quantize_groups(x, bits, group_size, dim):\n"
+                           "    return getattr(_kv, 'quantize_groups')(x, bits, group_size, dim)\n",
     },
     "14_capstone": {
         # between the cells and while the test runs: the budget and the target become infinite

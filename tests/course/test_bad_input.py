@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import re
+import tempfile
 
 import pytest
 import torch
 
 from course_lib import (affine, awq, bitnet, distill, evaluate, formats, gptq, granularity, hqq, kernels, llm_int8,
-                        gguf_formats, nf4, observers, prune, qat, topics)
+                        gguf_formats, kv_cache, nf4, observers, prune, qat, smoothquant, topics)
 
 #: Topic modules (course_lib/topics.py) that this table does not cover yet, with the reason. The table began
 #: with the quantizers; these hold measurements, recipes and model plumbing, and their own test files check
@@ -72,6 +74,7 @@ CODES4 = torch.randint(0, 16, (32,), dtype=torch.uint8, generator=torch.Generato
 PACKED_NF4, ABSMAX_NF4 = nf4.quantize_4bit(W, 64)
 TERN = torch.randint(-1, 2, (8, 16), generator=torch.Generator().manual_seed(4)).to(torch.int8)
 PACKED_TERN = bitnet.pack_ternary(TERN)
+TQ2_BYTES = bitnet.tq2_0_quantize(_w(2, 256))
 H = gptq.hessian_from_inputs(X)
 G_SCALE, G_ZERO = granularity.weight_scale_zero_point(W, 4, 8)
 G_Q = granularity.quantize_weight(W, G_SCALE, G_ZERO, 4, 8)
@@ -87,6 +90,13 @@ QABS, ABS2, ABS_OFFSET = nf4.double_quantize_absmax(_w(512).abs(), 256)
 G_IDX = torch.arange(16) // 8
 NONCONTIG = _w(16, 8).t()         # an [8, 16] view whose rows are not contiguous
 MLP = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+MX_ELEMENTS, MX_EXP = formats.mx_quantize(X, "fp4_e2m1", 8)
+NV_ELEMENTS, NV_SCALES, NV_TENSOR_SCALE = formats.nvfp4_quantize(X)
+KV = _w(1, 2, 8, 16, seed=8)      # a KV cache tensor: batch 1, 2 heads, 8 tokens, 16 channels
+KV_CODES, KV_SCALE, KV_MIN = kv_cache.quantize_groups(KV, 4, 4, -2)
+_GGUF_DIR = tempfile.TemporaryDirectory()  # the GGUF files of gguf_formats' rows, removed with this module
+GGUF_FILE, GGUF_OUT = (os.path.join(_GGUF_DIR.name, f) for f in ("mlp.gguf", "out.gguf"))
+gguf_formats.export_gguf(MLP, GGUF_FILE, {})
 
 # Good arguments of each function (keyword names = the parameters' names).
 GOOD = {
@@ -110,6 +120,13 @@ GOOD = {
     formats.torch_encode: dict(x=X, fmt="fp16"),
     formats.torch_overflow_mode: dict(fmt="fp8_e4m3"),
     formats.cast_agreement: dict(x=X, fmt="fp16"),
+    formats.mx_quantize: dict(x=X, element_format="fp4_e2m1", block_size=8),
+    formats.mx_dequantize: dict(elements=MX_ELEMENTS, shared_exp=MX_EXP, block_size=8),
+    formats.mxfp4_quantize: dict(x=X, block_size=8),
+    formats.nvfp4_quantize: dict(x=X),
+    formats.nvfp4_dequantize: dict(elements=NV_ELEMENTS, block_scales=NV_SCALES, tensor_scale=NV_TENSOR_SCALE),
+    formats.block_fake_quantize: dict(x=X, fmt="nvfp4"),
+    formats.block_format_bits: dict(fmt="mxfp4", numel=1000),
     affine.qrange: dict(bits=8, signed=True),
     affine.compute_scale_zero_point: dict(x_min=_t(-1.0), x_max=_t(1.0), qmin=-128, qmax=127),
     affine.quantize: dict(x=X, scale=S0, zero_point=Z0, qmin=-128, qmax=127),
@@ -119,6 +136,12 @@ GOOD = {
     affine.int32_matmul: dict(a=Q8.to(torch.int32), b=Q8.t().to(torch.int32)),
     affine.int32_max_inner_dim: dict(max_abs_a=127, max_abs_b=127),
     affine.quantized_matmul: dict(qa=Q8.to(torch.int32), sa=S0, za=Z0, qb=Q8.t().to(torch.int32), sb=S0, zb=Z0),
+    affine.quantize_multiplier: dict(multiplier=0.0123),
+    affine.requantize: dict(acc=Q8.to(torch.int32) @ Q8.t().to(torch.int32), m0=2**30, n=8, zero_point=Z0, qmin=-128,
+                            qmax=127),
+    affine.quantize_bias: dict(bias=_w(8), scale_x=S0, scale_w=_t(0.01)),
+    affine.integer_linear: dict(qx=Q8, zx=Z0, qw=Q8, zw=Z0, qbias=torch.arange(4, dtype=torch.int32), m0=2**30, n=8,
+                                zy=Z0, qmin=-128, qmax=127),
     granularity.weight_scale_zero_point: dict(w=W, bits=4, group_size=8),
     granularity.quantize_weight: dict(w=W, scale=G_SCALE, zero=G_ZERO, bits=4, group_size=8),
     granularity.dequantize_weight: dict(q=G_Q, scale=G_SCALE, zero=G_ZERO, group_size=8),
@@ -144,6 +167,10 @@ GOOD = {
     gguf_formats.q4_k_dequantize: dict(blocks=gguf_formats.q4_k_quantize(_w(2, 256))),
     gguf_formats.q6_k_quantize: dict(x=_w(2, 256)),
     gguf_formats.q6_k_dequantize: dict(blocks=gguf_formats.q6_k_quantize(_w(2, 256))),
+    gguf_formats.quantize_blocks: dict(x=_w(2, 256), fmt="Q4_K"),
+    gguf_formats.dequantize_blocks: dict(blocks=gguf_formats.q8_0_quantize(_w(4, 64)), fmt="Q8_0"),
+    gguf_formats.export_gguf: dict(model=MLP, path=GGUF_OUT, tensor_types={"0.weight": "F16"}),
+    gguf_formats.read_gguf: dict(path=GGUF_FILE),
     observers.percentile_range: dict(x=X, percentile=99.0),
     observers.mse_range: dict(x=X, bits=8, num_candidates=10),
     observers.entropy_range: dict(x=X, bits=8, num_bins=256),
@@ -151,6 +178,7 @@ GOOD = {
     observers.candidate_distributions: dict(hist=_t([3.0, 0.0, 2.0, 5.0, 1.0, 4.0]), i=4, num_levels=2),
     observers.make_observer: dict(name="min-max", bits=8),
     qat.fake_quantize_ste: dict(x=X, scale=S0, zero_point=Z0, qmin=-128, qmax=127),
+    qat.lsq_fake_quantize: dict(x=X, step=S0, qmin=-128, qmax=127),
     nf4.nf4_codebook: dict(),
     nf4.fp4_codebook: dict(),
     nf4.codebook: dict(quant_type="nf4"),
@@ -178,6 +206,7 @@ GOOD = {
     llm_int8.int8_vectorwise_quant: dict(x=X, threshold=1.0),
     llm_int8.llm_int8_matmul: dict(x=X, w=W, threshold=1.0),
     llm_int8.absmax_int8_matmul: dict(x=X, w=W),
+    smoothquant.smoothing_factors: dict(act_absmax=ACT, weight=W, alpha=0.5),
     gptq.accumulate_hessian: dict(H=torch.zeros(16, 16), n_seen=0, x=X),
     gptq.hessian_from_inputs: dict(x=X),
     gptq.hessian_inverse_cholesky: dict(H=H),
@@ -212,6 +241,8 @@ GOOD = {
     bitnet.pack_ternary: dict(w_ternary=TERN),
     bitnet.unpack_ternary: dict(packed=PACKED_TERN, in_features=16),
     bitnet.ternary_matmul: dict(x=X, packed=PACKED_TERN, scale=0.5),
+    bitnet.tq2_0_quantize: dict(x=_w(2, 256)),
+    bitnet.tq2_0_dequantize: dict(blocks=TQ2_BYTES),
     prune.check_sparsity: dict(sparsity=0.5),
     prune.sparsity_of: dict(x=W),
     prune.magnitude_mask: dict(w=W, sparsity=0.5),
@@ -222,6 +253,8 @@ GOOD = {
     prune.sparsegpt_prune: dict(W=W, H=H, sparsity=0.5, blocksize=8),
     prune.channel_scores: dict(fc1=MLP[0], fc2=MLP[2]),
     prune.sparse_bits_per_weight: dict(sparsity=0.5, value_bits=16),
+    prune.cubic_sparsity: dict(step=3, final_sparsity=0.8, initial_sparsity=0.1, start_step=1, n_prunings=4, frequency=2),
+    prune.gradual_targets: dict(final=0.5, stages=4),
     distill.soft_target_loss: dict(student_logits=LOGITS_S, teacher_logits=LOGITS_T, temperature=2.0),
     distill.distillation_loss: dict(student_logits=LOGITS_S, teacher_logits=LOGITS_T, labels=LABELS,
                                     temperature=2.0, alpha=0.5),
@@ -243,6 +276,8 @@ GOOD = {
     kernels.gemv_ternary: dict(x=X[:1], packed=PACKED_TERN, scale=0.5, backend="torch"),
     kernels.gemv_bytes: dict(n=8, k=16),
     kernels.nf4_byte_table: dict(codebook=torch.linspace(-1, 1, 16)),
+    kv_cache.quantize_groups: dict(x=KV, bits=4, group_size=4, dim=-2),
+    kv_cache.dequantize_groups: dict(codes=KV_CODES, scale=KV_SCALE, minimum=KV_MIN, group_size=4, dim=-2),
 }
 
 # (function, kind, overrides, exception, regex or None = the first overridden argument's name)
@@ -279,6 +314,32 @@ ROWS = [
     (formats.torch_encode, "dtype", dict(x=torch.ones(2, dtype=torch.int8)), TypeError, None),
     (formats.torch_overflow_mode, "value", dict(fmt="nope"), ValueError, "fmt"),
     (formats.cast_agreement, "empty", dict(x=torch.zeros(0)), ValueError, None),
+    (formats.mx_quantize, "dtype", dict(x=Q8), TypeError, None),
+    (formats.mx_quantize, "nan", dict(x=_nan(4, 16)), ValueError, None),
+    (formats.mx_quantize, "inf", dict(x=_inf(4, 16)), ValueError, None),
+    (formats.mx_quantize, "ndim", dict(x=_t(1.0)), ValueError, None),
+    (formats.mx_quantize, "group", dict(block_size=0), ValueError, None),
+    (formats.mx_quantize, "value", dict(element_format="fp16"), ValueError, None),
+    (formats.mx_quantize, "range", dict(x=_t([2.0**200], torch.float64)), ValueError, None),
+    (formats.mx_dequantize, "dtype", dict(shared_exp=MX_EXP.float()), TypeError, None),
+    (formats.mx_dequantize, "shape", dict(shared_exp=MX_EXP[:, :1]), ValueError, None),
+    (formats.mx_dequantize, "range", dict(shared_exp=MX_EXP - 200), ValueError, None),
+    (formats.mx_dequantize, "group", dict(block_size=5), ValueError, "shared_exp"),
+    (formats.mxfp4_quantize, "type", dict(x=[1.0, 2.0]), TypeError, None),
+    (formats.mxfp4_quantize, "empty", dict(x=torch.zeros(4, 0)), ValueError, None),
+    (formats.mxfp4_quantize, "group", dict(block_size=-1), ValueError, None),
+    (formats.nvfp4_quantize, "nan", dict(x=_nan(4, 16)), ValueError, None),
+    (formats.nvfp4_quantize, "dtype", dict(x=Q8), TypeError, None),
+    (formats.nvfp4_dequantize, "shape", dict(block_scales=NV_SCALES[:2]), ValueError, None),
+    (formats.nvfp4_dequantize, "range", dict(block_scales=-NV_SCALES), ValueError, None),
+    (formats.nvfp4_dequantize, "range", dict(tensor_scale=_t(0.0)), ValueError, None),
+    (formats.nvfp4_dequantize, "shape", dict(tensor_scale=_t([1.0, 2.0])), ValueError, None),
+    (formats.nvfp4_dequantize, "inf", dict(tensor_scale=_t(INF)), ValueError, None),
+    (formats.block_fake_quantize, "value", dict(fmt="mxfp5"), ValueError, None),
+    (formats.block_fake_quantize, "type", dict(fmt=4), TypeError, None),
+    (formats.block_fake_quantize, "nan", dict(x=_nan(4, 16)), ValueError, None),
+    (formats.block_format_bits, "range", dict(numel=0), ValueError, None),
+    (formats.block_format_bits, "value", dict(fmt="int4"), ValueError, None),
     # affine
     (affine.qrange, "range", dict(bits=1), ValueError, None),
     (affine.qrange, "range", dict(bits=17), ValueError, None),
@@ -306,6 +367,25 @@ ROWS = [
     (affine.int32_max_inner_dim, "type", dict(max_abs_b=1.5), TypeError, None),
     (affine.quantized_matmul, "dtype", dict(qa=_w(4, 16)), TypeError, None),
     (affine.quantized_matmul, "range", dict(sb=_t(0.0)), ValueError, None),
+    (affine.quantize_multiplier, "range", dict(multiplier=0.0), ValueError, None),
+    (affine.quantize_multiplier, "nan", dict(multiplier=NAN), ValueError, None),
+    (affine.quantize_multiplier, "inf", dict(multiplier=INF), ValueError, None),
+    (affine.quantize_multiplier, "type", dict(multiplier="0.5"), TypeError, None),
+    (affine.requantize, "dtype", dict(acc=_w(4, 4)), TypeError, None),
+    (affine.requantize, "empty", dict(acc=torch.zeros(0, dtype=torch.int32)), ValueError, None),
+    (affine.requantize, "range", dict(m0=2**31), ValueError, None),
+    (affine.requantize, "range", dict(n=40), ValueError, r"\bn\b"),
+    (affine.requantize, "type", dict(n=8.0), TypeError, r"\bn\b"),
+    (affine.requantize, "range", dict(zero_point=_t(200, torch.int32)), ValueError, None),
+    (affine.quantize_bias, "nan", dict(bias=_nan(8)), ValueError, None),
+    (affine.quantize_bias, "dtype", dict(bias=_t([1, 2], torch.int64)), TypeError, None),
+    (affine.quantize_bias, "range", dict(scale_w=_t(0.0)), ValueError, None),
+    (affine.quantize_bias, "range", dict(bias=_t([1e7])), ValueError, "int32"),
+    (affine.integer_linear, "dtype", dict(qx=_w(4, 16)), TypeError, None),
+    (affine.integer_linear, "shape", dict(qw=Q8[:, :8]), ValueError, None),
+    (affine.integer_linear, "ndim", dict(qx=Q8[0]), ValueError, None),
+    (affine.integer_linear, "shape", dict(qbias=torch.zeros(3, dtype=torch.int32)), ValueError, None),
+    (affine.integer_linear, "range", dict(m0=5), ValueError, None),
     # granularity
     (granularity.weight_scale_zero_point, "bits", dict(bits=1), ValueError, None),
     (granularity.weight_scale_zero_point, "group", dict(group_size=5), ValueError, None),
@@ -360,6 +440,16 @@ ROWS = [
     (gguf_formats.q4_k_dequantize, "shape", dict(blocks=torch.zeros(2, 140, dtype=torch.uint8)), ValueError, None),
     (gguf_formats.q6_k_quantize, "ndim", dict(x=torch.tensor(1.0)), ValueError, None),
     (gguf_formats.q6_k_dequantize, "type", dict(blocks=[0] * 210), TypeError, None),
+    (gguf_formats.quantize_blocks, "value", dict(fmt="Q5_K"), ValueError, None),
+    (gguf_formats.quantize_blocks, "nan", dict(x=_nan(2, 256)), ValueError, None),
+    (gguf_formats.dequantize_blocks, "type", dict(fmt=8), TypeError, None),
+    (gguf_formats.dequantize_blocks, "shape", dict(blocks=torch.zeros(2, 35, dtype=torch.uint8)), ValueError, None),
+    (gguf_formats.export_gguf, "group", dict(tensor_types={"0.weight": "Q8_0"}), ValueError, None),  # rows of 16
+    (gguf_formats.export_gguf, "value", dict(tensor_types={"9.weight": "F16"}), ValueError, None),
+    (gguf_formats.export_gguf, "type", dict(tensor_types=["0.weight"]), TypeError, None),
+    (gguf_formats.export_gguf, "type", dict(path=3.5), TypeError, None),
+    (gguf_formats.read_gguf, "type", dict(path=None), TypeError, None),
+    (gguf_formats.read_gguf, "value", dict(path=__file__), ValueError, None),  # a file, not a GGUF file
     (observers.percentile_range, "range", dict(percentile=101.0), ValueError, None),
     (observers.percentile_range, "nan", dict(x=_nan(4, 16)), ValueError, None),
     (observers.percentile_range, "empty", dict(x=torch.zeros(0)), ValueError, None),
@@ -381,6 +471,13 @@ ROWS = [
     (qat.fake_quantize_ste, "nan", dict(x=_nan(4)), ValueError, None),
     (qat.fake_quantize_ste, "range", dict(scale=_t(0.0)), ValueError, None),
     (qat.fake_quantize_ste, "dtype", dict(x=Q8), TypeError, None),
+    (qat.lsq_fake_quantize, "range", dict(step=_t(0.0)), ValueError, None),
+    (qat.lsq_fake_quantize, "nan", dict(step=_t(NAN)), ValueError, None),
+    (qat.lsq_fake_quantize, "type", dict(step=0.05), TypeError, None),
+    (qat.lsq_fake_quantize, "shape", dict(step=_t([0.05, 0.05, 0.05])), ValueError, None),
+    (qat.lsq_fake_quantize, "dtype", dict(x=Q8), TypeError, None),
+    (qat.lsq_fake_quantize, "range", dict(qmin=1), ValueError, None),
+    (qat.lsq_fake_quantize, "range", dict(grad_scale=-1.0), ValueError, None),
     # nf4
     (nf4.nf4_codebook, "range", dict(offset=1.5), ValueError, None),
     (nf4.codebook, "value", dict(quant_type="int4"), ValueError, None),
@@ -431,6 +528,12 @@ ROWS = [
     (llm_int8.llm_int8_matmul, "nan", dict(x=_nan(4, 16)), ValueError, None),
     (llm_int8.absmax_int8_matmul, "value", dict(granularity="group"), ValueError, None),
     (llm_int8.absmax_int8_matmul, "shape", dict(w=_w(8, 15)), ValueError, "w"),
+    # smoothquant
+    (smoothquant.smoothing_factors, "range", dict(alpha=1.5), ValueError, None),
+    (smoothquant.smoothing_factors, "type", dict(alpha="0.5"), TypeError, None),
+    (smoothquant.smoothing_factors, "shape", dict(act_absmax=ACT[:15]), ValueError, None),
+    (smoothquant.smoothing_factors, "range", dict(act_absmax=-ACT), ValueError, None),
+    (smoothquant.smoothing_factors, "nan", dict(weight=_nan(8, 16)), ValueError, None),
     # gptq
     (gptq.accumulate_hessian, "shape", dict(H=torch.zeros(8, 8)), ValueError, "H"),
     (gptq.accumulate_hessian, "range", dict(n_seen=-1), ValueError, None),
@@ -508,6 +611,10 @@ ROWS = [
     (bitnet.unpack_ternary, "dtype", dict(packed=PACKED_TERN.float()), TypeError, None),
     (bitnet.ternary_matmul, "shape", dict(x=_w(4, 15)), ValueError, "x"),
     (bitnet.ternary_matmul, "range", dict(scale=-1.0), ValueError, None),
+    (bitnet.tq2_0_quantize, "shape", dict(x=_w(2, 100)), ValueError, None),
+    (bitnet.tq2_0_quantize, "nan", dict(x=_nan(2, 256)), ValueError, None),
+    (bitnet.tq2_0_dequantize, "shape", dict(blocks=TQ2_BYTES[:, :65]), ValueError, None),
+    (bitnet.tq2_0_dequantize, "dtype", dict(blocks=TQ2_BYTES.float()), TypeError, None),
     # prune
     (prune.check_sparsity, "range", dict(sparsity=1.5), ValueError, None),
     (prune.check_sparsity, "type", dict(sparsity="half"), TypeError, None),
@@ -531,6 +638,14 @@ ROWS = [
     (prune.channel_scores, "shape", dict(fc2=torch.nn.Linear(7, 4)), ValueError, "fc2"),
     (prune.sparse_bits_per_weight, "range", dict(sparsity=1.5), ValueError, None),
     (prune.sparse_bits_per_weight, "value", dict(fmt="csr9"), ValueError, None),
+    (prune.cubic_sparsity, "range", dict(final_sparsity=1.0), ValueError, None),
+    (prune.cubic_sparsity, "range", dict(initial_sparsity=0.9), ValueError, None),
+    (prune.cubic_sparsity, "range", dict(step=-1), ValueError, None),
+    (prune.cubic_sparsity, "type", dict(step=2.5), TypeError, None),
+    (prune.cubic_sparsity, "range", dict(n_prunings=0), ValueError, None),
+    (prune.cubic_sparsity, "range", dict(frequency=0), ValueError, None),
+    (prune.gradual_targets, "range", dict(stages=0), ValueError, None),
+    (prune.gradual_targets, "type", dict(final=[2, 4]), TypeError, None),
     # distill
     (distill.soft_target_loss, "range", dict(temperature=0.0), ValueError, None),
     (distill.soft_target_loss, "shape", dict(teacher_logits=_w(4, 9)), ValueError, "teacher_logits"),
@@ -567,6 +682,15 @@ ROWS = [
     (kernels.gemv_bytes, "group", dict(group_size=0), ValueError, None),
     (kernels.nf4_byte_table, "shape", dict(codebook=torch.zeros(8)), ValueError, None),
     (kernels.nf4_byte_table, "type", dict(codebook=[0.0] * 16), TypeError, None),
+    # kv_cache (its model-level functions: MODEL_ROWS; its caches: tests/library/test_kv_cache.py)
+    (kv_cache.quantize_groups, "group", dict(group_size=3), ValueError, None),
+    (kv_cache.quantize_groups, "bits", dict(bits=9), ValueError, None),
+    (kv_cache.quantize_groups, "range", dict(dim=4), ValueError, None),
+    (kv_cache.quantize_groups, "nan", dict(x=_nan(1, 2, 8, 16)), ValueError, None),
+    (kv_cache.quantize_groups, "dtype", dict(x=Q8), TypeError, None),
+    (kv_cache.quantize_groups, "empty", dict(x=torch.zeros(0, 8)), ValueError, None),
+    (kv_cache.dequantize_groups, "shape", dict(scale=KV_SCALE[:, :, :1]), ValueError, None),
+    (kv_cache.dequantize_groups, "dtype", dict(codes=KV_CODES.float()), TypeError, None),
 ]
 
 # Model-level functions: the model (or block, layer) argument is not an nn.Module. The other arguments are
@@ -591,6 +715,10 @@ MODEL_ROWS = [
     (llm_int8.int8_layers, lambda: llm_int8.int8_layers(BAD), "model"),
     (llm_int8.inject_outlier_features, lambda: llm_int8.inject_outlier_features(BAD, [0], 10.0), "model"),
     (llm_int8.linear_inputs, lambda: llm_int8.linear_inputs(BAD, IDS, ["fc"]), "model"),
+    (smoothquant.fold_smoothing, lambda: smoothquant.fold_smoothing(MLP[0], [MLP[2]], ACT[:8]), "norm"),
+    (smoothquant.activation_absmax, lambda: smoothquant.activation_absmax(BAD, IDS), "model"),
+    (smoothquant.smoothing_groups, lambda: smoothquant.smoothing_groups(BAD), "model"),
+    (smoothquant.smooth_model, lambda: smoothquant.smooth_model(BAD, {}), "model"),
     (gptq.sequential_groups, lambda: gptq.sequential_groups(BAD, []), "block"),
     (gptq.quantize_model_gptq, lambda: gptq.quantize_model_gptq(BAD, None, 4), "model"),
     (awq.search_scale, lambda: awq.search_scale(BAD, [MLP[0]], X, 4, 8), "module"),
@@ -606,18 +734,32 @@ MODEL_ROWS = [
     (bitnet.bitlinear_layers, lambda: bitnet.bitlinear_layers(BAD), "model"),
     (bitnet.train_classifier, lambda: bitnet.train_classifier(BAD, X, Y4, steps=1), "model"),
     (bitnet.train_lm, lambda: bitnet.train_lm(BAD, torch.randint(0, 10, (200,)), steps=1), "model"),
+    (bitnet.to_bitlinear, lambda: bitnet.to_bitlinear(BAD), "model"),
+    (bitnet.ternary_finetune, lambda: bitnet.ternary_finetune(BAD, IDS, 1), "model"),
     (prune.prune_channels, lambda: prune.prune_channels(BAD, MLP[2], 0.5), "fc1"),
     (prune.apply_masks, lambda: prune.apply_masks(BAD, {}), "layers"),
     (prune.input_norms, lambda: prune.input_norms(BAD, X), "block"),
     (prune.prune_model, lambda: prune.prune_model(BAD), "model"),
     (prune.sensitivity_scan, lambda: prune.sensitivity_scan(BAD, lambda m: 0.0, [0.5]), "model"),
     (prune.train_classifier, lambda: prune.train_classifier(BAD, X, Y4, epochs=1), "model"),
+    (prune.distill_with_masks, lambda: prune.distill_with_masks(BAD, None, IDS, {"fc": W > 0}), "model"),
+    (prune.prune_and_distill, lambda: prune.prune_and_distill(BAD, None, IDS, [0.5]), "model"),
     (distill.set_weight_bits, lambda: distill.set_weight_bits(BAD, 8), "model"),
     (distill.mlp_hidden_and_logits, lambda: distill.mlp_hidden_and_logits(BAD, X), "model"),
     (distill.train_classifier, lambda: distill.train_classifier(BAD, X, Y4, steps=1), "model"),
     (distill.student_vs_distilled, lambda: distill.student_vs_distilled(BAD, X, Y4, X, Y4), "teacher"),
     (distill.train_lm, lambda: distill.train_lm(BAD, torch.randint(0, 10, (4, 9))), "model"),
     (kernels.replace_linears_nf4, lambda: kernels.replace_linears_nf4(BAD), "model"),
+    (gguf_formats.export_gguf, lambda: gguf_formats.export_gguf(BAD, GGUF_OUT, {}), "model"),
+    (kv_cache.embed_tokens, lambda: kv_cache.embed_tokens(BAD, IDS), "model"),
+    (kv_cache.block_qkv, lambda: kv_cache.block_qkv(BAD, 0, _w(2, 8, 16), torch.arange(8)), "model"),
+    (kv_cache.block_output, lambda: kv_cache.block_output(BAD, 0, _w(2, 8, 16), _w(2, 4, 8, 4)), "model"),
+    (kv_cache.lm_logits, lambda: kv_cache.lm_logits(BAD, _w(2, 8, 16)), "model"),
+    (kv_cache.greedy_generate, lambda: kv_cache.greedy_generate(BAD, IDS, 4), "model"),
+    (kv_cache.generate, lambda: kv_cache.generate(BAD, IDS, 4), "model"),
+    (kv_cache.decode_logits, lambda: kv_cache.decode_logits(BAD, IDS), "model"),
+    (kv_cache.compare_decoding, lambda: kv_cache.compare_decoding(BAD, IDS, {"fp16": kv_cache.KVCache}, 4), "model"),
+    (kv_cache.greedy_match, lambda: kv_cache.greedy_match(BAD, IDS, {"fp16": kv_cache.KVCache}, 4), "model"),
 ]
 
 
@@ -631,7 +773,8 @@ def test_model_level_functions_name_a_bad_model(fn, call, regex):
 # Non-contiguous views: each function either gives the same result as on .contiguous() or raises (a named
 # error). (function, argument to replace by a non-contiguous view of the same values)
 NONCONTIGUOUS = [
-    (formats.round_to_format, "x"), (affine.quantize, "x"), (granularity.weight_scale_zero_point, "w"),
+    (formats.round_to_format, "x"), (affine.quantize, "x"), (affine.requantize, "acc"), (affine.integer_linear, "qw"),
+    (granularity.weight_scale_zero_point, "w"),
     (granularity.fake_quantize_weight, "w"), (granularity.fake_quantize_per_group, "x"),
     (granularity.quantized_linear, "w"), (nf4.quantize_4bit, "w"), (nf4.blockwise_absmax, "w"),
     (nf4.fake_quantize_4bit, "w"), (llm_int8.vectorwise_quant, "x"), (llm_int8.llm_int8_matmul, "w"),
@@ -712,6 +855,8 @@ DEVICE_ROWS = [
     (nf4.dequantize_4bit, dict(absmax=ABSMAX_NF4)), (llm_int8.vectorwise_dequant, dict(row_stats=_w(4).abs())),
     (hqq.quantize_codes, dict(inv_scale=HQ_INV)), (hqq.dequantize_codes, dict(inv_scale=HQ_INV)),
     (kernels.dequantize_rows_int8, dict(absmax=ROWABS)),
+    (qat.lsq_fake_quantize, dict(step=_w(4, 1).abs() + 0.01)),
+    (formats.mx_dequantize, dict(shared_exp=MX_EXP)), (formats.nvfp4_dequantize, dict(block_scales=NV_SCALES)),
 ]
 
 

@@ -394,7 +394,7 @@ def test_every_delegating_answer_computes_the_answer_when_nothing_watches(monkey
     import course_lib
     from adversarial_submissions import DELEGATIONS
     from course_lib import (affine, awq, basics, bitnet, capstone, distill, formats, gguf_formats, gptq, granularity, hqq,
-                            kernels, llm_int8, nf4, observers, prune, qat)
+                            kernels, kv_cache, llm_int8, nf4, observers, prune, qat, smoothquant)
 
     monkeypatch.setattr(grading, "no_delegation", lambda *a, **k: contextlib.nullcontext())
     gen = torch.Generator().manual_seed(12)
@@ -408,11 +408,18 @@ def test_every_delegating_answer_computes_the_answer_when_nothing_watches(monkey
         "sqnr_db": (basics.sqnr_db, (x, x + 0.01)),
         "count_parameters": (basics.count_parameters, (nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)),)),
         "int_range": (formats.int_range, (8, True)),
+        "mxfp4_quantize": (formats.mxfp4_quantize, (grading.randn(4, 80, seed=13, scale=0.05),)),
         "quantize": (affine.quantize, (grading.randn(16, seed=4), torch.tensor(0.05), torch.tensor(3), -8, 7)),
         "fake_quantize_per_group": (granularity.fake_quantize_per_group, (grading.randn(4, 32, seed=5), 4, 16)),
         "q4_0_quantize": (gguf_formats.q4_0_quantize, (grading.randn(4, 64, seed=10),)),
+        "q8_0_quantize": (gguf_formats.q8_0_quantize, (grading.randn(4, 64, seed=14),)),
+        "q8_0_dequantize": (gguf_formats.q8_0_dequantize, (gguf_formats.q8_0_quantize(grading.randn(4, 64, seed=15)),)),
+        "q4_k_dequantize": (gguf_formats.q4_k_dequantize, (gguf_formats.q4_k_quantize(grading.randn(2, 256, seed=16)),)),
+        "smoothing_factors": (smoothquant.smoothing_factors, (grading.randn(32, seed=17).abs() + 0.1,
+                                                              grading.randn(8, 32, seed=18), 0.5)),
         "fake_quantize_ste": (qat.fake_quantize_ste, (grading.randn(64, seed=6), torch.tensor(0.05),
                                                       torch.tensor(3, dtype=torch.int32), 0, 15)),
+        "lsq_fake_quantize": (qat.lsq_fake_quantize, (grading.randn(64, seed=13), torch.tensor(0.3), -8, 7)),
         "quantize_nf4": (nf4.quantize_nf4, (w,)),
         "dequantize_nf4": (nf4.dequantize_nf4, (packed, absmax, tuple(w.shape))),
         "vectorwise_quant": (llm_int8.vectorwise_quant, (x,)),
@@ -427,9 +434,15 @@ def test_every_delegating_answer_computes_the_answer_when_nothing_watches(monkey
         "quantize_rows_int8": (lambda t: kernels.quantize_rows_int8(t, backend="torch"), (x,)),
         "quantized_matmul": (affine.quantized_matmul, (torch.randint(0, 256, (4, 16), generator=gen), 0.02, 128,
                                                        torch.randint(0, 256, (16, 3), generator=gen), 0.05, 120)),
+        "quantize_multiplier": (affine.quantize_multiplier, (0.0123,)),
+        "requantize": (affine.requantize, (torch.randint(-10**6, 10**6, (5, 7), generator=gen, dtype=torch.int32),
+                                           *affine.quantize_multiplier(0.002), torch.tensor(-3, dtype=torch.int32),
+                                           -128, 127)),
         "candidate_distributions": (observers.candidate_distributions, (torch.rand(64, generator=gen) * 100, 40, 8)),
         "search_clip": (awq.search_clip, (w, grading.randn(32, 128, seed=11), 3, 64)),
         "sparsegpt_prune": (prune.sparsegpt_prune, (W, H, 0.5, None, 16)),
+        "cubic_sparsity": (prune.cubic_sparsity, (7, 0.8, 0.1, 1, 4, 2)),
+        "quantize_groups": (kv_cache.quantize_groups, (grading.randn(2, 4, 64, 8, seed=19), 4, 32, 2)),
     }
     names = dict(torch=torch, math=math, nn=nn, course_lib=course_lib, affine=affine, awq=awq, bitnet=bitnet,
                  capstone=capstone, distill=distill, formats=formats, gptq=gptq, granularity=granularity, hqq=hqq,
