@@ -15,6 +15,7 @@ Text form: each cell starts with a header line
     # %% locked id=NAME                 read-only code cell
     # %% solution id=NAME               answer cell (### BEGIN SOLUTION / ### END SOLUTION inside)
     # %% tests id=NAME points=N         autograded test cell (### BEGIN HIDDEN TESTS ... inside)
+    # %% [markdown] manual id=NAME points=N   manually graded answer (a written answer the instructor grades)
 
 and markdown lines carry a "# " prefix. Converting ipynb -> py -> ipynb is the identity
 (tests/course/test_notebook_lint.py checks it on every solution notebook); outputs are not kept.
@@ -42,10 +43,12 @@ def _nbgrader_meta(kind: str, grade_id: str | None, points: int | None) -> dict 
     meta = {"grade": False, "grade_id": grade_id, "locked": True, "schema_version": 3, "solution": False}
     if kind == "solution":
         meta.update(locked=False, solution=True)
-    elif kind == "tests":
+    elif kind in ("tests", "manual"):
         if points is None:
-            raise ValueError(f"tests cell {grade_id} needs points=N")
+            raise ValueError(f"{kind} cell {grade_id} needs points=N")
         meta.update(grade=True, points=points)
+        if kind == "manual":
+            meta.update(locked=False, solution=True)
     return meta
 
 
@@ -58,7 +61,7 @@ def parse_header(rest: str) -> tuple[str, str, str | None, int | None]:
         tokens = tokens[1:]
     kind, grade_id, points = "free", None, None
     for tok in tokens:
-        if tok in ("locked", "solution", "tests"):
+        if tok in ("locked", "solution", "tests", "manual"):
             kind = tok
         elif tok.startswith("id="):
             grade_id = tok[3:]
@@ -125,7 +128,9 @@ def notebook_to_py(nb: nbformat.NotebookNode) -> str:
         if cell.cell_type == "markdown":
             head += " [markdown]"
         if meta:
-            if meta.get("solution") and not meta.get("grade"):
+            if meta.get("solution") and meta.get("grade"):
+                head += " manual"
+            elif meta.get("solution") and not meta.get("grade"):
                 head += " solution"
             elif meta.get("grade"):
                 head += " tests"

@@ -21,11 +21,13 @@ def _label(row: Mapping) -> str:
 
 
 def draw_pareto(ax, rows: Sequence[Mapping], quality: str = "perplexity", budget_mb: float | None = None,
-                target: float | None = None, highlight: Sequence[Mapping] = (), lower_is_better: bool = True) -> list[int]:
+                target: float | None = None, highlight: Sequence[Mapping] = (), lower_is_better: bool = True,
+                target_label: str = "target") -> list[int]:
     """Scatter ``rows`` (dicts with ``method``, ``size_mb`` and ``quality``), draw their Pareto front.
 
     ``highlight`` rows (e.g. your recipes, with a ``label`` key) are drawn as stars and take part in
-    the front. Returns the indices (into ``rows + highlight``) of the front.
+    the front; ``target`` (a horizontal line) is labelled ``target_label``. Returns the indices (into
+    ``rows + highlight``) of the front.
     """
     allrows = list(rows) + list(highlight)
     loss = [r[quality] if lower_is_better else -r[quality] for r in allrows]
@@ -46,7 +48,7 @@ def draw_pareto(ax, rows: Sequence[Mapping], quality: str = "perplexity", budget
     if budget_mb is not None:
         ax.axvline(budget_mb, color="C3", lw=1, label=f"budget {budget_mb} MB")
     if target is not None:
-        ax.axhline(target, color="C2", lw=1, label=f"target {target}")
+        ax.axhline(target, color="C2", lw=1, label=f"{target_label} {target:.4g}")
     ax.set_xlabel("size (MB, exact packed bytes / 1e6)")
     ax.set_ylabel(quality)
     ax.legend(fontsize=7, loc="upper right")
@@ -55,16 +57,16 @@ def draw_pareto(ax, rows: Sequence[Mapping], quality: str = "perplexity", budget
 
 def plot_pareto(rows: Sequence[Mapping], quality: str = "perplexity", budget_mb: float | None = None,
                 target: float | None = None, highlight: Sequence[Mapping] = (), lower_is_better: bool = True,
-                zoom: tuple[float, float] | None = None, title: str = ""):
+                zoom: tuple[float, float] | None = None, title: str = "", target_label: str = "target"):
     """The size-quality plane: every row, the front, the budget; a second panel zoomed on ``zoom`` (MB range)."""
     n = 2 if zoom else 1
     fig, axes = plt.subplots(1, n, figsize=(6.2 * n, 4.4), squeeze=False)
-    draw_pareto(axes[0, 0], rows, quality, budget_mb, target, highlight, lower_is_better)
+    draw_pareto(axes[0, 0], rows, quality, budget_mb, target, highlight, lower_is_better, target_label)
     axes[0, 0].set_title(title or f"size vs {quality}")
     if zoom:
         ax = axes[0, 1]
         inside = [r for r in rows if zoom[0] <= r["size_mb"] <= zoom[1]]
-        draw_pareto(ax, inside, quality, budget_mb, target, highlight, lower_is_better)
+        draw_pareto(ax, inside, quality, budget_mb, target, highlight, lower_is_better, target_label)
         ax.set_xlim(*zoom)
         ax.set_title(f"zoom: {zoom[0]}-{zoom[1]} MB")
     fig.tight_layout()

@@ -4,7 +4,8 @@ Two submissions per notebook, autograded in one scratch course:
 
 - ``typed``: the student notebook with the solutions typed into its answer cells must score full
   marks on every autograded cell, hidden tests included (nbgrader restores them from the
-  gradebook), which also proves that the solution notebook itself passes;
+  gradebook), which also proves that the solution notebook itself passes; a written answer
+  (nbgrader's manually graded cell, the capstone's write-up) is left to the instructor, ungraded;
 - ``delegating_tampered``: the student notebook as released, with every locked test cell
   replaced by ``pass`` and the answers of ``adversarial_submissions.DELEGATIONS`` typed in (each hands
   the work to code that computes it: a sibling course_lib function, the reference under another name,
@@ -63,9 +64,12 @@ def _check_scores(course: Course, kind: str, expect_full: bool) -> None:
     autograded = nbformat.read(course.root / "autograded" / kind / assignment / f"{course.notebook}.ipynb",
                                as_version=4)
     assert len(scores) >= 3, f"{assignment} has {len(scores)} autograded cells; every notebook needs at least 3"
+    written = {c.metadata["nbgrader"]["grade_id"] for c in autograded.cells if _is_written_answer(c)}
     for grade_id, (score, max_score) in scores.items():
         assert max_score > 0, f"{assignment}/{grade_id} is worth no points"
-        if expect_full:
+        if expect_full and grade_id in written:  # a written answer: autograde leaves it to the instructor
+            assert score is None, f"{kind} submission of {assignment}: written answer {grade_id} was autograded"
+        elif expect_full:
             assert score == max_score, f"{kind} submission of {assignment}: {grade_id} scored {score}/{max_score}"
         else:
             assert score == 0, f"{kind} submission of {assignment}: {grade_id} scored {score}/{max_score}, expected 0"
@@ -115,6 +119,12 @@ class _RoundTrip:
         assert not problems, (f"{self.assignment}: the two runs of the solution printed different numbers (seed "
                               f"every generator; print timings with a unit, see tests/notebook_outputs.py):\n"
                               + "\n".join(problems[:5]))
+
+
+def _is_written_answer(cell) -> bool:
+    """A manually graded answer (nbgrader: grade and solution): autograde scores it only when left as released (0)."""
+    meta = cell.metadata.get("nbgrader", {})
+    return bool(meta.get("grade")) and bool(meta.get("solution"))
 
 
 def _is_test_cell(cell) -> bool:

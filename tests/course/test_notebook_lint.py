@@ -87,8 +87,12 @@ def test_grading_rules(path, reference_names):
     nb = nbformat.read(path, as_version=4)
     ids = [_meta(c)["grade_id"] for c in nb.cells if _meta(c)]
     assert len(ids) == len(set(ids)), f"{path.name}: duplicate grade_id in {ids}"
-    tests = [c for c in nb.cells if _meta(c).get("grade")]
-    answers = [c for c in nb.cells if _meta(c).get("solution")]
+    tests = [c for c in nb.cells if _meta(c).get("grade") and not _meta(c).get("solution")]
+    answers = [c for c in nb.cells if _meta(c).get("solution") and not _meta(c).get("grade")]
+    for cell in nb.cells:  # a manually graded answer (grade and solution): a written answer the instructor grades
+        if _meta(cell).get("grade") and _meta(cell).get("solution"):
+            assert cell.cell_type == "markdown" and _meta(cell).get("points", 0) > 0, \
+                f"{path.name}: manually graded cell {_meta(cell)['grade_id']} must be a markdown cell with points"
     assert len(tests) >= 3, f"{path.name} has {len(tests)} graded test cells; at least 3 are required"
     assert nb.cells[0].cell_type == "markdown" and _meta(nb.cells[0]).get("locked"), "the title cell must be locked"
     assert any(_meta(c).get("grade_id") == "setup" for c in nb.cells), "the Colab set-up cell (id=setup) is missing"

@@ -1,9 +1,12 @@
-"""course_lib.capstone: exact sizes (closed forms, evaluate.model_size_bytes, bitsandbytes' packed NF4),
-recipes applied layer by layer, the Pareto front (hypothesis, brute force), the greedy allocator, the grader."""
+"""course_lib.capstone: exact sizes (closed forms, evaluate.model_size_bytes, bitsandbytes' packed NF4, prune's
+sparse formats), recipes applied layer by layer (GPTQ, AWQ and SparseGPT layers against the course's functions run
+on the inputs each layer really sees), the held-out text, the Pareto front (hypothesis, brute force), the greedy
+allocator, the grader: the greedy RTN/HQQ recipe fails, the two documented strategies pass."""
 
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
 
@@ -17,7 +20,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from torch import nn  # noqa: E402
 
-from course_lib import capstone  # noqa: E402
+from course_lib import capstone, prune  # noqa: E402
 from course_lib.evaluate import model_size_bytes, perplexity  # noqa: E402
 from course_lib.granularity import fake_quantize_weight  # noqa: E402
 from course_lib.hqq import hqq_quantize_weight  # noqa: E402
@@ -33,11 +36,16 @@ def tiny(device="cpu", seed=0) -> nn.Module:
     return nn.Sequential(nn.Linear(96, 40), nn.ReLU(), nn.Linear(40, 7, bias=False)).to(device)
 
 
-@pytest.fixture(scope="module")
-def lm():
+@functools.lru_cache(maxsize=1)
+def _course_lm():
     from course_lib.models import load_causal_lm
 
     return load_causal_lm()
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return _course_lm()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -46,6 +54,13 @@ def lm():
 
 def test_layer_size_bytes_closed_forms():
     assert capstone.layer_size_bytes((256, 256), ("rtn", 4, 128)) == (65536 * 4 + 512 * 32) // 8 == 34816
+    assert capstone.layer_size_bytes((256, 256), ("gptq", 4, 128)) == 34816                # GPTQ stores RTN's format
+    assert capstone.layer_size_bytes((256, 384), ("awq", 3, None)) == (98304 * 3 + 256 * 32 + 384 * 16) // 8
+    # 2:4: the kept half, each with its 2-bit position (prune.sparse_bits_per_weight), + the dense shape's groups
+    assert capstone.layer_size_bytes((256, 256), ("hqq", 4, 128, "2:4")) == (32768 * 6 + 512 * 32) // 8
+    assert capstone.layer_size_bytes((8, 16), ("gptq", 6, None, "2:4")) == \
+        (128 * prune.sparse_bits_per_weight(0.5, 6, "nm", 4) + 8 * 32) / 8
+    assert capstone.layer_size_bytes((4096, 256), ("rtn", 8, None)) == 4096 * 256 + 4096 * 4  # an int8-per-row embedding
     assert capstone.layer_size_bytes((256, 256), ("hqq", 3, None)) == (65536 * 3 + 256 * 32) // 8
     assert capstone.layer_size_bytes((7, 40), ("nf4", 4, 64)) == math.ceil((280 * 4 + 5 * 32) / 8) == 160  # ragged
     assert capstone.layer_size_bytes((7, 40), ("nf4", 4)) == 160                       # None -> block 64
@@ -68,6 +83,21 @@ def test_empty_and_fp32_recipes_are_the_stored_size(lm):
     assert capstone.recipe_size_bytes(model, {}) == capstone.recipe_size_bytes(model, {"*": ("fp", 32)}) == model_size_bytes(model)
     assert capstone.recipe_size_bytes(model, {"*": ("fp", 16)}) == model_size_bytes(model) - 2 * sum(
         lin.weight.numel() for lin in capstone._linear_layers(model).values())
+
+
+def test_the_tied_embedding_is_a_target_counted_once(lm):
+    """The course LM ties lm_head to the embedding: one tensor, one recipe target, its bytes counted once."""
+    model, _ = lm
+    targets = capstone.recipe_targets(model)
+    assert list(targets)[0] == "model.embed_tokens" and len(targets) == 29 and "lm_head" not in targets
+    assert model.lm_head.weight is targets["model.embed_tokens"].weight
+    emb = targets["model.embed_tokens"].weight
+    assert capstone.unquantized_bytes(model) == model_size_bytes(model) - 4 * (
+        emb.numel() + sum(lin.weight.numel() for lin in capstone._linear_layers(model).values()))
+    int4 = capstone.recipe_size_bytes(model, {"model.embed_tokens": ("rtn", 4, None)})
+    assert model_size_bytes(model) - int4 == 4 * emb.numel() - (emb.numel() // 2 + emb.shape[0] * 4)
+    # "*" means every Linear: the embedding is named exactly, never matched by a wildcard
+    assert capstone.resolve_recipe(model, {"*": ("rtn", 3, 128)})["model.embed_tokens"] == ("fp", 32, None, None)
 
 
 def test_mixed_recipe_size_is_the_sum_of_its_layers():
@@ -98,12 +128,14 @@ def test_nf4_size_matches_bitsandbytes_packed_state_dict(lm):
 
 def test_later_entries_win_and_unmatched_layers_stay_float(lm):
     model, _ = lm
-    specs = capstone.resolve_recipe(model, {"*.mlp.*": ("rtn", 3, 128), "model.layers.1.*": ("hqq", 4, 64)})
-    assert len(specs) == 28
-    assert specs["model.layers.0.mlp.up_proj"] == ("rtn", 3, 128)
-    assert specs["model.layers.1.mlp.up_proj"] == ("hqq", 4, 64)
-    assert specs["model.layers.0.self_attn.q_proj"] == ("fp", 32, None)
-    assert capstone.resolve_recipe(model, {"*": ("nf4", 4)})["model.layers.3.mlp.down_proj"] == ("nf4", 4, 64)
+    specs = capstone.resolve_recipe(model, {"*.mlp.*": ("rtn", 3, 128), "model.layers.1.*": ("hqq", 4, 64),
+                                            "*.up_proj": ("gptq", 4, None, "2:4")})
+    assert len(specs) == 29
+    assert specs["model.layers.0.mlp.gate_proj"] == ("rtn", 3, 128, None)
+    assert specs["model.layers.1.mlp.gate_proj"] == ("hqq", 4, 64, None)
+    assert specs["model.layers.1.mlp.up_proj"] == ("gptq", 4, None, "2:4")
+    assert specs["model.layers.0.self_attn.q_proj"] == ("fp", 32, None, None)
+    assert capstone.resolve_recipe(model, {"*": ("nf4", 4)})["model.layers.3.mlp.down_proj"] == ("nf4", 4, 64, None)
 
 
 BAD_RECIPES = [
@@ -111,7 +143,16 @@ BAD_RECIPES = [
     ({3: ("rtn", 4)}, TypeError, "recipe keys"),
     ({"": ("rtn", 4)}, TypeError, "recipe keys"),
     ({"*.q_pro": ("rtn", 4)}, ValueError, "matches no"),
-    ({"*": ("gptq", 4)}, ValueError, "method"),
+    ({"*": ("spqr", 4)}, ValueError, "method"),
+    ({"*": ("gptq", 9)}, ValueError, "bits"),
+    ({"*": ("awq", 4, 96)}, ValueError, "must divide"),
+    ({"*": ("rtn", 4, 128, "1:4")}, ValueError, "sparsity"),
+    ({"*": ("nf4", 4, 64, "2:4")}, ValueError, "combines only"),
+    ({"*": ("int8", 8, None, "2:4")}, ValueError, "combines only"),
+    ({"model.embed_tokens": ("gptq", 4, 128)}, ValueError, "embedding"),
+    ({"model.embed_tokens": ("int8", 8)}, ValueError, "embedding"),
+    ({"model.embed_tokens": ("rtn", 4, 128, "2:4")}, ValueError, "embedding"),
+    ({"model.embed_*": ("rtn", 4)}, ValueError, "named exactly"),
     ({"*": ("rtn", 1)}, ValueError, "bits"),
     ({"*": ("rtn", 9, 128)}, ValueError, "bits"),
     ({"*": ("hqq", 4.0)}, TypeError, "bits"),
@@ -125,7 +166,7 @@ BAD_RECIPES = [
     ({"*": ("rtn", 4, 0)}, ValueError, "group_size"),
     ({"*": ("rtn", 4, True)}, TypeError, "group_size"),
     ({"*": "rtn"}, TypeError, "spec"),
-    ({"*": ("rtn", 4, 128, 1)}, TypeError, "spec"),
+    ({"*": ("rtn", 4, 128, "2:4", 1)}, TypeError, "spec"),
 ]
 
 
@@ -147,6 +188,14 @@ def test_bad_recipes_raise_clear_errors(lm, recipe, exc, mention):
     lambda: capstone.extrapolate_sensitivity({"a": 1.0}, 2, options=(1,)),
     lambda: capstone.bits_recipe({}),
     lambda: capstone.eval_text(1),
+    lambda: capstone.heldout_text(0),
+    lambda: capstone.recipe_targets("model"),
+    lambda: capstone.calibration_windows(None, 0),
+    lambda: capstone.recipe_latency(tiny(), {}, device="cpu"),
+    lambda: capstone.recipe_latency(tiny(), {}, batch=0),
+    lambda: capstone.apply_recipe(tiny(), {"0": ("gptq", 4, 32)}, calib_ids=torch.zeros(2, 8, dtype=torch.long)),
+    lambda: capstone.apply_recipe(copy.deepcopy(_course_lm()[0]), {"*": ("gptq", 4, 128)}),       # no tokenizer, no windows
+    lambda: capstone.apply_recipe(copy.deepcopy(_course_lm()[0]), {"*": ("awq", 4, 128)}, calib_ids=torch.zeros(2, 8)),
 ])
 def test_bad_arguments_raise(call):
     with pytest.raises((TypeError, ValueError)):
@@ -315,8 +364,9 @@ def probe(lm):
 
 def test_layer_sensitivity_matches_quantizing_one_layer(lm, probe):
     model, tokenizer = lm
-    assert len(probe) == 28 and max(probe.values()) > 1.0
-    name = max(probe, key=probe.get)
+    assert len(probe) == 29 and max(probe.values()) > 1.0
+    assert list(probe)[0] == "model.embed_tokens" and probe["model.embed_tokens"] == max(probe.values())
+    name = max((n for n in probe if n != "model.embed_tokens"), key=probe.get)
     q = copy.deepcopy(model)
     lin = capstone._linear_layers(q)[name]
     with torch.no_grad():
@@ -330,54 +380,190 @@ def test_layer_sensitivity_matches_quantizing_one_layer(lm, probe):
     assert some["model.layers.0.self_attn.v_proj"] == pytest.approx(probe["model.layers.0.self_attn.v_proj"], rel=1e-9)
 
 
-def _reference_recipe(model, tokenizer, budget_mb=capstone.BUDGET_MB, *, probe=("rtn", 2, 128), options=(3, 4, 8),
-                      method="hqq", group_size=128, sensitivity=None):
-    """The reference mixed-precision recipe (notebook 14's answer, kept out of course_lib so that no learner
-    can call it): probe, extrapolate, allocate greedily within the budget, quantize with ``method``."""
-    if sensitivity is None:
-        sensitivity = capstone.layer_sensitivity(model, tokenizer, probe, max_tokens=512, progress=False)
-    table = capstone.extrapolate_sensitivity(sensitivity, probe[1], options)
-    sizes = capstone.layer_bytes_table(model, options, method, group_size)
-    choice = capstone.choose_bits(table, sizes, budget_mb * 1e6 - capstone.unquantized_bytes(model))
-    return capstone.bits_recipe(choice, method, group_size)
+# The capstone's task and the recipes of benchmarks/capstone_strategies.py (benchmarks/results/capstone_strategies_cpu.md),
+# kept out of course_lib so that no learner can call them. The greedy allocation of notebook 14 (2-bit RTN probe,
+# 4x-per-bit, choose_bits over all 29 matrices, one scale per row) gives the embedding 4 bits and three layers 4
+# bits; filled in with HQQ it misses the target, filled in with GPTQ (strategy A) it passes. Strategy B prices
+# AWQ's stored scales into the same allocation, which leaves room for two 4-bit layers.
+_EMBED4 = ("hqq", 4, None)
 
 
-# The allocation _reference_recipe found on the reference run, written with patterns: HQQ with groups of 128,
-# 3 bits by default, 4 bits for every o_proj and down_proj (their outputs go straight back into the residual
-# stream) and for six more layers the probe singled out. Reference run: 5.248 MB, perplexity 28.55.
-_FOUR = ("hqq", 4, 128)
-FIXED_RECIPE = {"*": ("hqq", 3, 128), "*.o_proj": _FOUR, "*.down_proj": _FOUR,
-                "model.layers.0.self_attn.v_proj": _FOUR, "model.layers.2.self_attn.q_proj": _FOUR,
-                "model.layers.2.self_attn.v_proj": _FOUR, "model.layers.2.mlp.gate_proj": _FOUR,
-                "model.layers.3.self_attn.k_proj": _FOUR, "model.layers.3.mlp.gate_proj": _FOUR}
+def _allocation(method, four=("model.layers.0.self_attn.v_proj", "model.layers.0.self_attn.o_proj",
+                                "model.layers.3.mlp.gate_proj")) -> dict:
+    return {"*": (method, 3, None), **{name: (method, 4, None) for name in four}, "model.embed_tokens": _EMBED4}
 
 
-def test_reference_recipe_reaches_the_target_and_baselines_do_not(lm, probe):
+GREEDY_HQQ = _allocation("hqq")
+GREEDY_RTN = _allocation("rtn")
+STRATEGY_A = _allocation("gptq")
+STRATEGY_B = _allocation("awq", four=("model.layers.0.self_attn.v_proj", "model.layers.0.self_attn.o_proj"))
+
+
+def test_the_task_is_what_the_notebook_grades():
+    """Notebook 14's test cell states the budget, the target and the held-out tokens as literal numbers."""
+    assert (capstone.BUDGET_MB, capstone.TARGET_PERPLEXITY, capstone.HELDOUT_TOKENS) == (1.45, 35.5, 4096)
+
+
+def test_the_notebooks_greedy_allocation_is_the_benchmarks(lm, probe):
+    """The greedy recipe the tests grade is what notebook 14's tools produce, and the strategies spend the same
+    bytes: the probe, the extrapolation, choose_bits, bits_recipe."""
+    model, _ = lm
+    table = capstone.extrapolate_sensitivity(probe, 2, (3, 4, 8))
+    left = capstone.BUDGET_MB * 1e6 - capstone.unquantized_bytes(model)
+    choice = capstone.choose_bits(table, capstone.layer_bytes_table(model, (3, 4, 8), "hqq", None), left)
+    assert capstone.resolve_recipe(model, capstone.bits_recipe(choice, "hqq", None)) == \
+        capstone.resolve_recipe(model, GREEDY_HQQ)
+    for recipe in (GREEDY_HQQ, STRATEGY_A, STRATEGY_B):
+        assert capstone.BUDGET_MB * 1e6 - 5000 < capstone.recipe_size_bytes(model, recipe) <= capstone.BUDGET_MB * 1e6
+
+
+@pytest.mark.slow
+def test_the_greedy_recipe_fails_and_two_strategies_pass(lm):
+    """The capstone's promise (issue 23): the greedy RTN/HQQ allocation misses the target, strategies A (GPTQ) and
+    B (AWQ) reach it (the benchmark found margins of 0.5 or more on every calibration seed it tried)."""
     model, tokenizer = lm
-    recipe = _reference_recipe(model, tokenizer, sensitivity=probe)
-    result = capstone.check_recipe(recipe, model, tokenizer)
-    assert result["perplexity"] <= capstone.TARGET_PERPLEXITY - 0.2        # the margin is real
-    assert result["size_mb"] <= capstone.BUDGET_MB
-    fixed = capstone.check_recipe(FIXED_RECIPE, model, tokenizer)
-    assert fixed["perplexity"] <= capstone.TARGET_PERPLEXITY - 0.2
-    for failing in ({"*": ("rtn", 3, 128)}, _reference_recipe(model, tokenizer, sensitivity=probe, method="rtn")):
-        with pytest.raises(AssertionError, match="above the target"):
-            capstone.check_recipe(failing, model, tokenizer)
+    greedy = capstone.evaluate_recipe(model, tokenizer, GREEDY_HQQ, text=capstone.heldout_text(), max_tokens=4096)
+    assert greedy["perplexity"] >= capstone.TARGET_PERPLEXITY + 0.5
+    with pytest.raises(AssertionError, match="above the target"):
+        capstone.check_recipe(GREEDY_RTN, model, tokenizer)
+    for recipe in (STRATEGY_A, STRATEGY_B):
+        result = capstone.check_recipe(recipe, model, tokenizer)
+        assert result["perplexity"] <= capstone.TARGET_PERPLEXITY - 0.3 and result["size_mb"] <= capstone.BUDGET_MB
     with pytest.raises(AssertionError, match="over the budget"):
-        capstone.check_recipe({"*": ("hqq", 4, 128)}, model, tokenizer)
+        capstone.check_recipe({"*": ("gptq", 3, 128), "model.embed_tokens": _EMBED4}, model, tokenizer)
     with pytest.raises(AssertionError, match="not valid"):
-        capstone.check_recipe({"*": ("awq", 4)}, model, tokenizer)
+        capstone.check_recipe({"*": ("spqr", 4)}, model, tokenizer)
     with pytest.raises(AssertionError, match="quantizes no layer"):
         capstone.check_recipe({"*": ("fp", 32)}, model, tokenizer, budget_mb=100.0)
 
 
+# ----------------------------------------------------------------------------------------------
+# calibrated recipes: each layer as its method computes it on the inputs it would really see
+
+
+def _block0_inputs(model, ids):
+    """The input of block 0's q/k/v (the first norm of the embedding), computed directly."""
+    with torch.no_grad():
+        x = model.model.layers[0].input_layernorm(model.model.embed_tokens(ids))
+    return x.reshape(-1, x.shape[-1])
+
+
+def _mismatch(a, b, atol=1e-5):
+    """Share of elements that differ by more than atol (GPTQ's rounding may flip a tie when a Hessian is summed
+    in another order)."""
+    return float(((a - b).abs() > atol).float().mean())
+
+
+def test_gptq_and_2_4_layers_are_computed_on_their_calibration_inputs(lm):
+    from course_lib import gptq
+
+    model, tokenizer = lm
+    ids = capstone.calibration_windows(tokenizer, 4, 32)
+    q_name, k_name = "model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj"
+    got = capstone.apply_recipe(copy.deepcopy(model), {q_name: ("gptq", 3, 128), k_name: ("rtn", 4, 128, "2:4")},
+                                calib_ids=ids)
+    H = gptq.hessian_from_inputs(_block0_inputs(model, ids))
+    expected = gptq.gptq_quantize_weight(model.get_submodule(q_name).weight.detach(), H, 3, 128).weight
+    assert _mismatch(got.get_submodule(q_name).weight.detach(), expected) < 1e-3
+    pruned, mask = prune.sparsegpt_prune(model.get_submodule(k_name).weight.detach(), H, nm=(2, 4))
+    sparse = got.get_submodule(k_name).weight.detach()
+    assert _mismatch(sparse, fake_quantize_weight(pruned, 4, 128) * mask) < 1e-3
+    assert int((sparse.reshape(-1, 4) != 0).sum(dim=1).max()) <= 2                 # 2 of every 4 kept
+    untouched = "model.layers.0.self_attn.v_proj"
+    assert torch.equal(got.get_submodule(untouched).weight, model.get_submodule(untouched).weight)
+
+
+def test_awq_layer_searches_its_scales_on_its_own_output(lm):
+    from course_lib import awq
+
+    model, tokenizer = lm
+    ids = capstone.calibration_windows(tokenizer, 4, 32)
+    name = "model.layers.0.self_attn.q_proj"  # q and k: no clip search (llm-awq's rule)
+    got = capstone.apply_recipe(copy.deepcopy(model), {name: ("awq", 3, 64)}, calib_ids=ids)
+    lin = copy.deepcopy(model.get_submodule(name))
+    x = _block0_inputs(model, ids)
+    scales, _, _ = awq.search_scale(lin, [lin], x, 3, 64)
+    expected = awq.scaled_fake_quantize(lin.weight.detach(), scales, 3, 64)
+    assert _mismatch(got.get_submodule(name).weight.detach(), expected) < 1e-3
+
+
+def test_later_layers_are_calibrated_on_what_is_already_quantized(lm):
+    """o_proj's GPTQ Hessian comes from the outputs of the quantized q/k/v (GPTQ's sequential order), measured here
+    with a hook on a whole-model forward pass of a copy whose q/k/v are quantized."""
+    from course_lib import gptq
+
+    model, tokenizer = lm
+    ids = capstone.calibration_windows(tokenizer, 4, 32)
+    qkv = {"*.0.self_attn.[qkv]_proj": ("rtn", 2, 128)}
+    o_name = "model.layers.0.self_attn.o_proj"
+    got = capstone.apply_recipe(copy.deepcopy(model), {**qkv, o_name: ("gptq", 3, 128)}, calib_ids=ids)
+    ref = capstone.apply_recipe(copy.deepcopy(model), qkv)
+    seen = []
+    handle = ref.get_submodule(o_name).register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
+    with torch.no_grad():
+        ref(ids, use_cache=False)
+    handle.remove()
+    H = gptq.hessian_from_inputs(torch.cat(seen).reshape(-1, seen[0].shape[-1]))
+    expected = gptq.gptq_quantize_weight(model.get_submodule(o_name).weight.detach(), H, 3, 128).weight
+    assert _mismatch(got.get_submodule(o_name).weight.detach(), expected) < 1e-3
+    float_h = capstone.apply_recipe(copy.deepcopy(model), {o_name: ("gptq", 3, 128)}, calib_ids=ids)
+    assert not torch.equal(float_h.get_submodule(o_name).weight, got.get_submodule(o_name).weight)
+
+
+def test_embedding_recipes_quantize_the_tied_table_once(lm):
+    model, _ = lm
+    q = capstone.apply_recipe(copy.deepcopy(model), {"model.embed_tokens": ("rtn", 4, None)})
+    w = model.model.embed_tokens.weight.detach()
+    torch.testing.assert_close(q.model.embed_tokens.weight.detach(), fake_quantize_weight(w, 4, None), rtol=0, atol=0)
+    assert q.lm_head.weight is q.model.embed_tokens.weight                           # still tied: lm_head too
+    assert torch.equal(q.model.layers[0].self_attn.q_proj.weight, model.model.layers[0].self_attn.q_proj.weight)
+
+
+def test_heldout_text_is_the_second_half_and_no_tool_reads_it(lm):
+    from course_lib.data import corpus_text
+
+    _, tokenizer = lm
+    dev, half = capstone.eval_text(None), capstone.heldout_text(None)
+    assert dev + "\n" + half == corpus_text("eval")
+    pieces = capstone.heldout_text().split("\n")
+    assert all(piece in half for piece in pieces)
+    assert len(tokenizer(capstone.heldout_text())["input_ids"]) >= capstone.HELDOUT_TOKENS
+
+
+def test_each_layer_gets_the_kernel_of_its_storage():
+    """recipe_latency's choice (checked here without a GPU): int4 for 4-bit grouped codes, nf4, else cuBLAS fp16."""
+    kernel = capstone._kernel_for
+    assert [kernel(capstone.LayerSpec(m, 4, 128), 256) for m in ("rtn", "hqq", "gptq", "awq")] == ["int4"] * 4
+    assert kernel(capstone.LayerSpec("rtn", 4, None), 384) == "int4"                 # one group per row of 384
+    assert kernel(capstone.LayerSpec("rtn", 4, 16), 256) == "fp16"                   # the CUDA kernel needs 32 | group
+    assert kernel(capstone.LayerSpec("nf4", 4, 64), 256) == "nf4"
+    for spec in (("rtn", 3, 128), ("gptq", 8, None), ("int8", 8), ("fp", 16), ("hqq", 4, 128, "2:4")):
+        assert kernel(capstone.LayerSpec(*spec), 256) == "fp16", spec
+
+
+@pytest.mark.gpu
+def test_recipe_latency_times_the_course_kernels(lm):
+    if not torch.cuda.is_available():
+        pytest.skip("recipe_latency needs a CUDA GPU")
+    model, _ = lm
+    int4 = capstone.recipe_latency(model, {"*": ("rtn", 4, 128)}, repeats=20)
+    assert set(int4["kernels"].values()) == {"int4"} and int4["without_kernel"] == 0 and int4["microseconds"] > 0
+    mixed = capstone.recipe_latency(model, {"*": ("nf4", 4), "*.mlp.*": ("gptq", 3, None)}, repeats=20)
+    assert sorted(set(mixed["kernels"].values())) == ["fp16", "nf4"] and mixed["without_kernel"] == 12
+
+
 def test_uniform_points_rows(lm):
     model, tokenizer = lm
-    rows = capstone.uniform_points(model, tokenizer, max_tokens=256, settings=((4, 128),), calibrated=(), progress=False)
+    emb = ("rtn", 4, None)
+    rows = capstone.uniform_points(model, tokenizer, max_tokens=256, settings=((4, 128),), calibrated=(), embedding=emb,
+                                   progress=False)
     assert [r["method"] for r in rows] == ["fp32", "fp16", "int8", "NF4", "RTN", "HQQ"]
     assert rows[0]["size_mb"] * 1e6 == model_size_bytes(model)
-    assert rows[4]["size_mb"] * 1e6 == model_size_bytes(model, bits_per_param=4, group_size=128, scale_bits=32)
-    assert abs(rows[1]["perplexity"] - rows[0]["perplexity"]) < 0.05 and rows[4]["perplexity"] > rows[0]["perplexity"]
+    saved = model_size_bytes(model) - capstone.recipe_size_bytes(model, {"model.embed_tokens": emb})
+    assert rows[4]["size_mb"] * 1e6 == model_size_bytes(model, bits_per_param=4, group_size=128, scale_bits=32) - saved
+    assert [r["size_mb"] * 1e6 for r in rows[1:4]] == [capstone.recipe_size_bytes(model, {"*": spec, "model.embed_tokens": emb})
+                                                       for spec in (("fp", 16), ("int8", 8), ("nf4", 4, 64))]
+    assert rows[1]["perplexity"] > rows[0]["perplexity"] and rows[4]["perplexity"] > rows[1]["perplexity"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -402,24 +588,25 @@ def test_widget_updates_without_a_browser(lm):
     from course_lib.widgets import capstone as widgets
 
     model, tokenizer = lm
-    box = widgets.recipe_explorer(model, tokenizer, max_tokens=256)
+    box = widgets.recipe_explorer(model, tokenizer, max_tokens=256, reference=27.0, guide=30.0)
     first = box.last
-    assert first["fits"] and "MB" in box.readout.value
+    assert first["fits"] and "MB" in box.readout.value and "guide 30.00" in box.readout.value
+    assert first["recipe"]["model.embed_tokens"] == ("hqq", 4, None)
     box.attn_bits.value = 8
     assert not box.last["fits"] and "over the budget" in box.readout.value
-    box.mlp_bits.value = 2
     box.attn_bits.value = 2
     assert box.last["perplexity"] > first["perplexity"] and box.last["size_mb"] < first["size_mb"]
-    box.method.value = "rtn"
+    box.embedding.value = "float32"
     result = box.update()
-    assert result is box.last and result["recipe"]["*.mlp.*"] == ("rtn", 2, 128)
+    assert result is box.last and "model.embed_tokens" not in result["recipe"] and not result["fits"]
+    assert result["recipe"]["*.mlp.*"] == ("rtn", 3, None)
     plt.close("all")
 
 
 def test_the_student_notebook_shows_no_passing_recipe(lm):
     """The release evaluates recipes (to show how) but none that passes: every recipe written in a visible
-    code cell misses the budget or the target, and the greedy allocation is filled in with RTN only (its
-    HQQ twin is the reference answer; RTN's is asserted to fail above)."""
+    code cell misses the budget or the target, and the greedy allocation is filled in with RTN only (asserted
+    to fail above; its GPTQ twin is strategy A)."""
     import ast
 
     nbformat = pytest.importorskip("nbformat")  # the GPU machine has none
@@ -439,7 +626,7 @@ def test_the_student_notebook_shows_no_passing_recipe(lm):
                 recipes.append(ast.literal_eval(node))
             if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "bits_recipe":
                 methods.append(ast.literal_eval(node.args[1]))
-    assert methods == ["rtn", "rtn"], methods
+    assert methods == ["rtn"], methods
     checked = 0
     for recipe in recipes:
         try:
