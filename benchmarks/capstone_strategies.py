@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # this folder's kernels.py would shadow the `kernels` package that transformers imports
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 sys.path.insert(0, str(ROOT))
+from benchmarks.pruning_curve import git_commit  # noqa: E402  (one definition for the results headers)
 
 from course_lib import capstone  # noqa: E402
 from course_lib.env import cpu_name  # noqa: E402
@@ -50,15 +50,6 @@ EMBED = "model.embed_tokens"
 #: The embedding's storage in the strategies: 4-bit HQQ codes, one fp16 scale and zero point per row.
 EMBED_SPEC = ("hqq", 4, None)
 SEEDS = (0, 1, 2, 3, 4)
-
-
-def git_commit() -> str:
-    """The short commit of the code, with " +changes" when tracked files differ from it."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    return (git("rev-parse", "--short", "HEAD") or "unknown") + (
-        " +changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def greedy_recipe(model, probe: dict, budget_mb: float, method: str, group_size, options) -> dict:

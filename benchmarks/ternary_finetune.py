@@ -21,7 +21,6 @@ import argparse
 import copy
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # this folder's kernels.py would shadow the `kernels` package that transformers imports
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 sys.path.insert(0, str(ROOT))
+from benchmarks.pruning_curve import git_commit  # noqa: E402  (one definition for the results headers)
 
 from course_lib import bitnet, lm_quant  # noqa: E402
 from course_lib.data import corpus_text  # noqa: E402
@@ -40,15 +40,6 @@ from course_lib.evaluate import format_table, perplexity  # noqa: E402
 from course_lib.models import load_causal_lm  # noqa: E402
 
 MODES = {"distillation (KL)": True, "cross-entropy only": False}
-
-
-def git_commit() -> str:
-    """The short commit of the code, with " +changes" when tracked files differ from it."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    return (git("rev-parse", "--short", "HEAD") or "unknown") + (
-        " +changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def ternarize_weights(model: torch.nn.Module) -> torch.nn.Module:
