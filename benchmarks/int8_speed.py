@@ -29,7 +29,6 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.provenance import git_commit  # noqa: E402
 import course_lib  # noqa: E402,F401  (silences bitsandbytes' import warning)
 from course_lib.env import cpu_name  # noqa: E402
 from course_lib.evaluate import measure_latency  # noqa: E402
@@ -50,16 +50,6 @@ SHAPES = ((256, 384), (384, 1536), (2048, 8192), (4096, 16384))
 TOKENS = (1, 16, 256)
 GPU_TOKENS = (1, 16, 256, 2048)
 OUTLIER_COLUMNS, OUTLIER_SCALE = (1, 7, 11, 13), 50.0
-
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "course_lib", "benchmarks"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
-    except OSError:
-        return "unknown"
 
 
 def _methods(k: int, n: int, m: int, bnb, device: str) -> dict:
@@ -146,7 +136,7 @@ def markdown(rows: list[dict], seconds: float, repeats: int, device: str, comman
         f"# int8 linear layers against floating point ({'GPU' if device == 'cuda' else 'CPU'})",
         "",
         f"{_machine(device)}; bitsandbytes {bitsandbytes.__version__}, Python {platform.python_version()}; course_lib of "
-        f"commit {_commit()}; {time.strftime('%Y-%m-%d')}; host load average {load[0]:.1f} at the end; whole run "
+        f"commit {git_commit()}; {time.strftime('%Y-%m-%d')}; host load average {load[0]:.1f} at the end; whole run "
         f"{seconds:.0f} s.",
         "",
         f"Command: `{command}`. Median of {repeats} "

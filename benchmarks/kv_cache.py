@@ -27,7 +27,6 @@ import argparse
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.provenance import git_commit  # noqa: E402
 from course_lib import kv_cache  # noqa: E402
 from course_lib.data import corpus_text  # noqa: E402
 from course_lib.env import cpu_name  # noqa: E402
@@ -59,16 +59,6 @@ def caches() -> dict:
             table[name] = (lambda b=bits, k=key_axis, v=value_axis:
                            kv_cache.QuantizedKVCache(b, GROUP, RESIDUAL, key_axis=k, value_axis=v))
     return table
-
-
-def commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
-        return head + (" with uncommitted changes (this script and course_lib/kv_cache.py among them)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (no git checkout)"
 
 
 def main(argv=None) -> int:
@@ -119,7 +109,7 @@ def main(argv=None) -> int:
     text = "\n".join([
         "# The course LM's KV cache, quantized",
         "",
-        f"Machine: {machine}. Code: commit {commit()}. Whole run: {total:.0f} s.",
+        f"Machine: {machine}. Code: commit {git_commit()}. Whole run: {total:.0f} s.",
         "",
         f"Model: the course LM ({cfg.num_hidden_layers} layers, {cfg.num_key_value_heads} KV heads of "
         f"{cfg.hidden_size // cfg.num_attention_heads} channels), float32. Text: the first {args.stretches} x "

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.pruning_curve import machine_line, write_results  # noqa: E402
+from benchmarks.provenance import machine_line, write_results  # noqa: E402
 from course_lib import prune  # noqa: E402
 from course_lib.data import corpus_text  # noqa: E402
 from course_lib.evaluate import format_table, perplexity  # noqa: E402
@@ -54,7 +54,7 @@ COLUMNS = ("no recovery", "one-shot + distill", "gradual + distill", "one-shot +
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "prune_distill_cpu.md"))
-    parser.add_argument("--patterns", default=",".join(PATTERNS), help=f"subset of {','.join(PATTERNS)}")
+    parser.add_argument("--patterns", default=",".join(PATTERNS), help=f"subset of {','.join(PATTERNS)}".replace("%", "%%"))  # argparse formats help with %
     parser.add_argument("--eval-tokens", type=int, default=16384)
     parser.add_argument("--n-calib", type=int, default=32)
     parser.add_argument("--steps", type=int, default=48)

@@ -14,7 +14,6 @@ all of it). Notebook 12 shows a smaller version within its time budget and print
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 sys.path.insert(0, str(ROOT))
 
-from course_lib.env import cpu_name  # noqa: E402
+from benchmarks.provenance import machine_line, write_results  # noqa: E402
 from course_lib import prune  # noqa: E402
 from course_lib.data import corpus_text  # noqa: E402
 from course_lib.evaluate import format_table, perplexity  # noqa: E402
@@ -34,29 +33,6 @@ from course_lib.models import load_causal_lm  # noqa: E402
 
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
-
-
-def git_commit() -> str:
-    """The short commit of the code, with " +changes" when tracked files differ from it."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    return (git("rev-parse", "--short", "HEAD") or "unknown") + (
-        " +changes" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
-def machine_line(device: str) -> str:
-    """"Machine: <GPU or CPU model>; torch <version> (<n> threads); code of commit <commit>" for a results header."""
-    threads = torch.get_num_threads()
-    return (f"Machine: {torch.cuda.get_device_name() if device == 'cuda' else cpu_name()}; torch {torch.__version__} "
-            f"({threads} thread{'s' if threads > 1 else ''}); code of commit {git_commit()}")
-
-
-def write_results(out: str, text: str) -> None:
-    """Write a results file (creating its folder) and say where."""
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(text)
-    print(f"written to {out}")
 
 
 def main() -> None:

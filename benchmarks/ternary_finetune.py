@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # this folder's kernels.py would shadow the `kernels` package that transformers imports
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 sys.path.insert(0, str(ROOT))
-from benchmarks.pruning_curve import git_commit  # noqa: E402  (one definition for the results headers)
+from benchmarks.provenance import git_commit  # noqa: E402
 
 from course_lib import bitnet, lm_quant  # noqa: E402
 from course_lib.data import corpus_text  # noqa: E402
