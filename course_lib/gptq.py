@@ -203,8 +203,9 @@ def hessian_inverse_cholesky(H: torch.Tensor, percdamp: float = 0.01) -> torch.T
     ``H_ii = 1``; ``damp = percdamp * mean(diag H)`` is added to the diagonal; then
     ``U = cholesky(cholesky_inverse(cholesky(H)), upper=True)``.
 
-    Row ``i`` of ``U`` divided by ``U_ii`` is row ``i`` of the inverse of ``H`` restricted to columns
-    ``i, i+1, ...``: exactly the update GPTQ needs after quantizing columns ``0 .. i-1``.
+    ``U_ii * U[i, i:]`` is the first row of the inverse of ``H`` restricted to rows and columns
+    ``i, i+1, ...`` (``U_ii^2`` its diagonal entry), the inverse GPTQ needs once columns ``0 .. i-1``
+    are quantized: its update ``-(w_i - q_i) / [H_F^-1]_ii * [H_F^-1]_i,:`` is ``-(w_i - q_i) / U_ii * U[i, i:]``.
 
     Args:
         H: float ``[n, n]``, symmetric positive semi-definite (e.g. from :func:`accumulate_hessian`).
