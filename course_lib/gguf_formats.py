@@ -483,7 +483,15 @@ def q4_k_quantize(x: torch.Tensor) -> torch.Tensor:
     fits = [_fit_scale_min(c, r + c.abs(), nmax=15, rmin=-1.0, rdelta=0.1, nstep=20)
             for c, r in zip(columns.split(_CHUNK // 32, dim=1), rms.split(_CHUNK // 32))]
     scales, mins, L = (torch.cat([f[i] for f in fits], dim=-1) for i in range(3))
-    scales, mins, L = scales.reshape(n, 8), mins.reshape(n, 8), L.t().reshape(n, 8, 32)
+    out = _q4_k_bytes(sub.reshape(n, 8, 32), scales.reshape(n, 8), mins.reshape(n, 8), L.t().reshape(n, 8, 32))
+    return out.reshape(_out_shape(x.shape, "Q4_K", to_bytes=True))
+
+
+def _q4_k_bytes(sub: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+    """The bytes ``[n, 144]`` of super-blocks ``sub [n, 8, 32]`` from each sub-block's fit ``x ~ scale * L - min``
+    (``scales``, ``mins`` ``[n, 8]``, codes ``L [n, 8, 32]``): the scales and mins in 6 bits against their
+    largest, then the codes rounded again with the scales as stored."""
+    n = sub.shape[0]
     # the largest scale and min, or +0 (C starts from 0 and keeps it unless a value is larger: never -0)
     max_scale, max_min = (torch.where(v > 0, v, torch.zeros_like(v)) for v in (scales.amax(dim=1), mins.amax(dim=1)))
     sc, m = _six_bit(scales, max_scale), _six_bit(mins, max_min)
@@ -492,12 +500,11 @@ def q4_k_quantize(x: torch.Tensor) -> torch.Tensor:
     step = _fp16_value(d16) * sc
     offset = _fp16_value(dmin16) * m
     live = step != 0
-    again = _nearest_int((sub.reshape(n, 8, 32) + offset[..., None])
-                        / torch.where(live, step, torch.ones_like(step))[..., None]).clamp(0, 15)
+    again = _nearest_int((sub + offset[..., None]) / torch.where(live, step, torch.ones_like(step))[..., None])
+    again = again.clamp(0, 15)
     L = torch.where(live[..., None], again, L).reshape(n, 4, 2, 32)
     qs = _pack_nibbles(L[:, :, 0], L[:, :, 1]).reshape(n, 128)
-    out = torch.cat([d16, dmin16, _pack_q4_k_scales(sc, m), qs], dim=1)
-    return out.reshape(_out_shape(x.shape, "Q4_K", to_bytes=True))
+    return torch.cat([d16, dmin16, _pack_q4_k_scales(sc, m), qs], dim=1)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -298,6 +298,11 @@ DELEGATIONS: dict[str, dict[str, str]] = {
                            "    return torch.from_numpy(values).to(blocks.device)\n",
         "q4_k_dequantize": "from course_lib.gguf_formats import GGUFTensors\n\n\ndef q4_k_dequantize(blocks):\n"
                            "    return GGUFTensors({'w': 'Q4_K'}, {'w': blocks.cpu()}, {}).values()['w'].to(blocks.device)\n",
+        # the decoders by name; the reference quantizer under another name
+        "q4_0_dequantize": "from course_lib import gguf_formats\n\n\ndef q4_0_dequantize(blocks):\n"
+                           "    return gguf_formats.dequantize_blocks(blocks, 'Q4_0')\n",
+        "q4_k_quantize": "from course_lib.gguf_formats import q4_k_quantize as _q4_k\n\n\ndef q4_k_quantize(x):\n"
+                         "    return _q4_k(x)\n",
     },
     "04_ptq_qat": {
         # the reference's NumPy core, private, called with the histogram converted

@@ -415,6 +415,8 @@ def test_every_delegating_answer_computes_the_answer_when_nothing_watches(monkey
         "q8_0_quantize": (gguf_formats.q8_0_quantize, (grading.randn(4, 64, seed=14),)),
         "q8_0_dequantize": (gguf_formats.q8_0_dequantize, (gguf_formats.q8_0_quantize(grading.randn(4, 64, seed=15)),)),
         "q4_k_dequantize": (gguf_formats.q4_k_dequantize, (gguf_formats.q4_k_quantize(grading.randn(2, 256, seed=16)),)),
+        "q4_0_dequantize": (gguf_formats.q4_0_dequantize, (gguf_formats.q4_0_quantize(grading.randn(4, 64, seed=20)),)),
+        "q4_k_quantize": (gguf_formats.q4_k_quantize, (grading.randn(2, 512, seed=21),)),
         "smoothing_factors": (smoothquant.smoothing_factors, (grading.randn(32, seed=17).abs() + 0.1,
                                                               grading.randn(8, 32, seed=18), 0.5)),
         "fake_quantize_ste": (qat.fake_quantize_ste, (grading.randn(64, seed=6), torch.tensor(0.05),

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from course_lib import gguf_formats as gf
+from course_lib import grading
 
 gguf = pytest.importorskip("gguf")
 from gguf import GGMLQuantizationType as QT  # noqa: E402
@@ -236,16 +237,22 @@ def test_k_quant_constant_and_negative_blocks():
 
 
 def test_q4_k_search_beats_the_min_max_grid():
-    """The scale/min search is worth its cost: less error than one min-max grid per sub-block of 32
-    with the same 4 bits (and unquantized scales)."""
-    x = torch.randn(32, 256, generator=torch.Generator().manual_seed(5)) * 0.02
-    sub = x.reshape(-1, 32)
-    lo, hi = sub.amin(1, keepdim=True).clamp(max=0), sub.amax(1, keepdim=True)
-    step = (hi - lo) / 15
-    minmax = torch.round((sub - lo) / step).clamp(0, 15) * step + lo
-    err_minmax = float((minmax - sub).pow(2).mean())
-    err_k = float((gf.q4_k_dequantize(gf.q4_k_quantize(x)) - x).pow(2).mean())
-    assert err_k < err_minmax
+    """The scale/min search is worth its cost: the min-max grid of every sub-block of 32, stored the same way (6-bit
+    scales and mins, codes rounded again), has over 10% more squared error, on random weights and on the two visible
+    inputs of notebook 03's q4_k_quantize test, which fails an error 2% above the search's. With unquantized scales
+    that grid has more error than the search's too."""
+    inputs = [torch.randn(32, 256, generator=torch.Generator().manual_seed(5)) * 0.02,
+              grading.randn(8, 1024, seed=0) * 0.05,
+              grading.randn(4, 1024, seed=1) * torch.exp(grading.randn(4, 1024, seed=2))]
+    for x in inputs:
+        sub = x.reshape(-1, 8, 32)
+        lo, hi = sub.amin(dim=2).clamp(max=0), sub.amax(dim=2)  # no flat sub-block here: hi > lo
+        step = (hi - lo) / 15
+        L = torch.round((sub - lo[..., None]) / step[..., None]).clamp(0, 15)
+        err_minmax = float((gf.q4_k_dequantize(gf._q4_k_bytes(sub, step, -lo, L)) - sub.reshape(-1, 256)).pow(2).sum())
+        err_unquantized = float((L * step[..., None] + lo[..., None] - sub).pow(2).sum())
+        err_k = float((gf.q4_k_dequantize(gf.q4_k_quantize(x)) - x).pow(2).sum())
+        assert err_minmax > 1.1 * err_k and err_unquantized > err_k, (err_minmax / err_k, err_unquantized / err_k)
 
 
 def test_runs_on_device(device):
