@@ -295,18 +295,23 @@ def test_qat_recovers_what_ptq_lost(digits_model, bits, observer):
 
 
 def test_lsq_qat_beats_frozen_ranges_from_min_max_at_2_bits(digits_model):
-    """Notebook 04's claim (one seed, the notebook's settings): learning the steps recovers more of 2-bit
-    PTQ's loss than the ranges set by rule. Seen on this CPU: frozen 0.89, LSQ 0.94 (seeds 1 and 2 of the
-    shuffling: 0.92 / 0.95, 0.92 / 0.96)."""
+    """Notebook 04's claim: from 2-bit min-max ranges, learning the steps recovers more of PTQ's loss than the
+    ranges set by rule, for each of three seeds of the batch order, and clearly on average. The size of the gain
+    moves with the seed and the CPU's floating-point path: seeds 0, 1, 2 gave +0.05, +0.03, +0.04 on an Intel Xeon
+    (AVX-512) and +0.009, +0.044, +0.033 on an AMD EPYC (AVX2)."""
     model, Xtr, ytr, Xte, yte = digits_model
-    frozen, learned = (qat.quantize_model(model, 2, "min-max", Xtr[:256]) for _ in range(2))
-    qat.qat_finetune(frozen, Xtr, ytr, epochs=10, lr=1e-3, progress=False)
-    steps_before = [layer.act_scale.item() for layer in learned.modules() if isinstance(layer, qat.QuantLinear)]
-    qat.qat_finetune(learned, Xtr, ytr, epochs=10, lr=1e-3, progress=False, learn_steps=True)
-    layers = [m for m in learned.modules() if isinstance(m, qat.QuantLinear)]
-    assert all(layer.mode == "lsq" for layer in layers)
-    assert [layer.act_step.item() for layer in layers] != steps_before  # the steps did learn
-    assert accuracy(learned, Xte, yte) >= accuracy(frozen, Xte, yte) + 0.02
+    gains = []
+    for seed in (0, 1, 2):
+        frozen, learned = (qat.quantize_model(model, 2, "min-max", Xtr[:256]) for _ in range(2))
+        qat.qat_finetune(frozen, Xtr, ytr, epochs=10, lr=1e-3, progress=False, seed=seed)
+        steps_before = [layer.act_scale.item() for layer in learned.modules() if isinstance(layer, qat.QuantLinear)]
+        qat.qat_finetune(learned, Xtr, ytr, epochs=10, lr=1e-3, progress=False, learn_steps=True, seed=seed)
+        layers = [m for m in learned.modules() if isinstance(m, qat.QuantLinear)]
+        assert all(layer.mode == "lsq" for layer in layers)
+        assert [layer.act_step.item() for layer in layers] != steps_before  # the steps did learn
+        gains.append(accuracy(learned, Xte, yte) - accuracy(frozen, Xte, yte))
+    assert min(gains) >= 0, gains
+    assert sum(gains) / len(gains) >= 0.015, gains
 
 
 def test_learn_steps_starts_from_the_calibrated_grid(digits_model):
