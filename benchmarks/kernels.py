@@ -5,6 +5,7 @@
     python benchmarks/kernels.py --out FILE.md   # also write the table with the machine and versions
     python benchmarks/kernels.py --quick         # one shape, for a smoke test
     python benchmarks/kernels.py --sweep / --floor / --profile   # the experiments (benchmarks/csrc/, sm_90)
+    python benchmarks/kernels.py --sweep-v10     # v10's configurations next to cuBLAS, v7, v8 (any sm_80+ GPU)
 
 Method: every contender runs on the same shapes and the same weights (NF4 via course_lib.nf4, which
 is byte-identical to bitsandbytes' quantize_4bit). Each timing replays a CUDA graph of R calls, each
@@ -378,6 +379,98 @@ def sweep_v8(exp, shapes=SHAPES) -> str:
     return "\n".join(lines)
 
 
+# v10's development configurations (torch.ops.course_lib.gemv_nf4_v10_config; float16): NT n-tiles of 8 batch rows,
+# TB 16-row tiles per block, D weight slots in flight per lane, "minb2": __launch_bounds__ asks for 2 blocks per SM (at most 128 registers), "pdl": programmatic
+# dependent launch (sm_90; the table is built while the previous kernel ends), "pfP": an L2 prefetch of the weights
+# P items ahead. Keys: (config, warps per block: 8 unless named, at most one per 128-wide chunk of K).
+V10_CONFIGS = {(0, 8): "NT1 TB2 D2", (0, 4): "NT1 TB2 D2, 4 warps", (1, 8): "NT1 TB4 D2",
+               (1, 4): "NT1 TB4 D2, 4 warps", (2, 8): "NT1 TB8 D2", (3, 16): "NT1 TB2 D2, 16 warps",
+               (4, 8): "NT1 TB2 D2 pf4", (4, 4): "NT1 TB2 D2 pf4, 4 warps", (5, 8): "NT1 TB4 D2 pf4",
+               (11, 8): "NT1 TB2 D2 pdl",
+               (6, 8): "NT2 TB2 D2", (6, 4): "NT2 TB2 D2, 4 warps", (7, 8): "NT2 TB4 D2 minb2",
+               (7, 4): "NT2 TB4 D2 minb2, 4 warps", (8, 8): "NT2 TB8 D2", (9, 16): "NT2 TB2 D2, 16 warps",
+               (10, 8): "NT2 TB2 D2 pf4", (10, 4): "NT2 TB2 D2 pf4, 4 warps", (12, 8): "NT2 TB2 D2 pdl"}
+V10_SHAPES = SHAPES + [(11008, 4096), (4096, 11008)]
+V10_BATCHES = (1, 2, 4, 8, 16)
+V10_BF16_BATCHES = (1, 2, 4)  # bf16: the versions the default chooses from below batch 4, and v10
+V10_MAX_ERROR = 5e-3  # relative error against the fp32 reference (fp16 output rounding alone gives ~5e-4)
+
+
+def sweep_v10(shapes=V10_SHAPES, batches=V10_BATCHES, configs: bool = True) -> tuple[str, str, list[str]]:
+    """v10 (default and each development configuration) next to cuBLAS fp16, v7 and v8, fp16, in one process.
+
+    Every configuration is first checked against the fp32 reference on the same inputs (relative error below
+    V10_MAX_ERROR, all outputs finite); one that fails is reported and not timed. Returns (the full table, a summary
+    with the ratios, failure messages)."""
+    lines = ["| shape | batch | kernel | us | vs cuBLAS fp16 | vs v7 | rel. error |", "|---|---|---|---|---|---|---|"]
+    summary = ["| shape | batch | cuBLAS fp16 us | v7 us | v8 us | default us | v10 us | best v10 configuration | "
+               "best us | default / cuBLAS | v10 / cuBLAS | best / cuBLAS | v10 / v7 |",
+               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    failures = []
+    for n, k in shapes:
+        w = torch.randn(n, k, device="cuda") * 0.02
+        packed, absmax = quantize_nf4(w, 64)
+        wref = K.dequantize_nf4(packed, absmax, (n, k), 64, backend="torch")
+        nf4_ws = [(packed.clone(), absmax.clone()) for _ in range(copies_for(n * k // 2 + n * k // 16))]
+        fp16_ws = [w.half() for _ in range(copies_for(n * k * 2))]
+        del w
+        for b in batches:
+            x = torch.randn(b, k, device="cuda").half()
+            ref = x.float() @ wref.T
+            cands = {"cuBLAS fp16": (lambda p, a, w: x @ w.t(), "fp16"),
+                     "v7": (lambda p, a, w: OPS.gemv_nf4(x, p, a, n, 64, 7), "nf4"),
+                     "default": (lambda p, a, w: OPS.gemv_nf4(x, p, a, n, 64, 0), "nf4"),
+                     "v10": (lambda p, a, w: OPS.gemv_nf4(x, p, a, n, 64, 10), "nf4")}
+            if b <= 4:
+                cands["v8"] = (lambda p, a, w: OPS.gemv_nf4(x, p, a, n, 64, 8), "nf4")
+            if configs:
+                for (cfg, warps), name in V10_CONFIGS.items():
+                    if (name.startswith("NT1") and b <= 8) or (name.startswith("NT2") and b >= 8):
+                        cands[f"v10 {name}"] = (lambda p, a, w, cfg=cfg, warps=warps:
+                                                OPS.gemv_nf4_v10_config(x, p, a, n, 64, cfg, warps), "nf4")
+            times = {}
+            for name, (fn, kind) in cands.items():
+                out = fn(*nf4_ws[0], fp16_ws[0]).float()
+                err = ((out - ref).norm() / ref.norm()).item()
+                if not (bool(torch.isfinite(out).all()) and err < V10_MAX_ERROR):
+                    if kind == "nf4":
+                        failures.append(f"{name} {n}x{k} batch {b}: relative error {err:.2e}")
+                        lines.append(f"| {n}x{k} | {b} | {name} | FAILED | - | - | {err:.1e} |")
+                        print(lines[-1], flush=True)
+                        continue
+                calls = ([lambda w=w, fn=fn: fn(None, None, w) for w in fp16_ws] if kind == "fp16" else
+                         [lambda p=p, a=a, fn=fn: fn(p, a, None) for p, a in nf4_ws])
+                times[name], _ = time_calls(calls)
+                vs_fp16 = times["cuBLAS fp16"] / times[name]
+                vs_v7 = f"{times['v7'] / times[name]:.2f}x" if "v7" in times else "-"
+                lines.append(f"| {n}x{k} | {b} | {name} | {times[name] * 1e6:.1f} | {vs_fp16:.2f}x | {vs_v7} | {err:.1e} |")
+                print(lines[-1], flush=True)
+            v10s = {nm: t for nm, t in times.items() if nm.startswith("v10")}
+            best = min(v10s, key=v10s.get) if v10s else None
+            us = lambda nm: f"{times[nm] * 1e6:.1f}" if nm in times else "-"
+            ratio = lambda nm, base="cuBLAS fp16": f"{times[base] / times[nm]:.2f}x" if nm in times and base in times else "-"
+            summary.append(f"| {n}x{k} | {b} | {us('cuBLAS fp16')} | {us('v7')} | {us('v8')} | {us('default')} | "
+                           f"{us('v10')} | {best or '-'} | {us(best) if best else '-'} | {ratio('default')} | "
+                           f"{ratio('v10')} | {ratio(best) if best else '-'} | {ratio('v10', 'v7') if 'v10' in times else '-'} |")
+            print(summary[-1], flush=True)
+        for b in V10_BF16_BATCHES if configs else ():
+            x = torch.randn(b, k, device="cuda").bfloat16()
+            ref = x.float() @ wref.T
+            for v in (4, 8, 10, 0):
+                name = f"bf16 {'default' if v == 0 else f'v{v}'}"
+                out = OPS.gemv_nf4(x, *nf4_ws[0], n, 64, v).float()
+                err = ((out - ref).norm() / ref.norm()).item()
+                if not (bool(torch.isfinite(out).all()) and err < 2 * V10_MAX_ERROR):  # bf16 codes: ~2.5e-3
+                    failures.append(f"{name} {n}x{k} batch {b}: relative error {err:.2e}")
+                    continue
+                seconds, _ = time_calls([lambda p=p, a=a, v=v: OPS.gemv_nf4(x, p, a, n, 64, v) for p, a in nf4_ws])
+                lines.append(f"| {n}x{k} | {b} | {name} | {seconds * 1e6:.1f} | - | - | {err:.1e} |")
+                print(lines[-1], flush=True)
+        del nf4_ws, fp16_ws, wref
+        torch.cuda.empty_cache()
+    return "\n".join(lines), "\n".join(summary), failures
+
+
 def read_floor(exp, copy_bw: float) -> str:
     """The read floor: time to stream N bytes once (exp.stream_read, v8's loads, no decode) next to torch's
     own int32 sum, on the NF4 weight sizes of the benchmark shapes and around them; then the fit
@@ -441,6 +534,10 @@ def main(argv=None) -> int:
                         help="time v8's configurations against v4 at batch 1-4 (fp16 and bf16), and exit")
     parser.add_argument("--shape", action="append", default=None, metavar="NxK",
                         help="with --sweep: only this shape (repeatable)")
+    parser.add_argument("--sweep-v10", action="store_true",
+                        help="validate, then time v10 (default and its development configurations) next to cuBLAS "
+                             "fp16, v7 and v8 at six shapes and batch 1, 4, 8, 16 (fp16), print the tables, and exit")
+    parser.add_argument("--no-configs", action="store_true", help="with --sweep-v10: only the default v10")
     parser.add_argument("--floor", action="store_true",
                         help="time the read floor (stream the bytes once, no decode) on several sizes, and exit")
     args = parser.parse_args(argv)
@@ -460,6 +557,20 @@ def main(argv=None) -> int:
         torch.cuda.synchronize()
         return 0
     print(f"CUDA extension ready in {time.perf_counter() - start:.1f} s; {K.cuda_arch()}")
+    if args.sweep_v10:
+        props = torch.cuda.get_device_properties(0)
+        print(f"{props.name}, {props.multi_processor_count} SMs; torch {torch.__version__}; commit {git_commit()}")
+        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shape] if args.shape else V10_SHAPES
+        full, summary, failures = sweep_v10(shapes, configs=not args.no_configs)
+        text = (f"GPU: {props.name}; commit {git_commit()}; fp16, NF4 blocksize 64; graph timing, weights rotated past "
+                f"L2\n\n{full}\n\nSummary:\n\n{summary}\n")
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text)
+        print("\nSummary:\n\n" + summary)
+        print("validation:", "every configuration matches the reference" if not failures else
+              "\n  ".join(["FAILED"] + failures))
+        return 1 if failures else 0
     if args.sweep:
         shapes = [tuple(int(v) for v in s.split("x")) for s in args.shape] if args.shape else SHAPES
         print(sweep_v8(exp, shapes))

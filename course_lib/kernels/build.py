@@ -13,8 +13,9 @@ needs a newer GPU is guarded in the sources and chosen at run time (``cuda_arch`
 ===========================  ==========================================  ======================================
 GPU (compute capability)     examples                                    what runs
 ===========================  ==========================================  ======================================
-sm_75                        T4 (Colab), RTX 20xx                        every kernel; v7 (tensor cores) runs v4
-sm_80, sm_86, sm_89          A100, A10/RTX 30xx, L4/RTX 40xx             every kernel, v7 on tensor cores
+sm_75                        T4 (Colab), RTX 20xx                        every kernel; v7 and v10 (tensor cores)
+                                                                         run what the default runs without them
+sm_80, sm_86, sm_89          A100, A10/RTX 30xx, L4/RTX 40xx             every kernel, v7 and v10 on tensor cores
 sm_90                        H100, H200                                  all of the above, and v8/v9 overlap
                                                                          the previous kernel's tail
                                                                          (programmatic dependent launch)
@@ -42,9 +43,9 @@ from ..validation import check_tensor
 
 BACKENDS = ("auto", "torch", "cpp", "cuda")
 CSRC = Path(__file__).resolve().parent / "csrc"
-CUDA_KERNEL_SOURCES = ("arch.cu", "quantize.cu", "gemv_4bit.cu", "gemv_nf4_v8.cu", "gemv_ternary.cu")
+CUDA_KERNEL_SOURCES = ("arch.cu", "quantize.cu", "gemv_4bit.cu", "gemv_nf4_v8.cu", "gemv_nf4_v10.cu", "gemv_ternary.cu")
 _SOURCES = {"cpp": ("lowbit_cpu.cpp",), "cuda": ("bindings.cpp", *CUDA_KERNEL_SOURCES)}
-_HEADERS = ("nf4_code.h", "launch.h", "common.cuh", "gemv_nf4_v8.cuh")
+_HEADERS = ("nf4_code.h", "launch.h", "common.cuh", "gemv_nf4_v8.cuh", "gemv_nf4_v10.cuh")
 # The architectures a learner's GPU may have, oldest first: Turing (T4), Ampere (A100, A10/RTX 30xx),
 # Ada (L4, RTX 40xx), Hopper (H100, H200).
 SUPPORTED_CUDA_ARCHS = ("75", "80", "86", "89", "90")
@@ -195,8 +196,9 @@ def cuda_arch() -> dict[str, object]:
     Returns:
         ``{"device": "sm_90", "code": "sm_75", "tensor_cores": bool, "pdl": bool}``: the device's compute
         capability, the architecture of the kernel code that runs there (lower than the device's for a
-        ``TORCH_CUDA_ARCH_LIST="7.5+PTX"`` build, which the driver JIT-compiles), whether v7's tensor-core
-        path runs (sm_80+ on both) and whether v8/v9 use programmatic dependent launch (sm_90+ on both).
+        ``TORCH_CUDA_ARCH_LIST="7.5+PTX"`` build, which the driver JIT-compiles), whether the tensor-core
+        kernels v7 and v10 run (sm_80+ on both) and whether v8/v9 use programmatic dependent launch (sm_90+ on
+        both).
 
     Raises:
         RuntimeError: when the CUDA extension is unavailable (the reason is in the message).

@@ -312,13 +312,21 @@ def gemv_nf4(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, out_fe
             launched with programmatic dependent launch and reads its first weights before the
             kernel just before it in the stream has finished, so it is correct only when that kernel
             does not write ``packed`` or ``absmax`` (the default never picks it; where the sweep found
-            no gain, at other shapes, dtypes and batches, it runs v8).
-            The default (None) is chosen by the CUDA op for the GPU at hand, the fastest measured on
-            the H200 (benchmarks/results/kernels_h200.md): v8 below batch 4 for float16, v4 below
-            batch 4 for bfloat16, v7 from batch 4 where the GPU and the loaded code are sm_80+ (v4 on
-            sm_75: T4, RTX 20xx); ``build.cuda_arch()`` says which applies. Above batch
-            4, versions 4-6 and 8 dequantize the weight to x's dtype (16-byte loads and stores) and
-            call cuBLAS.
+            no gain, at other shapes, dtypes and batches, it runs v8), 10 tensor cores for batch 1-16
+            (16 per launch, loops above): v7's mma.sync with each block reading the activations once
+            (a warp owns every W-th 128-wide chunk of K and runs over all of its block's 16-row tiles
+            with that chunk's activations in registers; v7 re-read all of x for every 16 rows, at
+            batch 16 as many bytes from L2 as the fp16 weights), 16-byte weight loads (two lanes swap
+            halves so that each mma still covers one absmax block, applied in fp32), the next tiles'
+            weights in flight, v8's byte table built once per block of 2-8 tiles; needs K % 64
+            == 0 and blocksize % 64 == 0 and sm_80+ code on an sm_80+ GPU, else it runs what the
+            default runs without tensor cores.
+            The default (None) is chosen by the CUDA op for the GPU at hand: v8 below batch 4 for
+            float16, v4 below batch 4 for bfloat16, v7 from batch 4 where the GPU and the loaded code
+            are sm_80+ (v4 on sm_75: T4, RTX 20xx); ``build.cuda_arch()`` says which applies. v10
+            measured faster than v7 at batch 4-16 (benchmarks/results/kernels_h100.md) and becomes the
+            default once its final code has run on a GPU. Above batch 4, versions 4-6 and 8 dequantize the
+            weight to x's dtype (16-byte loads and stores) and call cuBLAS.
 
     Returns:
         ``[B, out_features]`` in ``x``'s dtype.
@@ -328,7 +336,7 @@ def gemv_nf4(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, out_fe
     k = x.shape[1]
     _check_nf4(packed, absmax, out_features * k, blocksize)
     if version is not None:
-        check_int(version, "version", low=1, high=9)
+        check_int(version, "version", low=1, high=10)
     device = _check_same_device(x=x, packed=packed, absmax=absmax)
     cuda_ok = x.dtype in (torch.float16, torch.bfloat16) and k % 32 == 0 and blocksize % 32 == 0
     if _pick(backend, device, supported=cuda_ok if device.type == "cuda" else True) == "torch":

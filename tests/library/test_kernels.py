@@ -97,7 +97,7 @@ def test_gemv_nf4_matches_reference(device, batch, n, k):
     for dtype in _act_dtype(device):
         x = torch.randn(batch, k, generator=_gen(4)).to(dtype).to(device)
         ref = K.gemv_nf4(x, packed, absmax, n, 64, backend="torch").float()
-        versions = (None, 1, 3, 4, 5, 6, 7, 8, 9) + ((2,) if batch == 1 else ()) if device == "cuda" else (None,)
+        versions = (None, 1, 3, 4, 5, 6, 7, 8, 9, 10) + ((2,) if batch == 1 else ()) if device == "cuda" else (None,)
         for version in versions:
             out = K.gemv_nf4(x, packed, absmax, n, 64, backend=_backend(device), version=version)
             assert out.shape == (batch, n) and out.dtype == dtype
@@ -126,6 +126,62 @@ def test_gemv_nf4_v8_blocksizes_and_tails(device, batch, n, k, blocksize):
             torch.testing.assert_close(out.float(), ref, **_tol(dtype), msg=f"v{version}, {dtype}")
             # relative error over the whole output, the usual measure (fp16/bf16 outputs: well under 1e-2)
             assert ((out.float() - ref).norm() / ref.norm()).item() < 1e-2, f"v{version}, {dtype}"
+
+
+# v10 (tensor cores): K % 128 == 64 ends each row with a half chunk (1088, 16448); blocksize 128 and 192 (the
+# division path of its absmax index) and absmax blocks that cross rows (K = 192 with blocksize 128); N below one
+# 16-row tile, N % 16 != 0 and blocks of several tiles whose last rows lie past N (N = 3000: 188 tiles); K = 192:
+# fewer 128-wide chunks than warps; batches around the 8-row n-tile and the 16 rows of one launch.
+@pytest.mark.parametrize("batch", [1, 4, 5, 8, 9, 16, 17, 33])
+@pytest.mark.parametrize("n, k, blocksize", [(7, 1088, 64), (37, 192, 128), (40, 384, 192), (64, 4096, 64),
+                                             (3000, 512, 64), (8, 16448, 64), (130, 1024, 128)])
+def test_gemv_nf4_v10_tails_batches_and_blocksizes(device, batch, n, k, blocksize):
+    if device != "cuda":
+        pytest.skip("v10 is a CUDA kernel (the CPU form has no versions)")
+    w = torch.randn(n, k, generator=_gen(19)) * 0.05
+    packed, absmax = (t.to(device) for t in quantize_nf4(w, blocksize))
+    tensor_cores = K.cuda_arch()["tensor_cores"]  # else v10 runs what the default runs without them
+    for dtype in _act_dtype(device):
+        x = (torch.randn(batch, k, generator=_gen(20)) * 4).to(dtype).to(device)
+        ref = K.gemv_nf4(x, packed, absmax, n, blocksize, backend="torch").float()
+        out = K.gemv_nf4(x, packed, absmax, n, blocksize, backend="cuda", version=10)
+        assert out.shape == (batch, n) and out.dtype == dtype and bool(torch.isfinite(out).all())
+        # relative error over the whole output: fp16 ~5e-4; bf16 ~2.5e-3, as any bf16 GEMM of these weights (the
+        # codes enter the bf16 mma rounded to bf16's 8 bits), so bf16's elementwise bound is 1% of the output's range
+        # (the fallbacks without tensor cores: v8, v4, dequantize + cuBLAS, each within 5e-3)
+        bound = 2e-3 if dtype == torch.float16 and tensor_cores else 5e-3
+        assert ((out.float() - ref).norm() / ref.norm()).item() < bound, dtype
+        tol = _tol(dtype) if dtype == torch.float16 else dict(rtol=2e-2, atol=1e-2 * ref.abs().max().item())
+        torch.testing.assert_close(out.float(), ref, **tol, msg=lambda m: f"v10, {dtype}: {m}")
+        if tensor_cores:  # each batch row is computed on its own: the last row alone gives the same outputs
+            alone = K.gemv_nf4(x[batch - 1:], packed, absmax, n, blocksize, backend="cuda", version=10)
+            torch.testing.assert_close(alone, out[batch - 1:], rtol=0, atol=0)
+
+
+def test_gemv_nf4_v10_development_configurations(device):
+    """Every configuration that benchmarks/kernels.py --sweep-v10 times computes the same function."""
+    if device != "cuda":
+        pytest.skip("v10 is a CUDA kernel")
+    K.load_extension("cuda")
+    if not K.cuda_arch()["tensor_cores"]:
+        pytest.skip("v10's configurations need tensor-core code (sm_80+) on an sm_80+ GPU")
+    n, k = 200, 1088
+    w = torch.randn(n, k, generator=_gen(21)) * 0.05
+    packed, absmax = (t.to(device) for t in quantize_nf4(w, 64))
+    for batch in (3, 16):
+        x = torch.randn(batch, k, generator=_gen(22)).to(torch.float16).to(device)
+        ref = K.gemv_nf4(x, packed, absmax, n, 64, backend="torch").float()
+        ran = 0
+        for config in range(16):
+            for warps in (0, 3, 16):  # 16: as many as the configuration allows (one per chunk of K here: 9)
+                try:
+                    out = torch.ops.course_lib.gemv_nf4_v10_config(x, packed, absmax, n, 64, config, warps)
+                except RuntimeError as exc:  # past the last configuration, or an n-tile too narrow for the batch
+                    assert "config must be" in str(exc) or "not supported" in str(exc), str(exc)
+                    continue
+                ran += 1
+                torch.testing.assert_close(out.float(), ref, **_tol(torch.float16), msg=f"config {config}")
+        assert ran >= 6, f"only {ran} configurations ran at batch {batch}"
 
 
 def test_gemv_nf4_v9_chained_reads_the_previous_output(device):
@@ -215,7 +271,7 @@ def test_unavailable_backend_is_one_clear_message(monkeypatch, capsys):
     (lambda: K.gemv_int4(torch.randn(1, 8), *K.pack_int4(torch.randn(4, 16), 8), 8), ValueError, "in_features"),
     (lambda: K.gemv_ternary(torch.randn(1, 8), torch.zeros(2, 3, dtype=torch.uint8), 1.0), ValueError, "K / 4"),
     (lambda: K.gemv_ternary(torch.randn(1, 8), torch.zeros(2, 2, dtype=torch.uint8), -1.0), ValueError, "scale"),
-    (lambda: K.gemv_nf4(torch.randn(1, 8), *quantize_nf4(torch.randn(4, 8), 8), 4, 8, version=10), ValueError, "version"),
+    (lambda: K.gemv_nf4(torch.randn(1, 8), *quantize_nf4(torch.randn(4, 8), 8), 4, 8, version=11), ValueError, "version"),
 ])
 def test_bad_input_names_the_argument(call, error, mentions):
     with pytest.raises(error, match=mentions):
@@ -247,6 +303,8 @@ def _op_cases(device: str, dtype: torch.dtype) -> dict:
         "dequantize_nf4": lambda x: K.dequantize_nf4(packed, absmax, (48, 128), 64, dtype=dtype, backend=backend),
         "dequantize_int4": lambda x: K.dequantize_int4(p4, s4, z4, 32, dtype=dtype, backend=backend),
         "gemv_nf4": lambda x: K.gemv_nf4(x, packed, absmax, 48, 64, backend=backend),
+        # batch 9: the default from batch 4 on an sm_80+ GPU (tensor cores)
+        "gemv_nf4 batch 9": lambda x: K.gemv_nf4(torch.cat([x, x * 2, x - 1]), packed, absmax, 48, 64, backend=backend),
         "gemv_int4": lambda x: K.gemv_int4(x, p4, s4, z4, 32, backend=backend),
         "gemv_ternary": lambda x: K.gemv_ternary(x, tern, 0.25, backend=backend),
     }, x

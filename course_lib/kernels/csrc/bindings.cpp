@@ -145,10 +145,18 @@ void check_gemv_x(const at::Tensor& x, const char* op) {
   TORCH_CHECK(x.dim() == 2 && x.size(0) >= 1, op, ": x must be 2-D [batch, in_features], got ", shape_of(x));
 }
 
+bool tensor_core_shape(const ck::Arch& arch, int K, int64_t blocksize) {
+  return ck::has_mma(arch) && K % 64 == 0 && blocksize % 64 == 0;
+}
+
 // The default version for this GPU and batch (version 0): v8 below batch 4 in fp16 (v4 in bf16, where v8's fp32
 // widening was not faster everywhere), v7 (tensor cores) from batch 4 where the code has mma.sync, else v4.
-int64_t default_nf4_version(const ck::Arch& arch, int B, int K, int blocksize, bool fp16) {
-  if (B >= 4) return ck::has_mma(arch) && K % 64 == 0 && blocksize % 64 == 0 ? 7 : 4;
+// v10 measured faster than v7 at every shape and batch 4-16 and than v8 at batch 1 from 10240 rows (H100,
+// benchmarks/results/kernels_h100.md), but its final dispatch has not yet run on a GPU: it becomes the default
+// (v10 from batch 4; in fp16 from batch 2 and at batch 1 from 10240 rows) once scripts/gemv_v10_check.sh passes.
+int64_t default_nf4_version(const ck::Arch& arch, int B, int N, int K, int blocksize, bool fp16) {
+  (void)N;
+  if (B >= 4) return tensor_core_shape(arch, K, blocksize) ? 7 : 4;
   return fp16 ? 8 : 4;
 }
 
@@ -165,7 +173,7 @@ at::Tensor gemv_nf4(const at::Tensor& x, const at::Tensor& packed, const at::Ten
   TORCH_CHECK(packed.numel() == N * K / 2, "packed must hold N * K / 2 = ", num(N * K / 2), " bytes, got ",
               num(packed.numel()));
   TORCH_CHECK(absmax.numel() == (N * K + blocksize - 1) / blocksize, "absmax must hold ceil(N * K / blocksize) values");
-  TORCH_CHECK(version >= 0 && version <= 9, "version must be 0 (the default) or 1..9, got ", num(version));
+  TORCH_CHECK(version >= 0 && version <= 10, "version must be 0 (the default) or 1..10, got ", num(version));
   const auto t = dtype_of(x.scalar_type(), "gemv_nf4", false);
   const c10::cuda::CUDAGuard guard(x.device());
   const auto arch = arch_here();
@@ -173,14 +181,26 @@ at::Tensor gemv_nf4(const at::Tensor& x, const at::Tensor& packed, const at::Ten
   const int n = static_cast<int>(N), bs = static_cast<int>(blocksize);
   const uint8_t* p = packed.data_ptr<uint8_t>();
   const float* a = absmax.data_ptr<float>();
-  if (version == 0) version = default_nf4_version(arch, B, K, bs, x.scalar_type() == at::kHalf);
+  if (version == 0) version = default_nf4_version(arch, B, n, K, bs, x.scalar_type() == at::kHalf);
   if (version == 1) {
     auto y = at::empty({B, N}, x.options());
     check_launch(ck::gemv_nf4_naive(t, x.data_ptr(), p, a, y.data_ptr(), B, n, K, bs, stream), "gemv_nf4 v1");
     return y;
   }
+  if (version == 10) {
+    if (tensor_core_shape(arch, K, blocksize)) {
+      auto y = at::empty({B, N}, x.options());
+      const cudaError_t err = ck::gemv_nf4_v10(t, x.data_ptr(), p, a, y.data_ptr(), B, n, K, bs, stream);
+      if (err != cudaErrorNotSupported) {
+        check_launch(err, "gemv_nf4 v10");
+        return y;
+      }
+    }
+    // no tensor-core code for this GPU or shape: what the default runs without tensor cores
+    version = default_nf4_version(ck::Arch{75, 75}, B, n, K, bs, x.scalar_type() == at::kHalf);
+  }
   if (version == 7) {
-    if (ck::has_mma(arch) && K % 64 == 0 && blocksize % 64 == 0) {
+    if (tensor_core_shape(arch, K, blocksize)) {
       auto y = at::empty({B, N}, x.options());
       check_launch(ck::gemv_nf4_mma(t, x.data_ptr(), p, a, y.data_ptr(), B, n, K, bs, stream), "gemv_nf4 v7");
       return y;
@@ -255,6 +275,29 @@ at::Tensor gemv_ternary(const at::Tensor& x, const at::Tensor& packed, double sc
   });
 }
 
+// v10 in one of its development configurations (benchmarks/kernels.py --sweep-v10; float16 only): the kernel
+// as configured, with no fallback, so that a configuration that cannot run here raises.
+at::Tensor gemv_nf4_v10_config(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& absmax, int64_t N,
+                               int64_t blocksize, int64_t config, int64_t warps) {
+  check_gemv_x(x, "gemv_nf4_v10_config");
+  check_cuda(x, "x", at::kHalf);
+  check_cuda(packed, "packed", at::kByte);
+  check_cuda(absmax, "absmax", at::kFloat);
+  const int B = x.size(0), K = x.size(1);
+  TORCH_CHECK(packed.numel() == N * K / 2 && absmax.numel() == (N * K + blocksize - 1) / blocksize,
+              "packed and absmax must hold N * K / 2 bytes and ceil(N * K / blocksize) values");
+  TORCH_CHECK(config >= 0 && config < ck::gemv_nf4_v10_configs(), "config must be in 0..",
+              num(ck::gemv_nf4_v10_configs() - 1), ", got ", num(config));
+  const c10::cuda::CUDAGuard guard(x.device());
+  auto y = at::empty({B, N}, x.options());
+  check_launch(ck::gemv_nf4_v10_config(ck::DType::kFloat16, static_cast<int>(config), x.data_ptr(),
+                                       packed.data_ptr<uint8_t>(), absmax.data_ptr<float>(), y.data_ptr(), B,
+                                       static_cast<int>(N), K, static_cast<int>(blocksize), static_cast<int>(warps),
+                                       c10::cuda::getCurrentCUDAStream()),
+               "gemv_nf4_v10_config");
+  return y;
+}
+
 // [compute capability of the current device, architecture of the code that runs there], e.g. [90, 75] for a
 // "7.5+PTX" build on an H100.
 std::vector<int64_t> cuda_arch() {
@@ -266,6 +309,9 @@ std::vector<int64_t> cuda_arch() {
 
 TORCH_LIBRARY_FRAGMENT(course_lib, m) {
   m.def("cuda_arch() -> int[]", &cuda_arch);
+  m.def("gemv_nf4_v10_config(Tensor x, Tensor packed, Tensor absmax, int out_features, int blocksize, int config, "
+        "int warps) -> Tensor",
+        &gemv_nf4_v10_config);
 }
 
 TORCH_LIBRARY_IMPL(course_lib, CUDA, m) {

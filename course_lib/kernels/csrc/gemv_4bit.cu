@@ -319,38 +319,6 @@ __global__ void __launch_bounds__(512) gemv_4bit_v6_kernel(const T* __restrict__
 // lanes of a row cover exactly one absmax block of 64 weights: the mma sums the codes (each rounded once to
 // x's dtype), and the absmax is applied in fp32 to that sum. A block's 8 warps split K for one 16-row tile and
 // meet in shared memory. Batch up to 8 per n-tile, NT tiles. Needs K % 64 == 0 and blocksize % 64 == 0.
-template <typename T> struct Mma;
-template <> struct Mma<__half> {
-  static __device__ __forceinline__ uint32_t pair(float a, float b) {
-    __half2 h = __floats2half2_rn(a, b);
-    return *reinterpret_cast<uint32_t*>(&h);
-  }
-  static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-#if COURSE_HAS_MMA
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#else
-    __trap();  // sm_75 code: the host runs v4 instead (launch.h's has_mma)
-#endif
-  }
-};
-template <> struct Mma<__nv_bfloat16> {
-  static __device__ __forceinline__ uint32_t pair(float a, float b) {
-    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-    return *reinterpret_cast<uint32_t*>(&h);
-  }
-  static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-#if COURSE_HAS_MMA
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#else
-    __trap();  // sm_75 code: the host runs v4 instead (launch.h's has_mma)
-#endif
-  }
-};
-
 template <typename T, int NT>
 __global__ void __launch_bounds__(256) gemv_nf4_mma_kernel(const T* __restrict__ x, const uint8_t* __restrict__ packed,
                                                            const float* __restrict__ absmax, T* __restrict__ y,

@@ -31,8 +31,7 @@ template <int LD>
 __device__ __forceinline__ uint4 v8_load(const uint8_t* p) {
   uint4 v;
   if (LD == 1) {
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    v = load_stream16(p);
   } else if (LD == 2) {
     v = __ldcs(reinterpret_cast<const uint4*>(p));
   } else if (LD == 3) {
@@ -87,16 +86,18 @@ __device__ __forceinline__ void v8_dot(const uint4& wv, const uint4 (&xv)[B][4],
   }
 }
 
-// The 256 x 32 table of code pairs (row b, word l: half2(code[b >> 4], code[b & 15])); threads 0..255 write one
-// row each, 8 16-byte stores rotated so that the 8 lanes of a quarter-warp hit 8 different columns.
+// The 256 x 32 table of code pairs (row b, word l: P's pair (code[b >> 4], code[b & 15]); v8 keeps fp16 codes for
+// both dtypes, v10 uses x's type for its mma): 8 16-byte stores per row, rotated so that the 8 lanes of a
+// quarter-warp hit 8 different columns. v8's 256 threads write one row each; blocks of other sizes (v10) loop.
+template <typename P = __half, bool ONE_ROW_PER_THREAD = true>
 __device__ __forceinline__ void v8_build_table(uint4* lut) {
-  const int b = threadIdx.x;
-  if (b >= 256) return;
-  __half2 h = __floats2half2_rn(c_nf4_code[b >> 4], c_nf4_code[b & 15]);  // fp16 codes for both dtypes
-  const uint32_t v = *reinterpret_cast<uint32_t*>(&h);
-  const uint4 v4 = make_uint4(v, v, v, v);
+  for (int b = threadIdx.x; b < 256; b += blockDim.x) {
+    const uint32_t v = Mma<P>::pair(c_nf4_code[b >> 4], c_nf4_code[b & 15]);
+    const uint4 v4 = make_uint4(v, v, v, v);
 #pragma unroll
-  for (int c = 0; c < 8; ++c) lut[b * 16 + ((c + b) & 7)] = v4;
+    for (int c = 0; c < 8; ++c) lut[b * 16 + ((c + b) & 7)] = v4;
+    if (ONE_ROW_PER_THREAD) break;
+  }
 }
 
 // Two launch-side options, measured by benchmarks/kernels.py --sweep (results file): XPF loads an item's
@@ -107,16 +108,6 @@ __device__ __forceinline__ void v8_build_table(uint4* lut) {
 // table build and, with PDL = 2, the first weight loads overlap the previous kernel's tail. PDL = 1 waits
 // before any global read (always correct); PDL = 2 reads the first weights before the wait, which is correct
 // only when the previous kernel does not write the weights (inference with fixed weights).
-__device__ __forceinline__ void pdl_launch_dependents() {
-#if COURSE_HAS_PDL
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void pdl_wait() {
-#if COURSE_HAS_PDL
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
 
 // The activations of step s (32 values of K, as four 16-byte words) for each of the B batch rows.
 template <typename T, int B>
@@ -285,22 +276,8 @@ cudaError_t launch_v8(const T* x, const uint8_t* packed, const float* absmax, T*
   const int warps = (units + upw - 1) / upw;
   const int blocks = (warps + V8_THREADS / WARP - 1) / (V8_THREADS / WARP);
   // the attribute only where the loaded code waits (griddepcontrol.wait is sm_90 code)
-  if (PDL > 0 && has_pdl(arch)) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(blocks);
-    cfg.blockDim = dim3(V8_THREADS);
-    cfg.dynamicSmemBytes = V8_LUT_BYTES;
-    cfg.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    return cudaLaunchKernelEx(&cfg, kern, x, packed, absmax, y, N, K, blocksize, shift, upw);
-  } else {
-    kern<<<blocks, V8_THREADS, V8_LUT_BYTES, stream>>>(x, packed, absmax, y, N, K, blocksize, shift, upw);
-  }
-  return cudaGetLastError();
+  return launch_kernel(PDL > 0 && has_pdl(arch), kern, dim3(blocks), dim3(V8_THREADS), V8_LUT_BYTES, stream, x, packed,
+                       absmax, y, N, K, blocksize, shift, upw);
 }
 
 }  // namespace course_kernels

@@ -30,7 +30,7 @@ struct Arch {
   int code;
 };
 cudaError_t current_arch(Arch* arch);
-inline bool has_mma(const Arch& a) { return a.device >= 80 && a.code >= 80; }   // mma.sync m16n8k16 (v7)
+inline bool has_mma(const Arch& a) { return a.device >= 80 && a.code >= 80; }   // mma.sync m16n8k16 (v7, v10)
 inline bool has_pdl(const Arch& a) { return a.device >= 90 && a.code >= 90; }   // programmatic dependent launch
 
 // 1. row-wise absmax int8: x [M, K] float32/float16/bfloat16 -> q [M, K], absmax [M]
@@ -52,6 +52,15 @@ cudaError_t gemv_nf4_rows(DType t, int version, const void* x, const uint8_t* pa
 // v7: tensor cores (sm_80+ code), any B; needs K % 64 == 0 and blocksize % 64 == 0.
 cudaError_t gemv_nf4_mma(DType t, const void* x, const uint8_t* packed, const float* absmax, void* y, int B, int N,
                          int K, int blocksize, cudaStream_t s);
+// v10: tensor cores, any B (16 per launch), the activations read once per block; needs K % 64 == 0 and
+// blocksize % 64 == 0, sm_80+ code on an sm_80+ GPU (else cudaErrorNotSupported).
+cudaError_t gemv_nf4_v10(DType t, const void* x, const uint8_t* packed, const float* absmax, void* y, int B, int N,
+                         int K, int blocksize, cudaStream_t s);
+// v10 in one of its gemv_nf4_v10_configs() development configurations (float16, B <= 8 or 16 by configuration;
+// warps 0: the launch's own choice), for benchmarks/kernels.py --sweep-v10.
+int gemv_nf4_v10_configs();
+cudaError_t gemv_nf4_v10_config(DType t, int config, const void* x, const uint8_t* packed, const float* absmax,
+                                void* y, int B, int N, int K, int blocksize, int warps, cudaStream_t s);
 // v8 (B <= 4): byte-table decode; early_weights is v9 (see gemv_nf4_v8.cu).
 cudaError_t gemv_nf4_v8(DType t, const void* x, const uint8_t* packed, const float* absmax, void* y, int B, int N,
                         int K, int blocksize, bool early_weights, cudaStream_t s);
