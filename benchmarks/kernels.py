@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import course_lib  # noqa: E402,F401  (silences bitsandbytes' import warning)
+from benchmarks.provenance import git_commit  # noqa: E402
 from course_lib import kernels as K  # noqa: E402
 from course_lib.bitnet import pack_ternary  # noqa: E402
 from course_lib.nf4 import quantize_nf4  # noqa: E402
@@ -69,20 +70,6 @@ def load_experiments(verbose: bool = False):
     return cpp_extension.load(name="course_kernel_experiments", sources=sources, build_directory=str(build),
                               extra_include_paths=[str(K.CSRC)], extra_cflags=[rename],
                               extra_cuda_cflags=["-O3", "-lineinfo", rename], verbose=verbose)
-
-
-def git_commit() -> str:
-    """The repository's commit (with "+changes" when the tree differs from it), or "unknown"."""
-    import subprocess
-
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return head + (" +changes" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def copy_bandwidth(nbytes: int = 1 << 30, repeats: int = 20) -> float:
