@@ -1,9 +1,10 @@
 """Every widget of course_lib/widgets/ under ipywidgets 7.7 (Colab's) and 8 (this venv).
 
-Each builder runs in a subprocess; the driver (this file, run as a script) finds the box's controls,
-gives each a different value, calls ``box.update()`` and reports whether the readout changed. The
-ipywidgets-7 run puts ipywidgets 7.7.5 (and its widgetsnbextension 3.x, jupyterlab_widgets 1.x, ipython_genutils,
-installed once with ``pip install --target --no-deps`` into .pytest_cache/) first on PYTHONPATH.
+Each builder runs in a subprocess; the driver (this file, run as a script) finds the box's controls, gives each a
+different value (its observer updates the box, as in a notebook) and reports whether the readout, the plot or the
+box's ``last`` result changed. The ipywidgets-7 run puts ipywidgets 7.7.5 (and its widgetsnbextension 3.x,
+jupyterlab_widgets 1.x, ipython_genutils, installed once with ``pip install --target --no-deps`` into .pytest_cache/)
+first on PYTHONPATH.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def _new_value(control):
 
 
 def drive(name: str) -> dict:
-    """Build one widget, change each control, call box.update(); report what changed."""
+    """Build one widget, change each control (its observer updates the box); report what changed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,8 +111,9 @@ def drive(name: str) -> dict:
         label = f"{i}:{type(control).__name__}:{control.description}"
         if value is None or control.disabled:  # e.g. the group-size menu while granularity is not per-group
             continue
-        setattr(control, trait, value)
-        after = _state(box, box.update())
+        setattr(control, trait, value)  # the control's observer redraws, as in a notebook (no second update():
+        # a control without an observer then shows as unchanged, and each builder runs once per change)
+        after = _state(box, box.last if hasattr(box, "last") else box.update())
         report["controls"][label] = after != before
         before = after
     return report
