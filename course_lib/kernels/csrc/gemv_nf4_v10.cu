@@ -32,22 +32,27 @@ using V10n2t4 = V10Config<2, 4, 2, false, 2, false, 8, 0>;
 using V10n2t8 = V10Config<2, 8, 2, false, 0, false, 8, 0>;
 using V10n1t2pdl = V10Config<1, 2, 2, false, 0, true, 8, 0>;
 using V10n2t2pdl = V10Config<2, 2, 2, false, 0, true, 8, 0>;
+// 16 warps per block (registers capped at 128), a candidate only at 16 warps: configurations 3 and 9, measured in the
+// second sweep 7-20% faster than 8 warps where 2-tile blocks fit one per SM (4096 rows: 8 warps left each SM half
+// empty)
+using V10n1t2w16 = V10Config<1, 2, 2, false, 0, false, 16, 0>;
+using V10n2t2w16 = V10Config<2, 2, 2, false, 0, false, 16, 0>;
 
-// The sweep's configurations, in the order of gemv_nf4_v10_config's `config` (float16). 3-5 and 9-10 (16 warps
-// per block, L2 prefetch) were added after the first sweep and have not been timed yet.
+// The sweep's configurations, in the order of gemv_nf4_v10_config's `config` (float16). 4, 5 and 10 (L2 prefetch)
+// were not faster than 0, 1 and 6 in the second sweep.
 template <typename F>
 cudaError_t with_v10_config(int config, F&& f) {
   switch (config) {
     case 0: return f(V10n1t2{});
     case 1: return f(V10n1t4{});
     case 2: return f(V10n1t8{});
-    case 3: return f(V10Config<1, 2, 2, false, 0, false, 16, 0>{});
+    case 3: return f(V10n1t2w16{});
     case 4: return f(V10Config<1, 2, 2, false, 0, false, 8, 4>{});
     case 5: return f(V10Config<1, 4, 2, false, 0, false, 8, 4>{});
     case 6: return f(V10n2t2{});
     case 7: return f(V10n2t4{});
     case 8: return f(V10n2t8{});
-    case 9: return f(V10Config<2, 2, 2, false, 0, false, 16, 0>{});
+    case 9: return f(V10n2t2w16{});
     case 10: return f(V10Config<2, 2, 2, false, 0, false, 8, 4>{});
     case 11: return f(V10n1t2pdl{});
     case 12: return f(V10n2t2pdl{});
@@ -85,10 +90,10 @@ inline int v10_sm_count() {
 }
 
 template <typename T, typename C>
-cudaError_t v10_rank(int index, int N, int K, V10Choice* best) {
+cudaError_t v10_rank(int index, int N, int K, V10Choice* best, int min_warps = 1) {
   const int chunks = (K + 127) / 128;
   for (int w : {16, 8, 4, chunks < 4 ? chunks : 0}) {  // fewer than 4 warps only where K has fewer chunks
-    if (w < 1 || w > C::max_warps() || w > chunks) continue;
+    if (w < min_warps || w > C::max_warps() || w > chunks) continue;
     int slots = 0;
     const cudaError_t err = C::template wave<T>(w, &slots);
     if (err == cudaErrorNotSupported) continue;
@@ -114,15 +119,18 @@ cudaError_t v10_rank(int index, int N, int K, V10Choice* best) {
 // (benchmarks/kernels.py --sweep-v10 measured every candidate; benchmarks/results/kernels_h100.md). Where it picks 2
 // tiles and 8 warps per block with at least 2 blocks per SM, the launch is programmatic (C2P, sm_90): measured
 // 0.2-0.8 us faster there (8192x8192 batch 1-16; 11008 and 14336 rows), slower with one block per SM (4096 rows).
-template <typename T, typename C2, typename C2P, typename C4, typename C8>
+// C2W (16 warps) is ranked last, so that it wins only where it fills the SMs with more warps than C2, C4 and C8.
+template <typename T, typename C2, typename C2P, typename C4, typename C8, typename C2W>
 cudaError_t launch_ranked(const T* x, const uint8_t* packed, const float* absmax, T* y, int B, int N, int K, int bs,
                           cudaStream_t s) {
   V10Choice best;
   cudaError_t err = v10_rank<T, C2>(2, N, K, &best);
   if (err == cudaSuccess) err = v10_rank<T, C4>(4, N, K, &best);
   if (err == cudaSuccess) err = v10_rank<T, C8>(8, N, K, &best);
+  if (err == cudaSuccess) err = v10_rank<T, C2W>(3, N, K, &best, 16);
   if (err != cudaSuccess) return err;
   if (!best.ok) return cudaErrorNotSupported;
+  if (best.index == 3) return C2W::template launch<T>(x, packed, absmax, y, B, N, K, bs, best.warps, s);
   if (best.index == 2 && best.warps == 8 && best.blocks_per_sm >= 2)
     return C2P::template launch<T>(x, packed, absmax, y, B, N, K, bs, best.warps, s);
   if (best.index == 2) return C2::template launch<T>(x, packed, absmax, y, B, N, K, bs, best.warps, s);
@@ -133,8 +141,9 @@ cudaError_t launch_ranked(const T* x, const uint8_t* packed, const float* absmax
 template <typename T>
 cudaError_t dispatch_v10(const T* x, const uint8_t* packed, const float* absmax, T* y, int B, int N, int K, int bs,
                          cudaStream_t s) {
-  if (B <= 8) return launch_ranked<T, V10n1t2, V10n1t2pdl, V10n1t4, V10n1t8>(x, packed, absmax, y, B, N, K, bs, s);
-  return launch_ranked<T, V10n2t2, V10n2t2pdl, V10n2t4, V10n2t8>(x, packed, absmax, y, B, N, K, bs, s);
+  if (B <= 8)
+    return launch_ranked<T, V10n1t2, V10n1t2pdl, V10n1t4, V10n1t8, V10n1t2w16>(x, packed, absmax, y, B, N, K, bs, s);
+  return launch_ranked<T, V10n2t2, V10n2t2pdl, V10n2t4, V10n2t8, V10n2t2w16>(x, packed, absmax, y, B, N, K, bs, s);
 }
 
 }  // namespace
