@@ -45,7 +45,8 @@ from course_lib.nf4 import quantize_nf4  # noqa: E402
 
 OPS = torch.ops.course_lib
 
-SHAPES = [(4096, 4096), (8192, 8192), (14336, 4096), (4096, 14336)]  # (N = out_features, K = in_features)
+# (N = out_features, K = in_features): Llama-3-8B's and Llama-2-7B's projections, and a square 8192
+SHAPES = [(4096, 4096), (8192, 8192), (14336, 4096), (4096, 14336), (11008, 4096), (4096, 11008)]
 BATCHES = [1, 4, 16]
 PUBLIC_GRAPH_TOLERANCE = 1.05  # the public function in a graph: at most 5% over the op in a graph
 
@@ -163,7 +164,8 @@ def validate(dtype=torch.float16) -> list[str]:
             x = torch.randn(b, k, generator=gen).to(dtype).cuda()
             nf4_ref = K.gemv_nf4(x, packed, absmax, n, backend="torch")
             checks = {f"nf4 v{v}": (K.gemv_nf4(x, packed, absmax, n, backend="cuda", version=v), nf4_ref)
-                      for v in (1, 3, 4, 5, 6, 7, 8, 9) + ((2,) if b == 1 else ())}
+                      for v in (1, 3, 4, 5, 6, 7, 8, 9, 10) + ((2,) if b == 1 else ())}
+            checks["nf4 default"] = (K.gemv_nf4(x, packed, absmax, n, backend="cuda"), nf4_ref)
             checks.update({
                 "int4": (K.gemv_int4(x, p4, s4, z4, g4, backend="cuda"), K.gemv_int4(x, p4, s4, z4, g4, backend="torch")),
                 "ternary": (K.gemv_ternary(x, t, 0.1, backend="cuda"), K.gemv_ternary(x, t, 0.1, backend="torch")),
@@ -181,7 +183,7 @@ def validate(dtype=torch.float16) -> list[str]:
     return failures
 
 
-AFTER_WRITER = ("cuBLAS fp16", "ours NF4 v8 byte-table", "ours NF4 v9 early weights", "bitsandbytes NF4")  # also timed after a writer of x
+AFTER_WRITER = ("cuBLAS fp16", "ours NF4 default", "ours NF4 v8 byte-table", "ours NF4 v9 early weights", "bitsandbytes NF4")  # also timed after a writer of x
 
 
 def bench_gemv(bnb, copy_bw: float, shapes, batches, dtype=torch.float16) -> list[dict]:
@@ -211,6 +213,9 @@ def bench_gemv(bnb, copy_bw: float, shapes, batches, dtype=torch.float16) -> lis
             io = b * k * 2 + b * n * 2
             contenders = {
                 "cuBLAS fp16": (fp16_bytes, [lambda w=w: x @ w.t() for w in fp16_ws]),
+                # what gemv_nf4 runs when no version is given (the op's dispatch for this GPU, shape and batch)
+                "ours NF4 default": (nf4_bytes, [lambda p=p, a=a: OPS.gemv_nf4(x, p, a, n, 64, 0) for p, a in nf4_ws]),
+                "ours NF4 v10 tc": (nf4_bytes, [lambda p=p, a=a: OPS.gemv_nf4(x, p, a, n, 64, 10) for p, a in nf4_ws]),
                 "ours NF4 v8 byte-table": (nf4_bytes, [lambda p=p, a=a: OPS.gemv_nf4(x, p, a, n, 64, 8) for p, a in nf4_ws]),
                 "ours NF4 v7 mma": (nf4_bytes, [lambda p=p, a=a: OPS.gemv_nf4(x, p, a, n, 64, 7) for p, a in nf4_ws]),
                 "ours NF4 v6 persistent": (nf4_bytes, [lambda p=p, a=a: OPS.gemv_nf4(x, p, a, n, 64, 6) for p, a in nf4_ws]),
@@ -377,7 +382,7 @@ V10_CONFIGS = {(0, 8): "NT1 TB2 D2", (0, 4): "NT1 TB2 D2, 4 warps", (1, 8): "NT1
                (6, 8): "NT2 TB2 D2", (6, 4): "NT2 TB2 D2, 4 warps", (7, 8): "NT2 TB4 D2 minb2",
                (7, 4): "NT2 TB4 D2 minb2, 4 warps", (8, 8): "NT2 TB8 D2", (9, 16): "NT2 TB2 D2, 16 warps",
                (10, 8): "NT2 TB2 D2 pf4", (10, 4): "NT2 TB2 D2 pf4, 4 warps", (12, 8): "NT2 TB2 D2 pdl"}
-V10_SHAPES = SHAPES + [(11008, 4096), (4096, 11008)]
+V10_SHAPES = SHAPES
 V10_BATCHES = (1, 2, 4, 8, 16)
 V10_BF16_BATCHES = (1, 2, 4)  # bf16: the versions the default chooses from below batch 4, and v10
 V10_MAX_ERROR = 5e-3  # relative error against the fp32 reference (fp16 output rounding alone gives ~5e-4)
