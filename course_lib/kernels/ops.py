@@ -321,12 +321,14 @@ def gemv_nf4(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, out_fe
             weights in flight, v8's byte table built once per block of 2-8 tiles; needs K % 64
             == 0 and blocksize % 64 == 0 and sm_80+ code on an sm_80+ GPU, else it runs what the
             default runs without tensor cores.
-            The default (None) is chosen by the CUDA op for the GPU at hand: v8 below batch 4 for
-            float16, v4 below batch 4 for bfloat16, v7 from batch 4 where the GPU and the loaded code
-            are sm_80+ (v4 on sm_75: T4, RTX 20xx); ``build.cuda_arch()`` says which applies. v10
-            measured faster than v7 at batch 4-16 (benchmarks/results/kernels_h100.md) and becomes the
-            default once its final code has run on a GPU. Above batch 4, versions 4-6 and 8 dequantize the
-            weight to x's dtype (16-byte loads and stores) and call cuBLAS.
+            The default (None) is chosen by the CUDA op for the GPU, dtype, shape and batch. Where the GPU
+            and the loaded code are sm_80+ and K and the blocksize are multiples of 64: v10 up to batch 16
+            (in float16 at batch 1 only from 10240 rows or with at most 4096 rows of at least 4096 values,
+            else v8), v7 above batch 16; without tensor cores (sm_75: T4, RTX 20xx) v8 below batch 4 for
+            float16, v4 for bfloat16 and from batch 4.
+            ``build.cuda_arch()`` says which code is loaded; benchmarks/results/kernels_h100.md has the
+            measurements behind the rule. Above batch 4, versions 4-6 and 8 dequantize the weight to x's
+            dtype (16-byte loads and stores) and call cuBLAS.
 
     Returns:
         ``[B, out_features]`` in ``x``'s dtype.

@@ -150,16 +150,17 @@ bool tensor_core_shape(const ck::Arch& arch, int K, int64_t blocksize) {
 }
 
 // The default version for this GPU and batch (version 0). Where the code and the GPU have mma.sync (sm_80+) and the
-// shape suits tensor cores: v10 at batch 4-16; in fp16 also at batch 2-3, and at batch 1 from 10240 rows and with at
-// most 4096 rows of at least 4096 values (few blocks: v10 splits each row over 16 warps), where it measured faster
-// than v7 and v8 (H100, benchmarks/results/kernels_h100.md); v7 above batch 16 (v10 would read the weights once per
-// 16 rows). Elsewhere v8 below batch 4 in fp16 (v4 in bf16, where v8's fp32 widening was not faster everywhere) and
-// v4 from batch 4 (above batch 4 it dequantizes, then calls cuBLAS).
+// shape suits tensor cores: v10 at batch 1-16 in bf16 (1.2-1.8x v4 and v8 at batch 1-2, which widen to fp32), in
+// fp16 from batch 2, and at batch 1 from 10240 rows and with at most 4096 rows of at least 4096 values (few blocks:
+// v10 splits each row over 16 warps), where it measured faster than v8; v7 above batch 16 (v10 would read the
+// weights once per 16 rows). Elsewhere v8 below batch 4 in fp16 (v4 in bf16, where v8's fp32 widening was not
+// faster everywhere) and v4 from batch 4 (above batch 4 it dequantizes, then calls cuBLAS). Measurements: H100,
+// benchmarks/results/kernels_h100.md.
 int64_t default_nf4_version(const ck::Arch& arch, int B, int N, int K, int blocksize, bool fp16) {
   if (tensor_core_shape(arch, K, blocksize)) {
     if (B > 16) return 7;
     const bool v10_batch1 = N >= 10240 || (N <= 4096 && K >= 4096);
-    if (B >= 4 || (fp16 && (B >= 2 || v10_batch1))) return 10;
+    if (!fp16 || B >= 2 || v10_batch1) return 10;
   }
   if (B >= 4) return 4;
   return fp16 ? 8 : 4;
