@@ -19,13 +19,8 @@ status=0
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.total --format=csv,noheader || true
 python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name(0))"
 
-build() {  # $1: TORCH_CUDA_ARCH_LIST
-    local start
-    start=$(date +%s)
-    TORCH_CUDA_ARCH_LIST="$1" python3 -c "from course_lib import kernels as K; K.load_extension('cuda'); print('built:', K.cuda_arch())" \
-        > "$out/build_$(echo "$1" | tr -c 'A-Za-z0-9' '_').log" 2>&1 || { echo "BUILD FAILED ($1)"; tail -30 "$out/build_"*.log; return 1; }
-    tail -1 "$out/build_$(echo "$1" | tr -c 'A-Za-z0-9' '_').log"
-    echo "build $1: $(( $(date +%s) - start )) s"
+build() {  # $1: TORCH_CUDA_ARCH_LIST (build_extension: scripts/gpu_env.sh)
+    build_extension "$1" "$out/build_$(echo "$1" | tr -c 'A-Za-z0-9' '_').log"
 }
 
 echo "=== native build ($arch)"

@@ -21,9 +21,7 @@ status=0
 for archs in "${lists[@]}"; do
     log="$out/kernel_tests_$(echo "$archs" | tr -c 'A-Za-z0-9' '_').log"
     echo "=== TORCH_CUDA_ARCH_LIST=$archs"
-    start=$(date +%s)
-    TORCH_CUDA_ARCH_LIST="$archs" python3 -c "from course_lib import kernels as K; K.load_extension('cuda'); print('built:', K.cuda_arch())" 2>&1 | tail -3
-    echo "build: $(( $(date +%s) - start )) s"
+    build_extension "$archs" "$out/build_$(echo "$archs" | tr -c 'A-Za-z0-9' '_').log" || { status=1; continue; }
     # a PTX build changes only the CUDA kernels: its run leaves out the CPU-device tests (the native run has them)
     filter=()
     case "$archs" in *PTX*) filter=(-k "not cpu") ;; esac
