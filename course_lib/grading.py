@@ -79,7 +79,9 @@ _RAISE = compile("raise failure", "<course check>", "exec")
 
 def _fail(message: str, cause: BaseException | None = None) -> NoReturn:
     __tracebackhide__ = True
-    print(f"\u2717 {message}", flush=True)
+    # one write (print's default would write the newline separately): under load, a kernel's output thread can
+    # send the two writes as two stream messages, and the learner's cell would then show the message split
+    print(f"\u2717 {message}\n", end="", flush=True)
     failure = AssertionError(message)
     failure.__cause__, failure.__suppress_context__ = cause, True  # as `raise ... from cause`
     exec(_RAISE, {"failure": failure})
@@ -106,7 +108,8 @@ def _report_passed(result) -> None:
     _PASSED.update(checks=0, functions={}, devices={})
     if checks and getattr(result, "success", False):
         what = ", ".join(functions) + (f" on {' and '.join(on)}" if on else "")
-        print(f"\u2713 {checks} check{'s' if checks != 1 else ''} passed" + (f" ({what})" if what else ""))
+        line = f"\u2713 {checks} check{'s' if checks != 1 else ''} passed" + (f" ({what})" if what else "")
+        print(line + "\n", end="")  # one write, as in _fail
 
 
 def _register_report() -> None:
