@@ -23,9 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from benchmarks.provenance import git_commit  # noqa: E402
 from course_lib.env import cpu_name  # noqa: E402
 import profile_notebooks  # noqa: E402
-from profile_notebooks import MEMORY_BUDGET_GB, NotebookClient, profile  # noqa: E402
+from profile_notebooks import MEMORY_BUDGET_GB, TIME_BUDGET_S, NotebookClient, profile  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "notebook_memory_cpu.md"
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     paths = [p for p in sorted(ROOT.glob("solutions/*/*.ipynb"))
              if not args.prefixes or any(p.parent.name.startswith(x) for x in args.prefixes)]
-    rows, over = [], []
+    rows, over, slow = [], [], []
     for path in paths:
         note = ""
         try:
@@ -57,22 +58,27 @@ def main(argv: list[str] | None = None) -> int:
         status = ("yes" if gb <= MEMORY_BUDGET_GB else "NO") + note
         if gb > MEMORY_BUDGET_GB:
             over.append(path.parent.name)
-        rows.append(f"| {path.parent.name} | {gb:.2f} | {seconds:.1f} | {status} |")
+        if seconds > TIME_BUDGET_S:
+            slow.append(path.parent.name)
+        rows.append(f"| {path.parent.name} | {gb:.2f} | {seconds:.1f} | {status} | "
+                    f"{'yes' if seconds <= TIME_BUDGET_S else 'NO'} |")
         print(rows[-1], flush=True)
     text = "\n".join([
         "# Peak memory of each solution notebook (Binder check)",
         "",
         f"Machine: {cpu_name()}, {os.cpu_count()} cores visible; torch {torch.__version__}; "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}. Measured with "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; code of commit {git_commit()}. Measured with "
         "`python benchmarks/notebook_memory.py`: each notebook executed headless in a fresh kernel, one at a time; "
         "peak = largest resident set of the kernel process tree, sampled every 50 ms. "
-        f"Budget {MEMORY_BUDGET_GB} GB (mybinder.org gives 1-2 GB). Wall times are on a shared machine.",
+        f"Budgets {MEMORY_BUDGET_GB} GB (mybinder.org gives 1-2 GB) and {TIME_BUDGET_S:.0f} s on a 2-core CPU; wall "
+        "times depend on the machine and its load.",
         "",
-        "| notebook | peak memory (GB) | wall time (s) | within 1.5 GB |",
-        "|---|---:|---:|---|",
+        f"| notebook | peak memory (GB) | wall time (s) | within {MEMORY_BUDGET_GB} GB | within {TIME_BUDGET_S:.0f} s |",
+        "|---|---:|---:|---|---|",
         *rows,
         "",
-        f"Over budget: {', '.join(over) if over else 'none'}.",
+        f"Over the memory budget: {', '.join(over) if over else 'none'}. Over the time budget: "
+        f"{', '.join(slow) if slow else 'none'}.",
         "",
     ])
     if not args.prefixes or args.out != DEFAULT_OUT:
