@@ -183,7 +183,9 @@ def validate(dtype=torch.float16) -> list[str]:
     return failures
 
 
-AFTER_WRITER = ("cuBLAS fp16", "ours NF4 default", "ours NF4 v8 byte-table", "ours NF4 v9 early weights", "bitsandbytes NF4")  # also timed after a writer of x
+# also timed after a writer of x
+AFTER_WRITER = ("cuBLAS fp16", "ours NF4 default", "ours NF4 v8 byte-table", "ours NF4 v9 early weights",
+                "bitsandbytes NF4")
 
 
 def bench_gemv(bnb, copy_bw: float, shapes, batches, dtype=torch.float16) -> list[dict]:
@@ -372,9 +374,9 @@ def sweep_v8(exp, shapes=SHAPES) -> str:
 
 
 # v10's development configurations (torch.ops.course_lib.gemv_nf4_v10_config; float16): NT n-tiles of 8 batch rows,
-# TB 16-row tiles per block, D weight slots in flight per lane, "minb2": __launch_bounds__ asks for 2 blocks per SM (at most 128 registers), "pdl": programmatic
-# dependent launch (sm_90; the table is built while the previous kernel ends), "pfP": an L2 prefetch of the weights
-# P items ahead. Keys: (config, warps per block: 8 unless named, at most one per 128-wide chunk of K).
+# TB 16-row tiles per block, D weight slots in flight per lane, "minb2": __launch_bounds__ asks for 2 blocks per SM
+# (at most 128 registers), "pdl": programmatic dependent launch (sm_90; the table is built while the previous kernel
+# ends), "pfP": an L2 prefetch of the weights P items ahead. Keys: (config, warps per block: 8 unless named, at most one per 128-wide chunk of K).
 V10_CONFIGS = {(0, 8): "NT1 TB2 D2", (0, 4): "NT1 TB2 D2, 4 warps", (1, 8): "NT1 TB4 D2",
                (1, 4): "NT1 TB4 D2, 4 warps", (2, 8): "NT1 TB8 D2", (3, 16): "NT1 TB2 D2, 16 warps",
                (4, 8): "NT1 TB2 D2 pf4", (4, 4): "NT1 TB2 D2 pf4, 4 warps", (5, 8): "NT1 TB4 D2 pf4",
@@ -384,7 +386,7 @@ V10_CONFIGS = {(0, 8): "NT1 TB2 D2", (0, 4): "NT1 TB2 D2, 4 warps", (1, 8): "NT1
                (10, 8): "NT2 TB2 D2 pf4", (10, 4): "NT2 TB2 D2 pf4, 4 warps", (12, 8): "NT2 TB2 D2 pdl"}
 V10_SHAPES = SHAPES
 V10_BATCHES = (1, 2, 4, 8, 16)
-V10_BF16_BATCHES = (1, 2, 4)  # bf16: the versions the default chooses from below batch 4, and v10
+V10_BF16_BATCHES = (1, 2, 4)  # bf16: v4 and v8 (the default without tensor cores), v10 and the default
 V10_MAX_ERROR = 5e-3  # relative error against the fp32 reference (fp16 output rounding alone gives ~5e-4)
 
 

@@ -1,23 +1,13 @@
-"""benchmarks/provenance.py: the commit line of every results file."""
+"""benchmarks/provenance.py: the commit line of every results file (imported as the benchmark scripts import it)."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _provenance():
-    spec = importlib.util.spec_from_file_location("provenance_under_test", ROOT / "benchmarks" / "provenance.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmarks import provenance
 
 
 def test_git_commit_names_the_checkout_unless_a_commit_is_given(monkeypatch):
-    provenance = _provenance()
     monkeypatch.delenv("COURSE_COMMIT", raising=False)
     found = provenance.git_commit()
     assert re.fullmatch(r"[0-9a-f]{7,40}( \+changes)?|unknown", found), found

@@ -303,7 +303,7 @@ def _op_cases(device: str, dtype: torch.dtype) -> dict:
         "dequantize_nf4": lambda x: K.dequantize_nf4(packed, absmax, (48, 128), 64, dtype=dtype, backend=backend),
         "dequantize_int4": lambda x: K.dequantize_int4(p4, s4, z4, 32, dtype=dtype, backend=backend),
         "gemv_nf4": lambda x: K.gemv_nf4(x, packed, absmax, 48, 64, backend=backend),
-        # batch 9: the default from batch 4 on an sm_80+ GPU (tensor cores)
+        # batch 9: the default's two-n-tile v10 on an sm_80+ GPU, v4 (dequantize + cuBLAS) without tensor cores
         "gemv_nf4 batch 9": lambda x: K.gemv_nf4(torch.cat([x, x * 2, x - 1]), packed, absmax, 48, 64, backend=backend),
         "gemv_int4": lambda x: K.gemv_int4(x, p4, s4, z4, 32, backend=backend),
         "gemv_ternary": lambda x: K.gemv_ternary(x, tern, 0.25, backend=backend),
