@@ -17,12 +17,26 @@ import traceback
 from pathlib import Path
 
 
+def _display_as_text(*objects, **_) -> None:
+    """`display` without a front end: text and Markdown objects are printed (tables), the rest is dropped."""
+    for obj in objects:
+        text = obj if isinstance(obj, str) else getattr(obj, "data", None)
+        if isinstance(text, str):
+            print(text, flush=True)
+
+
 def main(paths: list[str]) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")
+    try:  # notebooks import IPython's display; without a front end it would print only the objects' repr
+        import IPython.display
+
+        IPython.display.display = _display_as_text
+    except ImportError:
+        pass
     failed = 0
     for path in map(Path, paths):
         cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
-        namespace: dict = {"__name__": "__main__", "display": lambda *a, **k: None}
+        namespace: dict = {"__name__": "__main__", "display": _display_as_text}
         cwd = os.getcwd()
         os.chdir(path.parent)
         start = time.perf_counter()
