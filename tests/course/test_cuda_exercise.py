@@ -71,7 +71,8 @@ class TestOnTheGPU:
 
     @pytest.mark.parametrize("bug, old, new", [
         # the two nibbles of a byte read in the wrong order (the most common slip with this layout)
-        ("nibbles swapped", "w.x * xv.x + w.y * xv.y", "w.x * xv.y + w.y * xv.x"),
+        ("nibbles swapped", "w[2 * j] = pair.x * scale;\n            w[2 * j + 1] = pair.y * scale;",
+         "w[2 * j] = pair.y * scale;\n            w[2 * j + 1] = pair.x * scale;"),
         # one absmax per 32 weights instead of per 64
         ("wrong absmax block", "scales[c / 2]", "scales[c % (K / 64)]"),
         # only the first row of the batch written
