@@ -79,7 +79,8 @@ __all__ = [
 SCALE_MIN = 1e-4
 #: Grid points of the ratio search (ratios ``i / N_GRID``) and of the clip search.
 N_GRID = 20
-#: The clip search shrinks the weight range down to ``1 - MAX_SHRINK`` of ``max|w|``.
+#: The clip search's shrink bound, llm-awq's ``max_shrink``: it tries ``int(MAX_SHRINK * N_GRID)`` ranges, so the
+#: smallest is ``1 - (int(MAX_SHRINK * N_GRID) - 1) / N_GRID`` of ``max|w|`` (0.55 with the defaults), not ``1 - MAX_SHRINK``.
 MAX_SHRINK = 0.5
 #: Calibration tokens the clip search uses (an evenly strided subsample).
 CLIP_TOKENS = 512
