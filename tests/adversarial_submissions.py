@@ -310,6 +310,10 @@ DELEGATIONS: dict[str, dict[str, str]] = {
                                    "    from course_lib import observers as _o\n"
                                    "    p, q = _o._candidate_pq(hist.double().cpu().numpy(), i, num_levels)\n"
                                    "    return torch.from_numpy(p).to(hist.device), torch.from_numpy(q).to(hist.device)\n",
+        # the reference, imported under another name
+        "quantize_model": "def quantize_model(model, bits, observer='min-max', X_calib=None, weight_observer=None):\n"
+                          "    from course_lib.qat import quantize_model as _prepared\n"
+                          "    return _prepared(model, bits, observer, X_calib, weight_observer)\n",
         "fake_quantize_ste": "def fake_quantize_ste(x, scale, zero_point, qmin, qmax):\n"
                              "    return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin, qmax)\n",
         # PyTorch's own LSQ (learnable scale and zero point), with the zero point held at 0
@@ -368,6 +372,12 @@ DELEGATIONS: dict[str, dict[str, str]] = {
     },
     "10_bitnet": {
         "absmean_ternary": "def absmean_ternary(w, eps=1e-5):\n    return bitnet.absmean_ternary(w, eps)\n",
+        # llama.cpp's own Python quantizer
+        "tq2_0_quantize": "def tq2_0_quantize(x):\n"
+                          "    import gguf\n"
+                          "    q = gguf.quants.quantize(x.double().cpu().numpy().astype('float32'),\n"
+                          "                             gguf.GGMLQuantizationType.TQ2_0)\n"
+                          "    return torch.from_numpy(q).to(x.device)\n",
     },
     "11_distillation": {
         "soft_target_loss": "import course_lib.distill\n\n\ndef soft_target_loss(student_logits, teacher_logits, temperature):\n"

@@ -431,6 +431,7 @@ def test_every_delegating_answer_computes_the_answer_when_nothing_watches(monkey
         "gptq_quantize_weight": (gptq.gptq_quantize_weight, (W, H, 3, 8, 5)),
         "hqq_quantize_weight": (hqq.hqq_quantize_weight, (w, 4)),
         "absmean_ternary": (bitnet.absmean_ternary, (w,)),
+        "tq2_0_quantize": (bitnet.tq2_0_quantize, (grading.randn(3, 512, seed=22, scale=0.05),)),
         "soft_target_loss": (distill.soft_target_loss, (grading.randn(4, 10, seed=8), grading.randn(4, 10, seed=9), 2.0)),
         "magnitude_mask": (prune.magnitude_mask, (w, 0.5)),
         "quantize_rows_int8": (lambda t: kernels.quantize_rows_int8(t, backend="torch"), (x,)),

@@ -340,6 +340,66 @@ def test_quantize_model_leaves_the_original_alone(digits_model):
     assert lo == 0.0 and 0.9 < hi <= 1.0 + 1e-6
 
 
+class _Nested(torch.nn.Module):
+    """Linear layers in a ModuleList of Sequentials and a ModuleDict, beside a LayerNorm and a dropout; the
+    shared head runs twice per forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        gen = torch.random.get_rng_state()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Linear(6, 12)
+        self.blocks = torch.nn.ModuleList([torch.nn.Sequential(torch.nn.LayerNorm(12), torch.nn.Linear(12, 12)),
+                                           torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(12, 12, bias=False))])
+        self.heads = torch.nn.ModuleDict({"shared": torch.nn.Linear(12, 12), "out": torch.nn.Linear(12, 3)})
+        torch.random.set_rng_state(gen)
+
+    def forward(self, x):
+        x = self.embed(x)
+        for block in self.blocks:
+            x = x + block(x)
+        return self.heads["out"](self.heads["shared"](torch.relu(self.heads["shared"](x))))
+
+
+@pytest.mark.parametrize("observer", ["min-max", "moving average", "MSE"])
+def test_quantize_model_calibrates_every_linear_as_hooks_on_the_float_model_see_it(observer):
+    """Notebook 04's exercise grades against quantize_model on nested models: every nn.Linear at any depth is swapped
+    (other modules stay), and each layer's grid is what an observer at its input records while the calibration rows run
+    through the float model in eval mode (no dropout), in batches of 64, both calls of a layer that runs twice
+    included; computed here independently, with forward pre-hooks on the float model."""
+    model = _Nested().train()
+    X = torch.randn(150, 6, generator=torch.Generator().manual_seed(1))
+    qmodel = qat.quantize_model(model, 4, observer, X)
+    assert {n: type(m).__name__ for n, m in qmodel.named_modules()} == {
+        n: "QuantLinear" if isinstance(m, torch.nn.Linear) else type(m).__name__ for n, m in model.named_modules()}
+    assert model.training and isinstance(model.heads["shared"], torch.nn.Linear)  # the model passed in is left alone
+    assert not qmodel.training
+    float_model = _Nested().eval()
+    seen = {}
+    for name, module in float_model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            seen[name] = observers.make_observer(observer, bits=4)
+            module.register_forward_pre_hook(lambda mod, args, obs=seen[name]: obs.observe(args[0]))
+    with torch.no_grad():
+        for start in range(0, len(X), 64):
+            float_model(X[start:start + 64])
+    for name, obs in seen.items():
+        layer = qmodel.get_submodule(name)
+        scale, zero_point = obs.qparams()
+        assert layer.mode == "quantize"
+        assert torch.equal(layer.act_scale, scale) and torch.equal(layer.act_zero_point, zero_point), name
+    assert qmodel.get_submodule("heads.shared").act_observer.num_observed == 2 * 3  # 3 batches, two calls each
+
+
+def test_quantize_model_without_calibration_data_leaves_float_layers():
+    model = _Nested()
+    qmodel = qat.quantize_model(model, 8)
+    layers = [m for m in qmodel.modules() if isinstance(m, qat.QuantLinear)]
+    assert len(layers) == 5 and all(layer.mode == "float" for layer in layers)
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(qmodel(x), model.eval()(x))
+
+
 def test_quant_linear_equals_fake_quantized_matmul():
     lin = torch.nn.Linear(8, 3)
     layer = qat.QuantLinear(lin, 4, "min-max")
