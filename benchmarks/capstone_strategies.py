@@ -275,7 +275,7 @@ def main() -> None:
                "`tests/library/test_capstone.py` writes them:\n\n" + listing + "\n\n")
     if args.out:
         out = Path(args.out)
-        Path(args.out).write_text(header + section + keep_other_machines(out, heading))
+        out.write_text(header + section + keep_other_machines(out, heading))
         print(f"wrote {args.out}")
 
 

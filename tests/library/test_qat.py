@@ -346,13 +346,13 @@ class _Nested(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        gen = torch.random.get_rng_state()
-        torch.manual_seed(0)
-        self.embed = torch.nn.Linear(6, 12)
-        self.blocks = torch.nn.ModuleList([torch.nn.Sequential(torch.nn.LayerNorm(12), torch.nn.Linear(12, 12)),
-                                           torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(12, 12, bias=False))])
-        self.heads = torch.nn.ModuleDict({"shared": torch.nn.Linear(12, 12), "out": torch.nn.Linear(12, 3)})
-        torch.random.set_rng_state(gen)
+        with torch.random.fork_rng():  # the same weights every time, the global generator left alone
+            torch.manual_seed(0)
+            self.embed = torch.nn.Linear(6, 12)
+            self.blocks = torch.nn.ModuleList([
+                torch.nn.Sequential(torch.nn.LayerNorm(12), torch.nn.Linear(12, 12)),
+                torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(12, 12, bias=False))])
+            self.heads = torch.nn.ModuleDict({"shared": torch.nn.Linear(12, 12), "out": torch.nn.Linear(12, 3)})
 
     def forward(self, x):
         x = self.embed(x)
